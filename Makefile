@@ -1,0 +1,44 @@
+# Front door of the toolchain. Every target creates .venv on first use (tools/setup.sh).
+# Run `make help` for the list.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+ARCH    ?= default
+BOARD   ?= icebreaker
+SIM     ?=
+DATA_DIR ?= data
+BUILD   ?= build
+export DATA_DIR
+
+.PHONY: help setup test test-slow demo data bitstream clean
+
+help: ## list the targets
+	@echo "Targets (variables: ARCH=$(ARCH) BOARD=$(BOARD) SIM=$(SIM) DATA_DIR=$(DATA_DIR)):"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt tools/setup.sh
+	@bash tools/setup.sh
+
+setup: $(STAMP) ## create .venv and install every pinned dependency (once)
+
+test: $(STAMP) ## run the test suite (SIM=icarus|verilator to pick one simulator)
+	$(PY) -m pytest -n 2 -m "not slow"
+
+test-slow: $(STAMP) ## run the slow tests too (all bitstream builds)
+	$(PY) -m pytest -n 2
+
+data: $(STAMP) ## fetch MNIST + Fashion-MNIST into DATA_DIR (no-op when present)
+	$(PY) -m sw.datasets fetch --dir $(DATA_DIR)
+
+bitstream: $(STAMP) ## build the board smoke bitstream for BOARD=icebreaker|ulx3s-85f (+ report)
+	$(PY) -m boards.build --board $(BOARD) --out $(BUILD)/$(BOARD)
+
+demo: $(STAMP) data ## the main job on the bundled default network (grows with the pipeline)
+	$(PY) -m pytest -q tests/test_pe_cocotb.py
+	$(MAKE) bitstream BOARD=$(BOARD)
+
+clean: ## remove generated files (build/); keeps .venv and data
+	rm -rf $(BUILD) sim_build
