@@ -1,0 +1,128 @@
+"""Processing elements: multiplier, shift and adder PEs, and a row of N PEs of one kind.
+
+Semantics are those of :mod:`sw.golden.pe` (the golden model): per valid beat,
+``acc <- wrap((0 if first else acc) + term(x, w), acc_width)`` with
+
+- ``"mul"``:   ``term = x * w``                (maps to SB_MAC16 / MULT18X18D)
+- ``"shift"``: ``term = sign * (x << shift)``  (``w`` is ``{shift: unsigned(w_width), sign: signed(2)}``)
+- ``"adder"``: ``term = -|x - w|``
+
+Latency 1 cycle, throughput 1 term per cycle per PE. ``o.valid`` pulses the cycle after a
+beat with ``last`` set, while ``o.payload`` holds the finished sum (until the next beat).
+Streams have no backpressure (``always_ready``): PEs of an array run in lockstep.
+"""
+from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.golden.pe import KINDS, term_width
+
+__all__ = ["KINDS", "weight_layout", "PE", "PERow"]
+
+
+def _check_width(name, value, lo=1, hi=64):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, not {value}")
+
+
+def _check_params(kind, x_width, w_width, acc_width):
+    if kind not in KINDS:
+        raise ValueError(f"PE kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    _check_width("x_width", x_width, 2, 32)
+    _check_width("w_width", w_width, 1, 5 if kind == "shift" else 32)
+    _check_width("acc_width", acc_width, 2, 64)
+    need = term_width(kind, x_width, w_width)
+    if acc_width < need:
+        raise ValueError(f"acc_width {acc_width} cannot hold one {kind} term of "
+                         f"x_width {x_width}, w_width {w_width}: needs at least {need}")
+
+
+def weight_layout(kind, w_width):
+    """Shape of one weight: signed(w_width), or sign + exponent for the shift PE."""
+    if kind == "shift":
+        return data.StructLayout({"shift": unsigned(w_width), "sign": signed(2)})
+    return signed(w_width)
+
+
+def _operand_layout(x_shape, w_shape):
+    return data.StructLayout({"x": x_shape, "w": w_shape, "first": 1, "last": 1})
+
+
+class PE(wiring.Component):
+    """One PE of ``kind`` with ``x_width``-bit signed inputs, ``w_width``-bit weights (the
+    exponent width for ``"shift"``) and an ``acc_width``-bit signed accumulator.
+
+    Ports: ``i`` (stream of ``{x, w, first, last}``), ``o`` (stream of the accumulator).
+    """
+
+    def __init__(self, kind, *, x_width=8, w_width=8, acc_width=20):
+        _check_params(kind, x_width, w_width, acc_width)
+        self.kind, self.x_width, self.w_width, self.acc_width = kind, x_width, w_width, acc_width
+        layout = _operand_layout(signed(x_width), weight_layout(kind, w_width))
+        super().__init__({
+            "i": In(stream.Signature(layout, always_ready=True)),
+            "o": Out(stream.Signature(signed(acc_width), always_ready=True)),
+        })
+
+    def _term(self, m, x, w):
+        if self.kind == "mul":
+            return x * w
+        if self.kind == "adder":
+            diff = Signal(signed(max(self.x_width, self.w_width) + 1))
+            m.d.comb += diff.eq(x - w)
+            return Mux(diff < 0, diff, -diff)
+        shifted = Signal(signed(self.x_width + (1 << self.w_width) - 1))
+        term = Signal(signed(Shape.cast(shifted.shape()).width + 1))
+        m.d.comb += shifted.eq(x << w.shift)
+        m.d.comb += term.eq(Mux(w.sign == 0, 0, Mux(w.sign < 0, -shifted, shifted)))
+        return term
+
+    def elaborate(self, platform):
+        m = Module()
+        acc = self.o.payload
+        beat = self.i.payload
+        term = self._term(m, beat.x, beat.w)
+        with m.If(self.i.valid):
+            m.d.sync += acc.eq(Mux(beat.first, 0, acc) + term)
+        m.d.sync += self.o.valid.eq(self.i.valid & beat.last)
+        return m
+
+
+class PERow(wiring.Component):
+    """``n`` PEs of one ``kind`` sharing ``valid``/``first``/``last``; each has its own
+    ``x`` and ``w`` lane (broadcasting is the caller's wiring).
+
+    Ports: ``i`` (stream of ``{x[n], w[n], first, last}``), ``o`` (stream of ``acc[n]``).
+    Latency 1 cycle, ``n`` terms per cycle.
+    """
+
+    def __init__(self, kind, n, *, x_width=8, w_width=8, acc_width=20):
+        _check_params(kind, x_width, w_width, acc_width)
+        _check_width("n", n, 1, 4096)
+        self.kind, self.n = kind, n
+        self.x_width, self.w_width, self.acc_width = x_width, w_width, acc_width
+        layout = _operand_layout(data.ArrayLayout(signed(x_width), n),
+                                 data.ArrayLayout(weight_layout(kind, w_width), n))
+        super().__init__({
+            "i": In(stream.Signature(layout, always_ready=True)),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(acc_width), n),
+                                      always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        for lane in range(self.n):
+            pe = m.submodules[f"pe{lane}"] = PE(self.kind, x_width=self.x_width,
+                                                 w_width=self.w_width, acc_width=self.acc_width)
+            m.d.comb += [
+                pe.i.valid.eq(self.i.valid),
+                pe.i.payload.x.eq(self.i.payload.x[lane]),
+                pe.i.payload.w.eq(self.i.payload.w[lane]),
+                pe.i.payload.first.eq(self.i.payload.first),
+                pe.i.payload.last.eq(self.i.payload.last),
+                self.o.payload[lane].eq(pe.o.payload),
+            ]
+        m.d.comb += self.o.valid.eq(pe.o.valid)
+        return m
