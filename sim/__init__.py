@@ -1,0 +1,1 @@
+"""Simulation: cocotb testbenches and the runner that drives them from pytest."""
