@@ -1,0 +1,126 @@
+"""Adder kernels: reference vs naive loops, AdderNet gradients (gradcheck against explicit
+surrogate formulas), fast path vs reference, fallback, integer path."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sw.kernels import adder_ref as ref
+
+# (C, O, K, stride, padding, groups) on odd spatial sizes
+SHAPES = [
+    (5, 7, 1, 1, 0, 1),    # pointwise
+    (6, 6, 3, 1, 1, 6),    # depthwise
+    (6, 12, 3, 2, 1, 6),   # depthwise, channel multiplier 2
+    (4, 6, 3, 1, 1, 1),    # standard 3x3
+    (4, 6, 3, 2, 2, 2),    # grouped, stride 2, padding 2
+    (3, 5, 5, 1, 2, 1),    # 5x5
+    (4, 3, 1, 2, 0, 1),    # strided pointwise
+]
+
+
+def naive(x, w, stride, padding, groups, term=lambda d: d.abs()):
+    """-sum term(x_pad - w) with explicit loops over output pixels (tiny shapes only)."""
+    o, cg, k, _ = w.shape
+    xp = F.pad(x, (padding,) * 4)
+    oh = (x.shape[2] + 2 * padding - k) // stride + 1
+    ow = (x.shape[3] + 2 * padding - k) // stride + 1
+    rows = []
+    for oo in range(o):
+        g = oo // (o // groups)
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[:, g * cg:(g + 1) * cg, i * stride:i * stride + k, j * stride:j * stride + k]
+                rows.append(-term(patch - w[oo]).sum((1, 2, 3)))
+    return torch.stack(rows, 1).view(x.shape[0], o, oh, ow)
+
+
+def explicit(x, w, stride, padding, groups, term):
+    """-sum term(x_pad - w) by unfolding and broadcasting: [N, O, OH, OW]."""
+    o, cg, k, _ = w.shape
+    cols = F.unfold(x, k, padding=padding, stride=stride)
+    cols = cols.view(x.shape[0], groups, 1, cg * k * k, -1)
+    wg = w.reshape(groups, o // groups, -1, 1)
+    oh = (x.shape[2] + 2 * padding - k) // stride + 1
+    return -term(cols - wg).sum(3).view(x.shape[0], o, oh, -1)
+
+
+def huber(d):
+    """Huber loss (delta 1): its derivative is HardTanh(d)."""
+    return torch.where(d.abs() <= 1, 0.5 * d * d, d.abs() - 0.5)
+
+
+def make(shape, n=2, h=7, wd=6, dtype=torch.float64, seed=0):
+    c, o, k, _, _, g = shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, wd, generator=gen, dtype=dtype)
+    w = torch.randn(o, c // g, k, k, generator=gen, dtype=dtype)
+    return x, w
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_reference_forward_matches_naive(shape):
+    x, w = make(shape)
+    s, p, g = shape[3:]
+    torch.testing.assert_close(ref.forward(x, w, s, p, g), naive(x, w, s, p, g))
+
+
+class _Surrogate(torch.autograd.Function):
+    """Forward: an explicit formula whose true derivative is the AdderNet gradient of one input;
+    backward: the reference kernel's AdderNet gradient of that input."""
+
+    @staticmethod
+    def forward(ctx, x, w, conf, wrt):
+        ctx.save_for_backward(x, w)
+        ctx.conf, ctx.wrt = conf, wrt
+        term = huber if wrt == "x" else (lambda d: 0.5 * d * d)
+        return explicit(x, w, *conf, term)
+
+    @staticmethod
+    def backward(ctx, gy):
+        dx, dw = ref.backward(*ctx.saved_tensors, gy, *ctx.conf)
+        return (dx, None, None, None) if ctx.wrt == "x" else (None, dw, None, None)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_reference_gradients_gradcheck(shape):
+    x, w = make(shape, n=2, h=5, wd=4)
+    conf = shape[3:]
+    assert torch.autograd.gradcheck(
+        lambda a: _Surrogate.apply(a, w, conf, "x"), (x.requires_grad_(),))
+    assert torch.autograd.gradcheck(
+        lambda b: _Surrogate.apply(x.detach(), b, conf, "w"), (w.requires_grad_(),))
+
+
+def test_reference_autograd_uses_addernet_gradients():
+    x, w = make(SHAPES[3])
+    x.requires_grad_(), w.requires_grad_()
+    gy = torch.randn(ref.forward(x, w, 1, 1, 1).shape, dtype=x.dtype)
+    ref.adder2d(x, w, 1, 1, 1).backward(gy)
+    dx, dw = ref.backward(x.detach(), w.detach(), gy, 1, 1, 1)
+    torch.testing.assert_close(x.grad, dx)
+    torch.testing.assert_close(w.grad, dw)
+
+
+def test_reference_linear():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = ref.adder_linear(x, w)
+    torch.testing.assert_close(y, -(x[:, None] - w[None]).abs().sum(-1))
+    gy = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    y.backward(gy)
+    torch.testing.assert_close(w.grad, torch.einsum("no,noi->oi", gy, x[:, None] - w[None]))
+    torch.testing.assert_close(
+        x.grad, torch.einsum("no,noi->ni", gy, (w[None] - x[:, None]).clamp(-1, 1)))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_integer_reference_matches_float(shape):
+    c, o, k, s, p, g = shape
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (2, c, 7, 6))
+    w = rng.integers(-128, 128, (o, c // g, k, k))
+    y = ref.adder2d_int(x, w, s, p, g)
+    assert y.dtype == np.int64
+    np.testing.assert_array_equal(y, naive(torch.tensor(x), torch.tensor(w), s, p, g).numpy())
