@@ -24,10 +24,10 @@ $(STAMP): requirements.txt tools/setup.sh
 
 setup: $(STAMP) ## create .venv and install every pinned dependency (once)
 
-test: $(STAMP) ## run the test suite (SIM=icarus|verilator to pick one simulator)
+test: $(STAMP) data ## run the test suite (SIM=icarus|verilator to pick one simulator)
 	$(PY) -m pytest -n 2 -m "not slow"
 
-test-slow: $(STAMP) ## run the slow tests too (all bitstream builds)
+test-slow: $(STAMP) data ## run the slow tests too (all bitstream builds)
 	$(PY) -m pytest -n 2
 
 data: $(STAMP) ## fetch MNIST + Fashion-MNIST into DATA_DIR (no-op when present)
