@@ -124,3 +124,120 @@ def test_integer_reference_matches_float(shape):
     y = ref.adder2d_int(x, w, s, p, g)
     assert y.dtype == np.int64
     np.testing.assert_array_equal(y, naive(torch.tensor(x), torch.tensor(w), s, p, g).numpy())
+
+
+# ---------------------------------------------------------------- fast path vs reference
+
+FAST_SHAPES = SHAPES + [
+    (8, 16, 3, 1, 0, 1),   # standard, no padding
+    (6, 4, 3, 2, 1, 2),    # grouped, stride 2
+    (9, 9, 5, 2, 2, 9),    # depthwise 5x5, stride 2
+    (5, 5, 3, 1, 2, 5),    # depthwise, padding 2
+    (3, 4, 2, 3, 1, 1),    # even kernel, stride 3
+    (20, 37, 1, 1, 0, 1),  # pointwise, more rows than a register tile
+]
+
+
+@pytest.fixture(scope="module")
+def fast():
+    from sw.kernels import adder_fast
+    if adder_fast.load_error():
+        pytest.fail(f"C++ extension did not build: {adder_fast.load_error()}")
+    return adder_fast
+
+
+def run_both(fn_fast, fn_ref, x, w):
+    """Outputs and AdderNet gradients of two implementations on the same inputs/grad."""
+    results = []
+    for fn in (fn_fast, fn_ref):
+        a, b = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = fn(a, b)
+        y.backward(torch.linspace(-2, 2, y.numel()).view(y.shape))
+        results.append((y.detach(), a.grad, b.grad))
+    return results
+
+
+def assert_close_sums(got, want, scale):
+    """Equal to float32 rounding of sums whose terms are up to ``scale`` in magnitude."""
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("shape", FAST_SHAPES)
+@pytest.mark.parametrize("size", [(9, 11), (5, 4)])
+def test_fast_matches_reference(fast, shape, size):
+    x, w = make(shape, n=3, h=size[0], wd=size[1], dtype=torch.float32, seed=2)
+    c, o, k, s, p, g = shape
+    if (size[0] + 2 * p - k) < 0:
+        pytest.skip("empty output")
+    (y, dx, dw), (yr, dxr, dwr) = run_both(
+        lambda a, b: fast.adder2d(a, b, s, p, g), lambda a, b: ref.adder2d(a, b, s, p, g), x, w)
+    d = w[0].numel()
+    assert_close_sums(y, yr, d * 4)
+    assert_close_sums(dx, dxr, o * 2)
+    assert_close_sums(dw, dwr, 3 * size[0] * size[1] * 8)
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 130])
+def test_fast_linear_matches_reference(fast, n):
+    gen = torch.Generator().manual_seed(n)
+    x, w = torch.randn(n, 27, generator=gen), torch.randn(10, 27, generator=gen)
+    (y, dx, dw), (yr, dxr, dwr) = run_both(fast.adder_linear, ref.adder_linear, x, w)
+    assert_close_sums(y, yr, 27 * 4)
+    assert_close_sums(dx, dxr, 10 * 2)
+    assert_close_sums(dw, dwr, n * 8)
+
+
+def test_dispatch_and_forced_reference(fast, monkeypatch):
+    import sw.kernels as kernels
+    x, w = make(SHAPES[3], dtype=torch.float32)
+    monkeypatch.setenv(kernels.ENV, "fast")
+    assert kernels.backend() == "fast"
+    y_fast = kernels.adder2d(x, w, 1, 1, 1)
+    monkeypatch.setenv(kernels.ENV, "ref")
+    assert kernels.backend() == "ref"
+    assert_close_sums(y_fast, kernels.adder2d(x, w, 1, 1, 1), 36 * 4)
+    monkeypatch.setenv(kernels.ENV, "bogus")
+    with pytest.raises(ValueError):
+        kernels.backend()
+
+
+def test_fallback_warns_once_when_build_fails(monkeypatch):
+    import sw.kernels as kernels
+    monkeypatch.delenv(kernels.ENV, raising=False)
+    monkeypatch.setattr(kernels.adder_fast, "load_error", lambda: "RuntimeError: no compiler")
+    monkeypatch.setattr(kernels, "_warned", [])
+    x, w = make(SHAPES[1], dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="no compiler") as record:
+        y = kernels.adder2d(x, w, 1, 1, 6)
+        kernels.adder2d(x, w, 1, 1, 6)
+    assert len(record) == 1
+    torch.testing.assert_close(y, ref.forward(x, w, 1, 1, 6))
+    monkeypatch.setenv(kernels.ENV, "fast")
+    with pytest.raises(RuntimeError, match="no compiler"):
+        kernels.adder2d(x, w, 1, 1, 6)
+
+
+# ---------------------------------------------------------------- integer path
+
+@pytest.mark.parametrize("shape", FAST_SHAPES)
+def test_integer_path_bit_identical(shape):
+    import sw.kernels as kernels
+    c, o, k, s, p, g = shape
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (2, c, 9, 11))        # uint8-valued activations
+    w = rng.integers(-128, 128, (o, c // g, k, k))  # int8-valued weights
+    want = ref.adder2d_int(x, w, s, p, g)
+    got = kernels.adder2d_int(x, w, s, p, g)
+    assert isinstance(got, np.ndarray) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    got_t = kernels.adder2d_int(torch.tensor(x, dtype=torch.int32), torch.tensor(w), s, p, g)
+    assert got_t.dtype == torch.int64
+    np.testing.assert_array_equal(got_t.numpy(), want)
+
+
+def test_integer_path_large_values_stay_exact():
+    import sw.kernels as kernels
+    rng = np.random.default_rng(4)
+    x = rng.integers(-2**22, 2**22, (1, 4, 5, 5))
+    w = rng.integers(-2**22, 2**22, (3, 4, 3, 3))
+    np.testing.assert_array_equal(kernels.adder2d_int(x, w, 1, 1), ref.adder2d_int(x, w, 1, 1))

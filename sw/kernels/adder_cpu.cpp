@@ -1,0 +1,286 @@
+// Fast CPU adder kernels (AdderNet), float32, NCHW.
+//
+// Per (image, group) the zero-padded input is split into stride x stride phase planes of
+// pitch Wq, so that every row d = (c, kh, kw) of the im2col matrix is the plane of
+// (c, kh % s, kw % s) read from a constant offset ("implicit im2col"). Outputs live on the
+// same pitch-Wq grid l = oh * Wq + ow (columns ow >= OW are computed and dropped). Then
+//   forward:     y[o][l]     = -sum_d |col[d][l] - w[o][d]|
+//                             = sum_d col + sum_d w - 2 sum_d max(col, w)
+//   grad input:  dcol[d][l]  = sum_o gy[o][l] * clamp(w[o][d] - col[d][l], -1, 1),
+//                accumulated straight into gradient planes (col2im by constant offsets)
+// as GEMM-like register tiles (MR rows x NR vectors of pixels) written with GCC vector
+// extensions; the compiler emits SSE/AVX2/AVX-512 code for the ISA flags it is given.
+// Images x groups are spread over ATen's (OpenMP) threads.
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
+#include <torch/library.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#ifndef VW
+#define VW 8
+#endif
+
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int vi __attribute__((vector_size(VW * 4)));
+
+#if VW == 16
+constexpr int FWD_MR = 6, FWD_NR = 4, BWD_MR = 4, BWD_NR = 3;
+static inline vf vmin(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
+static inline vf vmax(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); }
+static inline vf vfma(vf a, vf b, vf c) { return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c); }
+static inline vf bcast(float a) { return (vf)_mm512_set1_ps(a); }
+#elif VW == 8
+constexpr int FWD_MR = 4, FWD_NR = 3, BWD_MR = 3, BWD_NR = 2;
+static inline vf vmin(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
+static inline vf vmax(vf a, vf b) { return (vf)_mm256_max_ps((__m256)a, (__m256)b); }
+static inline vf vfma(vf a, vf b, vf c) { return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
+static inline vf bcast(float a) { return (vf)_mm256_set1_ps(a); }
+#else
+constexpr int FWD_MR = 3, FWD_NR = 3, BWD_MR = 2, BWD_NR = 2;
+static inline vf vmin(vf a, vf b) { return (vf)_mm_min_ps((__m128)a, (__m128)b); }
+static inline vf vmax(vf a, vf b) { return (vf)_mm_max_ps((__m128)a, (__m128)b); }
+static inline vf vfma(vf a, vf b, vf c) { return a * b + c; }
+static inline vf bcast(float a) { return (vf)_mm_set1_ps(a); }
+#endif
+
+static inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+// dst[0:n] = src[0:n] for short rows (a memcpy call costs more than the copy here).
+static inline void copy_row(float* dst, const float* src, int n) {
+  int i = 0;
+  for (; i + VW <= n; i += VW) store(dst + i, load(src + i));
+#if VW == 16
+  const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+  _mm512_mask_storeu_ps(dst + i, m, _mm512_maskz_loadu_ps(m, src + i));
+#else
+  for (; i < n; ++i) dst[i] = src[i];
+#endif
+}
+// 1.0 hidden from the optimiser: "acc = fma(v, one, acc)" keeps the add on the FMA pipes
+// (free while max/range ops use the others) and rounds exactly like "acc + v".
+static inline vf opaque_one() {
+  vf one = bcast(1.0f);
+  asm("" : "+v"(one));
+  return one;
+}
+static inline vf hardtanh(vf v) {
+#if VW == 16 && defined(__AVX512DQ__)
+  // range op: the operand of smaller magnitude (|v| vs 1) with the sign of v
+  return (vf)_mm512_range_ps((__m512)v, _mm512_set1_ps(1.0f), 0x02);
+#else
+  return vmin(vmax(v, bcast(-1.0f)), bcast(1.0f));
+#endif
+}
+
+// Geometry of one adder convolution and its phase-plane layout.
+struct Geom {
+  int C, H, W, O, K, s, p, G, OH, OW;
+  int Cg, Og, D, Wq, Lp, PS;  // PS: floats per phase plane
+  std::vector<int> roff;      // offset of im2col row d in a group's plane buffer
+
+  Geom(int C_, int H_, int W_, int O_, int K_, int s_, int p_, int G_)
+      : C(C_), H(H_), W(W_), O(O_), K(K_), s(s_), p(p_), G(G_) {
+    OH = (H + 2 * p - K) / s + 1, OW = (W + 2 * p - K) / s + 1;
+    Cg = C / G, Og = O / G, D = Cg * K * K;
+    const int Hq = (H + 2 * p + s - 1) / s;
+    Wq = (W + 2 * p + s - 1) / s;
+    Lp = (OH * Wq + VW - 1) / VW * VW;
+    PS = std::max(Hq * Wq, (K - 1) / s * (Wq + 1) + Lp);
+    for (int c = 0; c < Cg; ++c)
+      for (int kh = 0; kh < K; ++kh)
+        for (int kw = 0; kw < K; ++kw)
+          roff.push_back(plane(c, kh % s, kw % s) + kh / s * Wq + kw / s);
+  }
+  int plane(int c, int pr, int pc) const { return ((c * s + pr) * s + pc) * PS; }
+  int planes_size() const { return Cg * s * s * PS; }
+  // position of padded-input pixel (c, r, q) in the plane buffer
+  int at(int c, int r, int q) const { return plane(c, r % s, q % s) + r / s * Wq + q / s; }
+};
+
+// x [Cg, H, W] -> phase planes (padding positions are left untouched, i.e. zero).
+static void to_planes(const Geom& g, const float* x, float* pl) {
+  for (int c = 0; c < g.Cg; ++c)
+    for (int ih = 0; ih < g.H; ++ih) {
+      const float* xr = x + (c * g.H + ih) * g.W;
+      if (g.s == 1) {
+        copy_row(pl + g.at(c, ih + g.p, g.p), xr, g.W);
+        continue;
+      }
+      for (int iw = 0; iw < g.W; ++iw) pl[g.at(c, ih + g.p, iw + g.p)] = xr[iw];
+    }
+}
+
+// phase planes -> dx [Cg, H, W] (padding positions dropped).
+static void from_planes(const Geom& g, const float* pl, float* dx) {
+  for (int c = 0; c < g.Cg; ++c)
+    for (int ih = 0; ih < g.H; ++ih) {
+      float* xr = dx + (c * g.H + ih) * g.W;
+      if (g.s == 1) {
+        copy_row(xr, pl + g.at(c, ih + g.p, g.p), g.W);
+        continue;
+      }
+      for (int iw = 0; iw < g.W; ++iw) xr[iw] = pl[g.at(c, ih + g.p, iw + g.p)];
+    }
+}
+
+// y[i][:] = -sum_d |col[d][:] - w[i][d]| for MR weight rows (stride D) and NR pixel vectors,
+// col[d] = pl + roff[d], as sum_d col + sum_d w - 2 sum_d max(col, w) (2 ops per term, not 3);
+// wsum[i] = sum_d w[i][d].
+template <int MR, int NR>
+static void sad_tile(const float* w, const float* wsum, int D, const float* pl, const int* roff,
+                     float* y, int ldy) {
+  vf acc[MR][NR] = {}, xsum[NR] = {};
+  const vf one = opaque_one();
+  for (int d = 0; d < D; ++d) {
+    const float* xr = pl + roff[d];
+    vf xv[NR];
+    for (int j = 0; j < NR; ++j) xv[j] = load(xr + j * VW), xsum[j] += xv[j];
+    for (int i = 0; i < MR; ++i) {
+      const vf wi = bcast(w[i * D + d]);
+      for (int j = 0; j < NR; ++j) acc[i][j] = vfma(vmax(xv[j], wi), one, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) store(y + i * ldy + j * VW, (xsum[j] + wsum[i]) - 2.0f * acc[i][j]);
+}
+
+// dpl[roff[i]:] += sum_o gy[o][:] * hardtanh(wt[i][o] - col[i][:]) for MR im2col rows.
+template <int MR, int NR>
+static void grad_tile(const float* wt, int Og, const float* pl, const int* roff,
+                      const float* gy, int ldg, float* dpl) {
+  vf nx[MR][NR], acc[MR][NR] = {};  // nx = -col
+  const vf one = opaque_one();
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) nx[i][j] = -load(pl + roff[i] + j * VW);
+  for (int o = 0; o < Og; ++o) {
+    vf gv[NR];
+    for (int j = 0; j < NR; ++j) gv[j] = load(gy + o * ldg + j * VW);
+    for (int i = 0; i < MR; ++i) {
+      const vf wi = bcast(wt[i * Og + o]);  // w - col as fma(w, 1, -col), on the FMA pipes
+      for (int j = 0; j < NR; ++j) acc[i][j] = vfma(gv[j], hardtanh(vfma(wi, one, nx[i][j])), acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) {
+      float* q = dpl + roff[i] + j * VW;
+      store(q, load(q) + acc[i][j]);
+    }
+}
+
+// Tile kernels indexed by (rows - 1) * NR + (vectors - 1).
+using SadFn = void (*)(const float*, const float*, int, const float*, const int*, float*, int);
+using GradFn = void (*)(const float*, int, const float*, const int*, const float*, int, float*);
+template <int... I>
+constexpr std::array<SadFn, sizeof...(I)> sad_table(std::integer_sequence<int, I...>) {
+  return {&sad_tile<I / FWD_NR + 1, I % FWD_NR + 1>...};
+}
+template <int... I>
+constexpr std::array<GradFn, sizeof...(I)> grad_table(std::integer_sequence<int, I...>) {
+  return {&grad_tile<I / BWD_NR + 1, I % BWD_NR + 1>...};
+}
+static const auto SAD = sad_table(std::make_integer_sequence<int, FWD_MR * FWD_NR>{});
+static const auto GRAD = grad_table(std::make_integer_sequence<int, BWD_MR * BWD_NR>{});
+
+// y [Og][Lp] = -sum_d |col - w| for one group's weights w [Og][D] (row sums wsum) and planes pl.
+static void sad_block(const Geom& g, const float* w, const float* wsum, const float* pl, float* y) {
+  const int nv = g.Lp / VW;
+  for (int v = 0; v < nv; v += FWD_NR) {
+    const int nr = std::min(FWD_NR, nv - v), l = v * VW;
+    for (int o = 0; o < g.Og; o += FWD_MR) {
+      const int mr = std::min(FWD_MR, g.Og - o);
+      SAD[(mr - 1) * FWD_NR + nr - 1](w + o * g.D, wsum + o, g.D, pl + l, g.roff.data(), y + o * g.Lp + l, g.Lp);
+    }
+  }
+}
+
+// gradient planes dpl += col2im(dcol) for weights wt [D][Og], planes pl, gy [Og][Lp].
+static void grad_block(const Geom& g, const float* wt, const float* pl, const float* gy, float* dpl) {
+  const int nv = g.Lp / VW;
+  for (int v = 0; v < nv; v += BWD_NR) {
+    const int nr = std::min(BWD_NR, nv - v), l = v * VW;
+    for (int d = 0; d < g.D; d += BWD_MR) {
+      const int mr = std::min(BWD_MR, g.D - d);
+      GRAD[(mr - 1) * BWD_NR + nr - 1](wt + d * g.Og, g.Og, pl + l, g.roff.data() + d, gy + l,
+                                       g.Lp, dpl + l);
+    }
+  }
+}
+
+static Geom geometry(const at::Tensor& x, const at::Tensor& w, int64_t s, int64_t p, int64_t G) {
+  TORCH_CHECK(x.dim() == 4 && w.dim() == 4, "adder2d: x and w must be 4-D");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat,
+              "adder2d fast kernel: float32 only");
+  TORCH_CHECK(s >= 1 && p >= 0 && G >= 1 && x.size(1) % G == 0 && w.size(0) % G == 0 &&
+                  w.size(1) == x.size(1) / G && w.size(2) == w.size(3),
+              "adder2d: inconsistent shapes, stride, padding or groups");
+  Geom g((int)x.size(1), (int)x.size(2), (int)x.size(3), (int)w.size(0), (int)w.size(2), (int)s,
+         (int)p, (int)G);
+  TORCH_CHECK(g.OH > 0 && g.OW > 0, "adder2d: empty output");
+  return g;
+}
+
+// x [N, C, H, W], w [O, C/G, K, K] -> y [N, O, OH, OW].
+at::Tensor forward(at::Tensor x, at::Tensor w, int64_t stride, int64_t padding, int64_t groups) {
+  x = x.contiguous(), w = w.contiguous();
+  const Geom g = geometry(x, w, stride, padding, groups);
+  const int64_t N = x.size(0);
+  auto y = at::empty({N, g.O, g.OH, g.OW}, x.options());
+  auto wsum = w.reshape({g.O, g.D}).sum(1);
+  const float *px = x.data_ptr<float>(), *pw = w.data_ptr<float>(), *pws = wsum.data_ptr<float>();
+  float* py = y.data_ptr<float>();
+  at::parallel_for(0, N * g.G, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> pl(g.planes_size()), out((size_t)g.Og * g.Lp);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / g.G, gi = t % g.G;
+      to_planes(g, px + (n * g.C + gi * g.Cg) * g.H * g.W, pl.data());
+      sad_block(g, pw + gi * g.Og * g.D, pws + gi * g.Og, pl.data(), out.data());
+      float* yo = py + (n * g.O + gi * g.Og) * g.OH * g.OW;
+      for (int o = 0; o < g.Og; ++o)
+        for (int oh = 0; oh < g.OH; ++oh)
+          copy_row(yo + (o * g.OH + oh) * g.OW, &out[(size_t)o * g.Lp + oh * g.Wq], g.OW);
+    }
+  });
+  return y;
+}
+
+// AdderNet input gradient dx [N, C, H, W] = fold(sum_o gy * HardTanh(w - col)).
+at::Tensor grad_input(at::Tensor x, at::Tensor w, at::Tensor gy, int64_t stride,
+                      int64_t padding, int64_t groups) {
+  x = x.contiguous(), gy = gy.contiguous();
+  const Geom g = geometry(x, w, stride, padding, groups);
+  const int64_t N = x.size(0);
+  TORCH_CHECK(gy.numel() == N * g.O * g.OH * g.OW, "adder2d: grad_output has the wrong shape");
+  auto wt = w.reshape({g.G, g.Og, g.D}).transpose(1, 2).contiguous();  // [G][D][Og]
+  auto dx = at::empty(x.sizes(), x.options());
+  const float *px = x.data_ptr<float>(), *pwt = wt.data_ptr<float>(), *pg = gy.data_ptr<float>();
+  float* pdx = dx.data_ptr<float>();
+  at::parallel_for(0, N * g.G, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> pl(g.planes_size()), dpl(g.planes_size()), gpad((size_t)g.Og * g.Lp);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / g.G, gi = t % g.G;
+      const int64_t xoff = (n * g.C + gi * g.Cg) * g.H * g.W;
+      to_planes(g, px + xoff, pl.data());
+      const float* go = pg + (n * g.O + gi * g.Og) * g.OH * g.OW;
+      for (int o = 0; o < g.Og; ++o)
+        for (int oh = 0; oh < g.OH; ++oh)
+          copy_row(&gpad[(size_t)o * g.Lp + oh * g.Wq], go + (o * g.OH + oh) * g.OW, g.OW);
+      std::fill(dpl.begin(), dpl.end(), 0.f);
+      grad_block(g, pwt + gi * g.D * g.Og, pl.data(), gpad.data(), dpl.data());
+      from_planes(g, dpl.data(), pdx + xoff);
+    }
+  });
+  return dx;
+}
+
+TORCH_LIBRARY(nasa_adder, m) {
+  m.def("forward(Tensor x, Tensor w, int stride, int padding, int groups) -> Tensor", &forward);
+  m.def("grad_input(Tensor x, Tensor w, Tensor gy, int stride, int padding, int groups) -> Tensor",
+        &grad_input);
+}
