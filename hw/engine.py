@@ -1,0 +1,285 @@
+"""Layer engine: one chunk's PE row running one conv-like layer from a descriptor.
+
+A layer is a convolution in one of two modes (the compiler picks and prepares the
+descriptor, ``sw`` side):
+
+- **broadcast** (standard KxK incl. the stem, pointwise, fully connected): lane ``l``
+  computes output channel ``g*lanes + l``; every beat one input activation is broadcast
+  to all lanes, each lane with its own weight. Taps per output: ``kernel^2 * cin``.
+- **lanewise** (depthwise, global average pooling as a depthwise conv with unit weights):
+  lane ``l < word_bytes`` computes channel ``g*word_bytes + l`` from its own input byte;
+  one activation word feeds all lanes. Taps per output: ``kernel^2``.
+
+Loops: ``g`` (lane group) > ``oy`` > ``ox`` > ``kh`` > ``kw`` > ``c``; addresses advance by
+additions only (the descriptor carries the strides). A tap outside the input is padding:
+the PE sees ``x = 0`` (for adder layers that contributes ``-|w|``, as the golden model
+says). When an output's last tap is in, the ``lanes`` accumulators are copied to a shadow
+register and drained one per cycle through the parameter memory (``M``, ``B + 2^(S-1)``),
+the residual read and the :class:`~hw.requant.Requantizer` into byte writes. The engine
+stalls only when a new set of sums arrives before the previous one has drained
+(reductions shorter than ``lanes`` taps).
+
+Activations are bytes in ``word_bytes``-wide words, HWC order, channel stride ``cpad``
+(a multiple of ``word_bytes``). Memories are outside: the engine drives two activation
+read ports (operands, residuals), one byte-granular activation write port, a weight read
+port (one word = ``lanes`` weights) and a parameter read port (``{m, b}`` per channel).
+All reads are synchronous (data the cycle after the address).
+"""
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.pe import PERow, _check_width, weight_layout
+from hw.requant import Requantizer
+
+__all__ = ["LayerEngine", "descriptor_layout", "param_layout"]
+
+
+def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6):
+    """Fields of one layer descriptor. Byte addresses are signed (``addr_bits + 2``):
+    padding taps start before the tensor."""
+    a = signed(addr_bits + 2)
+    return data.StructLayout({
+        "lanewise": 1,          # 1: lanewise mode, 0: broadcast mode
+        "in_h": 8, "in_w": 8,   # input size (padding bounds)
+        "out_h": 8, "out_w": 8,
+        "cin": 10,              # channel taps per kernel position (1 in lanewise mode)
+        "kernel": 5, "stride": 3, "pad": 4,
+        "groups": 8,            # lane groups
+        "out_c": 10,            # output channels (later ones are not written)
+        "in_start": a,          # in_base - pad*row_stride - pad*in_cpad
+        "in_cpad": a,           # byte stride between input pixels
+        "row_stride": a,        # in_w * in_cpad
+        "col_step": a,          # stride * in_cpad
+        "row_step": a,          # stride * row_stride
+        "chan_step": a,         # input byte offset per lane group (word_bytes or 0)
+        "out_base": a, "res_base": a,
+        "out_cpad": a,          # byte stride between output pixels
+        "out_chan_step": 10,    # output channels per lane group (lanes or word_bytes)
+        "w_base": w_addr_bits, "taps": w_addr_bits,   # weight words per lane group
+        "p_base": p_addr_bits,
+        "has_res": 1, "shift": shift_bits, "res_shift": shift_bits,
+        "lo": signed(8), "hi": signed(8),
+    })
+
+
+def param_layout(m_width, rq_width):
+    """One word of the parameter memory: requantisation multiplier and rounded bias."""
+    return data.StructLayout({"m": signed(m_width), "b": signed(rq_width)})
+
+
+class LayerEngine(wiring.Component):
+    """``lanes`` PEs of ``kind`` with their sequencer and post-processing.
+
+    Widths: activations are bytes; ``w_width`` (weight, or shift exponent), ``acc_width``,
+    ``m_width``/``rq_width`` (requantisation), ``word_bytes`` (activation word, at most
+    ``lanes``), ``addr_bits`` (byte address), ``w_addr_bits``, ``p_addr_bits``.
+    Control: pulse ``start`` with ``desc`` valid; ``busy`` stays high until the last
+    output byte is written; ``desc`` must hold while busy. One tap per cycle for all lanes.
+    """
+
+    def __init__(self, kind, lanes, *, word_bytes=4, w_width=8, acc_width=24, m_width=16,
+                 rq_width=48, addr_bits=16, w_addr_bits=12, p_addr_bits=10):
+        _check_width("lanes", lanes, 1, 256)
+        if word_bytes not in (1, 2, 4, 8, 16) or word_bytes > lanes:
+            raise ValueError(f"word_bytes must be a power of two from 1 to 16 and at most "
+                             f"lanes ({lanes}), not {word_bytes!r}")
+        for name, value in (("addr_bits", addr_bits), ("w_addr_bits", w_addr_bits),
+                            ("p_addr_bits", p_addr_bits)):
+            _check_width(name, value, 1, 24)
+        self.kind, self.lanes, self.word_bytes = kind, lanes, word_bytes
+        self.acc_width, self.addr_bits = acc_width, addr_bits
+        self.row = PERow(kind, lanes, x_width=8, w_width=w_width, acc_width=acc_width)
+        self.requant = Requantizer(acc_width=acc_width, m_width=m_width, rq_width=rq_width,
+                                   res_width=8, out_width=8)
+        act_word = data.ArrayLayout(signed(8), word_bytes)
+        act_addr = addr_bits - (word_bytes.bit_length() - 1)
+        self.desc_layout = descriptor_layout(addr_bits, w_addr_bits, p_addr_bits)
+        super().__init__({
+            "start": In(1),
+            "busy": Out(1),
+            "desc": In(self.desc_layout),
+            "act_rd": In(memory.ReadPort.Signature(addr_width=act_addr, shape=act_word)),
+            "res_rd": In(memory.ReadPort.Signature(addr_width=act_addr, shape=act_word)),
+            "act_wr": In(memory.WritePort.Signature(addr_width=act_addr, shape=act_word,
+                                                    granularity=1)),
+            "w_rd": In(memory.ReadPort.Signature(
+                addr_width=w_addr_bits,
+                shape=data.ArrayLayout(weight_layout(kind, w_width), lanes))),
+            "p_rd": In(memory.ReadPort.Signature(addr_width=p_addr_bits,
+                                                 shape=param_layout(m_width, rq_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.row = row = self.row
+        m.submodules.requant = rq = self.requant
+        d = self.desc
+        lanes, V = self.lanes, self.word_bytes
+        ws = V.bit_length() - 1
+        a_shape = signed(self.addr_bits + 2)
+
+        # ---- stage 0: loop counters and running addresses -------------------------------
+        g, oy, ox = Signal(8), Signal(8), Signal(8)
+        kh, kw, c = Signal(5), Signal(5), Signal(10)
+        iy0, ix0 = Signal(signed(10)), Signal(signed(10))   # oy*stride - pad, ox*stride - pad
+        iy, ix = Signal(signed(10)), Signal(signed(10))     # + kh, + kw
+        a_g, a_oy, a_ox, a_kh, a_kw, a_c = (Signal(a_shape, name=f"a_{n}")
+                                            for n in ("g", "oy", "ox", "kh", "kw", "c"))
+        w_g, w_t = Signal.like(d.w_base), Signal.like(d.w_base)
+        o_g, o_pix = Signal(a_shape), Signal(a_shape)       # output address of lane 0
+        ch_g = Signal(10)                                   # output channel of lane 0
+        running = Signal()
+
+        last_c, last_kw, last_kh = c == d.cin - 1, kw == d.kernel - 1, kh == d.kernel - 1
+        last_ox, last_oy, last_g = ox == d.out_w - 1, oy == d.out_h - 1, g == d.groups - 1
+        first_tap = (c == 0) & (kw == 0) & (kh == 0)
+        last_tap = last_c & last_kw & last_kh
+
+        # ---- pipeline registers -----------------------------------------------------------
+        s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "pad": 1,
+                                       "byte": range(V), "out": a_shape, "ch": 10}))
+        s2 = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
+        shadow = Signal(data.ArrayLayout(signed(self.acc_width), lanes))
+        drain_left = Signal(range(lanes + 1))
+        drain_lane = Signal(range(lanes))
+        drain_ch, drain_out = Signal(10), Signal(a_shape)
+        d1 = Signal(data.StructLayout({"valid": 1, "acc": signed(self.acc_width),
+                                       "out": a_shape, "byte": range(V)}))
+        w_pipe = [Signal(a_shape, name=f"waddr{i}") for i in range(3)]   # requant latency
+
+        # A last tap may issue only when its sums cannot land on an undrained shadow.
+        sums_in_flight = (s1.valid & s1.last) | row.o.valid
+        issue = Signal()
+        m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > 1) | sums_in_flight)))
+
+        pad = (iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)
+        m.d.comb += [
+            self.act_rd.addr.eq(a_c[ws:]), self.act_rd.en.eq(issue),
+            self.w_rd.addr.eq(w_t), self.w_rd.en.eq(issue),
+        ]
+        m.d.sync += [
+            s1.valid.eq(issue), s1.first.eq(first_tap), s1.last.eq(last_tap),
+            s1.pad.eq(pad), s1.byte.eq(a_c[:ws] if ws else 0), s1.out.eq(o_pix), s1.ch.eq(ch_g),
+        ]
+
+        def taps_from(base):
+            return [a_kh.eq(base), a_kw.eq(base), a_c.eq(base)]
+
+        rq_busy = Signal(3)   # valid bits inside the requantiser
+        m.d.sync += rq_busy.eq(Cat(d1.valid, rq_busy[:2]))
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [
+                        g.eq(0), oy.eq(0), ox.eq(0), kh.eq(0), kw.eq(0), c.eq(0),
+                        iy0.eq(-d.pad), ix0.eq(-d.pad), iy.eq(-d.pad), ix.eq(-d.pad),
+                        a_g.eq(d.in_start), a_oy.eq(d.in_start), a_ox.eq(d.in_start),
+                        *taps_from(d.in_start),
+                        w_g.eq(d.w_base), w_t.eq(d.w_base),
+                        o_g.eq(d.out_base), o_pix.eq(d.out_base), ch_g.eq(0),
+                        running.eq(1),
+                    ]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(issue):
+                    with m.If(~last_c):
+                        m.d.sync += [c.eq(c + 1), a_c.eq(a_c + 1), w_t.eq(w_t + 1)]
+                    with m.Elif(~last_kw):
+                        m.d.sync += [c.eq(0), kw.eq(kw + 1), ix.eq(ix + 1), w_t.eq(w_t + 1),
+                                     a_kw.eq(a_kw + d.in_cpad), a_c.eq(a_kw + d.in_cpad)]
+                    with m.Elif(~last_kh):
+                        m.d.sync += [c.eq(0), kw.eq(0), kh.eq(kh + 1), w_t.eq(w_t + 1),
+                                     ix.eq(ix0), iy.eq(iy + 1), *taps_from(a_kh + d.row_stride)]
+                    with m.Else():   # output complete: next pixel, row or lane group
+                        m.d.sync += [c.eq(0), kw.eq(0), kh.eq(0), w_t.eq(w_g)]
+                        with m.If(~last_ox):
+                            m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + d.stride),
+                                         ix.eq(ix0 + d.stride), iy.eq(iy0),
+                                         a_ox.eq(a_ox + d.col_step), *taps_from(a_ox + d.col_step),
+                                         o_pix.eq(o_pix + d.out_cpad)]
+                        with m.Elif(~last_oy):
+                            m.d.sync += [ox.eq(0), oy.eq(oy + 1), ix0.eq(-d.pad), ix.eq(-d.pad),
+                                         iy0.eq(iy0 + d.stride), iy.eq(iy0 + d.stride),
+                                         a_oy.eq(a_oy + d.row_step), a_ox.eq(a_oy + d.row_step),
+                                         *taps_from(a_oy + d.row_step),
+                                         o_pix.eq(o_pix + d.out_cpad)]
+                        with m.Elif(~last_g):
+                            nxt = a_g + d.chan_step
+                            m.d.sync += [ox.eq(0), oy.eq(0), g.eq(g + 1),
+                                         iy0.eq(-d.pad), ix0.eq(-d.pad),
+                                         iy.eq(-d.pad), ix.eq(-d.pad),
+                                         a_g.eq(nxt), a_oy.eq(nxt), a_ox.eq(nxt), *taps_from(nxt),
+                                         w_g.eq(w_g + d.taps), w_t.eq(w_g + d.taps),
+                                         o_g.eq(o_g + d.out_chan_step),
+                                         o_pix.eq(o_g + d.out_chan_step),
+                                         ch_g.eq(ch_g + d.out_chan_step)]
+                        with m.Else():
+                            m.d.sync += running.eq(0)
+                            m.next = "FLUSH"
+            with m.State("FLUSH"):
+                empty = ~s1.valid & ~row.o.valid & (drain_left == 0) & ~d1.valid
+                with m.If(empty & ~rq_busy.any()):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+
+        # ---- stage 1: operands arrive, PE beat -------------------------------------------
+        act = self.act_rd.data
+        x_lanes = Signal(data.ArrayLayout(signed(8), lanes))
+        with m.If(d.lanewise):
+            for lane in range(min(lanes, V)):
+                m.d.comb += x_lanes[lane].eq(act[lane])
+        with m.Else():
+            byte = act[s1.byte] if V > 1 else act[0]
+            for lane in range(lanes):
+                m.d.comb += x_lanes[lane].eq(byte)
+        m.d.comb += [
+            row.i.valid.eq(s1.valid),
+            row.i.payload.first.eq(s1.first),
+            row.i.payload.last.eq(s1.last),
+            row.i.payload.w.eq(self.w_rd.data),
+            row.i.payload.x.eq(Mux(s1.pad, 0, x_lanes)),
+        ]
+        with m.If(s1.valid & s1.last):
+            m.d.sync += [s2.out.eq(s1.out), s2.ch.eq(s1.ch)]
+
+        # ---- stage 2: sums to the shadow; drain one lane per cycle -------------------------
+        lane_ch = drain_ch + drain_lane
+        lane_out = drain_out + drain_lane
+        res_addr = lane_out - d.out_base + d.res_base
+        draining = drain_left != 0
+        m.d.comb += [
+            self.p_rd.addr.eq(d.p_base + lane_ch), self.p_rd.en.eq(draining),
+            self.res_rd.addr.eq(res_addr[ws:]), self.res_rd.en.eq(draining),
+        ]
+        m.d.sync += [
+            d1.valid.eq(draining & (lane_ch < d.out_c)),
+            d1.acc.eq(shadow[drain_lane]),
+            d1.out.eq(lane_out),
+            d1.byte.eq(res_addr[:ws] if ws else 0),
+        ]
+        with m.If(row.o.valid):
+            m.d.sync += [shadow.eq(row.o.payload), drain_left.eq(d.out_chan_step),
+                         drain_lane.eq(0), drain_out.eq(s2.out), drain_ch.eq(s2.ch)]
+        with m.Elif(draining):
+            m.d.sync += [drain_left.eq(drain_left - 1), drain_lane.eq(drain_lane + 1)]
+
+        # ---- stage 3: requantise, write the byte ------------------------------------------
+        res_byte = self.res_rd.data[d1.byte] if V > 1 else self.res_rd.data[0]
+        m.d.comb += [
+            rq.i.valid.eq(d1.valid),
+            rq.i.payload.acc.eq(d1.acc),
+            rq.i.payload.m.eq(self.p_rd.data.m),
+            rq.i.payload.b.eq(self.p_rd.data.b),
+            rq.i.payload.res.eq(Mux(d.has_res, res_byte, 0)),
+            rq.shift.eq(d.shift), rq.res_shift.eq(d.res_shift), rq.lo.eq(d.lo), rq.hi.eq(d.hi),
+        ]
+        m.d.sync += [w_pipe[0].eq(d1.out)] + [w_pipe[i + 1].eq(w_pipe[i]) for i in range(2)]
+        waddr = w_pipe[-1]
+        m.d.comb += [
+            self.act_wr.addr.eq(waddr[ws:]),
+            self.act_wr.en.eq(Mux(rq.o.valid, 1 << (waddr[:ws] if ws else 0), 0)),
+        ]
+        for lane in range(V):
+            m.d.comb += self.act_wr.data[lane].eq(rq.o.payload)
+        return m

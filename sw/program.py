@@ -1,0 +1,144 @@
+"""Layer programs for the layer engine (hw/engine.py): memory layouts and descriptors.
+
+Activations live in HWC order as bytes, ``cpad`` bytes per pixel (channels rounded up to
+the activation word). A conv-like layer runs in one of two modes:
+
+- ``broadcast`` (standard KxK, pointwise, fully connected): lane ``l`` of group ``g`` is
+  output channel ``g*lanes + l``; weight word ``g*taps + (kh*K + kw)*cin + c`` holds
+  ``w[g*lanes + l, c, kh, kw]`` for every lane.
+- ``lanewise`` (depthwise; global average pooling = depthwise conv with a full-size kernel
+  of unit weights): lane ``l < word_bytes`` of group ``g`` is channel ``g*word_bytes + l``;
+  weight word ``g*taps + kh*K + kw`` holds ``w[g*word_bytes + l, 0, kh, kw]``.
+
+Weights of unused lanes are zero. Parameter word ``p_base + channel`` holds ``M`` and
+``B + 2^(S-1)`` (the rounding folded into the bias).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+MODES = ("broadcast", "lanewise")
+
+
+class ProgramError(ValueError):
+    """A layer the engine cannot run as asked; the message names the field."""
+
+
+def cpad(channels, word_bytes):
+    """Bytes per pixel of a tensor with ``channels`` channels."""
+    return -(-channels // word_bytes) * word_bytes
+
+
+def pack_activation(x, word_bytes):
+    """int [C, H, W] (values in int8) -> uint8 bytes in HWC order, ``cpad`` per pixel."""
+    c, h, w = x.shape
+    out = np.zeros((h, w, cpad(c, word_bytes)), np.uint8)
+    out[:, :, :c] = np.asarray(x, np.int64).transpose(1, 2, 0).astype(np.int8).view(np.uint8)
+    return out.reshape(-1)
+
+
+def unpack_activation(data, shape, word_bytes):
+    """Inverse of :func:`pack_activation`: bytes -> int64 [C, H, W]."""
+    c, h, w = shape
+    hwc = np.asarray(data, np.uint8)[:h * w * cpad(c, word_bytes)].reshape(h, w, -1)
+    return hwc[:, :, :c].view(np.int8).astype(np.int64).transpose(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One conv-like layer as the engine sees it (shapes, not values)."""
+    mode: str                 # "broadcast" or "lanewise"
+    in_shape: tuple           # (C, H, W)
+    out_c: int
+    kernel: int
+    stride: int = 1
+    pad: int = 0
+
+    @property
+    def out_hw(self):
+        _, h, w = self.in_shape
+        k, s, p = self.kernel, self.stride, self.pad
+        return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+
+    def check(self, lanes, word_bytes):
+        c, h, w = self.in_shape
+        if self.mode not in MODES:
+            raise ProgramError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.mode == "lanewise" and self.out_c != c:
+            raise ProgramError(f"out_c: a lanewise layer keeps its {c} channels, not "
+                               f"{self.out_c}")
+        oh, ow = self.out_hw
+        for name, value, hi in (("in_h", h, 255), ("in_w", w, 255), ("out_h", oh, 255),
+                                ("out_w", ow, 255), ("kernel", self.kernel, 31),
+                                ("stride", self.stride, 7), ("pad", self.pad, 15),
+                                ("out_c", self.out_c, 1023), ("cin", c, 1023)):
+            if not 1 <= value <= hi and not (name == "pad" and value == 0):
+                raise ProgramError(f"{name}: {value} is outside 1..{hi}")
+        if self.groups(lanes, word_bytes) > 255:
+            raise ProgramError(f"out_c: {self.out_c} channels need more than 255 lane groups")
+
+    def group_size(self, lanes, word_bytes):
+        return lanes if self.mode == "broadcast" else word_bytes
+
+    def groups(self, lanes, word_bytes):
+        return -(-self.out_c // self.group_size(lanes, word_bytes))
+
+    def taps(self):
+        cin = self.in_shape[0] if self.mode == "broadcast" else 1
+        return self.kernel * self.kernel * cin
+
+
+def weight_words(layer, w, lanes, word_bytes):
+    """Weights [O, Cg, K, K] (ints, or any per-weight value array with those leading axes,
+    e.g. shift ``(sign, shift)`` pairs stacked last) -> array [groups*taps, lanes, ...]."""
+    w = np.asarray(w)
+    size = layer.group_size(lanes, word_bytes)
+    groups, k = layer.groups(lanes, word_bytes), layer.kernel
+    out = np.zeros((groups, layer.taps(), lanes) + w.shape[4:], w.dtype)
+    for g in range(groups):
+        chans = np.arange(g * size, min((g + 1) * size, layer.out_c))
+        if layer.mode == "broadcast":
+            # tap order (kh, kw, c): [n, K, K, C] -> [K*K*C, n]
+            block = w[chans].transpose(2, 3, 1, 0, *range(4, w.ndim)).reshape(
+                -1, len(chans), *w.shape[4:])
+        else:
+            block = w[chans, 0].reshape(len(chans), k * k, *w.shape[4:]).swapaxes(0, 1)
+        out[g, :, :len(chans)] = block
+    return out.reshape(groups * layer.taps(), lanes, *w.shape[4:])
+
+
+def param_words(M, B, S):
+    """Per-channel (m, b_round) pairs: ``b_round = B + 2^(S-1)``."""
+    return np.stack([np.asarray(M, np.int64), np.asarray(B, np.int64) + (1 << (S - 1))], 1)
+
+
+def descriptor(layer, *, lanes, word_bytes, in_base, out_base, w_base, p_base, shift, lo, hi,
+               res_base=None, res_shift=0):
+    """Descriptor fields (a dict for ``hw.engine.descriptor_layout``) of ``layer`` with its
+    input at byte ``in_base``, output at ``out_base``, weights from word ``w_base`` and
+    parameters from word ``p_base``; ``res_base`` names a residual tensor of the output's
+    shape. Bases of tensors must be word aligned."""
+    layer.check(lanes, word_bytes)
+    for name, base in (("in_base", in_base), ("out_base", out_base), ("res_base", res_base)):
+        if base is not None and base % word_bytes:
+            raise ProgramError(f"{name}: {base} is not a multiple of word_bytes {word_bytes}")
+    c, h, w = layer.in_shape
+    oh, ow = layer.out_hw
+    in_cpad, out_cpad = cpad(c, word_bytes), cpad(layer.out_c, word_bytes)
+    row_stride = w * in_cpad
+    size = layer.group_size(lanes, word_bytes)
+    lanewise = layer.mode == "lanewise"
+    return {
+        "lanewise": int(lanewise), "in_h": h, "in_w": w, "out_h": oh, "out_w": ow,
+        "cin": 1 if lanewise else c, "kernel": layer.kernel, "stride": layer.stride,
+        "pad": layer.pad, "groups": layer.groups(lanes, word_bytes), "out_c": layer.out_c,
+        "in_start": in_base - layer.pad * (row_stride + in_cpad),
+        "in_cpad": in_cpad, "row_stride": row_stride,
+        "col_step": layer.stride * in_cpad, "row_step": layer.stride * row_stride,
+        "chan_step": word_bytes if lanewise else 0,
+        "out_base": out_base, "res_base": res_base if res_base is not None else 0,
+        "out_cpad": out_cpad, "out_chan_step": size,
+        "w_base": w_base, "taps": layer.taps(), "p_base": p_base,
+        "has_res": int(res_base is not None), "shift": shift, "res_shift": res_shift,
+        "lo": lo, "hi": hi,
+    }
