@@ -6,8 +6,9 @@
 // same pitch-Wq grid l = oh * Wq + ow (columns ow >= OW are computed and dropped). Then
 //   forward:     y[o][l]     = -sum_d |col[d][l] - w[o][d]|
 //                             = sum_d col + sum_d w - 2 sum_d max(col, w)
-//   grad input:  dcol[d][l]  = sum_o gy[o][l] * clamp(w[o][d] - col[d][l], -1, 1),
-//                accumulated straight into gradient planes (col2im by constant offsets)
+//   grad input:  dx[c][m]    = sum_{taps t of m's phase, o} gy[o][m - off_t]
+//                                * clamp(w[o][c][t] - x[c][m], -1, 1)
+//                (the transposed problem, gathered per input pixel m of each phase plane)
 // as GEMM-like register tiles (MR rows x NR vectors of pixels) written with GCC vector
 // extensions; the compiler emits SSE/AVX2/AVX-512 code for the ISA flags it is given.
 // Images x groups are spread over ATen's (OpenMP) threads.
@@ -83,6 +84,7 @@ static inline vf hardtanh(vf v) {
 struct Geom {
   int C, H, W, O, K, s, p, G, OH, OW;
   int Cg, Og, D, Wq, Lp, PS;  // PS: floats per phase plane
+  int Mp, M0, LG;             // gradient: pixels per plane, gy margin, gy row length
   std::vector<int> roff;      // offset of im2col row d in a group's plane buffer
 
   Geom(int C_, int H_, int W_, int O_, int K_, int s_, int p_, int G_)
@@ -92,7 +94,10 @@ struct Geom {
     const int Hq = (H + 2 * p + s - 1) / s;
     Wq = (W + 2 * p + s - 1) / s;
     Lp = (OH * Wq + VW - 1) / VW * VW;
-    PS = std::max(Hq * Wq, (K - 1) / s * (Wq + 1) + Lp);
+    Mp = (Hq * Wq + VW - 1) / VW * VW;
+    M0 = (K - 1) / s * (Wq + 1);
+    LG = M0 + std::max(Mp, Lp);
+    PS = std::max(Mp, M0 + Lp);
     for (int c = 0; c < Cg; ++c)
       for (int kh = 0; kh < K; ++kh)
         for (int kw = 0; kw < K; ++kw)
@@ -151,32 +156,36 @@ static void sad_tile(const float* w, const float* wsum, int D, const float* pl, 
     for (int j = 0; j < NR; ++j) store(y + i * ldy + j * VW, (xsum[j] + wsum[i]) - 2.0f * acc[i][j]);
 }
 
-// dpl[roff[i]:] += sum_o gy[o][:] * hardtanh(wt[i][o] - col[i][:]) for MR im2col rows.
+// dx[i][:] = sum_{(t, goff) in taps} sum_o gq[o][goff:] * hardtanh(w[o][i][t] - x[i][:])
+// for MR channels (planes cs apart) and NR pixel vectors of one phase plane;
+// w points at (o = 0, first channel, t = 0) of weights [Og][Cg][KK].
 template <int MR, int NR>
-static void grad_tile(const float* wt, int Og, const float* pl, const int* roff,
-                      const float* gy, int ldg, float* dpl) {
-  vf nx[MR][NR], acc[MR][NR] = {};  // nx = -col
+static void grad_tile(const float* w, int Og, int Cg, int KK, const int* taps, int ntaps,
+                      const float* x, int cs, const float* gq, int lg, float* dx) {
+  vf nx[MR][NR], acc[MR][NR] = {};  // nx = -x
   const vf one = opaque_one();
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) nx[i][j] = -load(pl + roff[i] + j * VW);
-  for (int o = 0; o < Og; ++o) {
-    vf gv[NR];
-    for (int j = 0; j < NR; ++j) gv[j] = load(gy + o * ldg + j * VW);
-    for (int i = 0; i < MR; ++i) {
-      const vf wi = bcast(wt[i * Og + o]);  // w - col as fma(w, 1, -col), on the FMA pipes
-      for (int j = 0; j < NR; ++j) acc[i][j] = vfma(gv[j], hardtanh(vfma(wi, one, nx[i][j])), acc[i][j]);
+    for (int j = 0; j < NR; ++j) nx[i][j] = -load(x + i * cs + j * VW);
+  for (int k = 0; k < ntaps; ++k) {
+    const float* wt = w + taps[2 * k];
+    const float* gt = gq + taps[2 * k + 1];
+    for (int o = 0; o < Og; ++o) {
+      vf gv[NR];
+      for (int j = 0; j < NR; ++j) gv[j] = load(gt + o * lg + j * VW);
+      for (int i = 0; i < MR; ++i) {
+        const vf wi = bcast(wt[(o * Cg + i) * KK]);  // w - x as fma(w, 1, -x): FMA pipes
+        for (int j = 0; j < NR; ++j) acc[i][j] = vfma(gv[j], hardtanh(vfma(wi, one, nx[i][j])), acc[i][j]);
+      }
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) {
-      float* q = dpl + roff[i] + j * VW;
-      store(q, load(q) + acc[i][j]);
-    }
+    for (int j = 0; j < NR; ++j) store(dx + i * cs + j * VW, acc[i][j]);
 }
 
 // Tile kernels indexed by (rows - 1) * NR + (vectors - 1).
 using SadFn = void (*)(const float*, const float*, int, const float*, const int*, float*, int);
-using GradFn = void (*)(const float*, int, const float*, const int*, const float*, int, float*);
+using GradFn = void (*)(const float*, int, int, int, const int*, int, const float*, int, const float*,
+                       int, float*);
 template <int... I>
 constexpr std::array<SadFn, sizeof...(I)> sad_table(std::integer_sequence<int, I...>) {
   return {&sad_tile<I / FWD_NR + 1, I % FWD_NR + 1>...};
@@ -200,15 +209,31 @@ static void sad_block(const Geom& g, const float* w, const float* wsum, const fl
   }
 }
 
-// gradient planes dpl += col2im(dcol) for weights wt [D][Og], planes pl, gy [Og][Lp].
-static void grad_block(const Geom& g, const float* wt, const float* pl, const float* gy, float* dpl) {
-  const int nv = g.Lp / VW;
-  for (int v = 0; v < nv; v += BWD_NR) {
-    const int nr = std::min(BWD_NR, nv - v), l = v * VW;
-    for (int d = 0; d < g.D; d += BWD_MR) {
-      const int mr = std::min(BWD_MR, g.D - d);
-      GRAD[(mr - 1) * BWD_NR + nr - 1](wt + d * g.Og, g.Og, pl + l, g.roff.data() + d, gy + l,
-                                       g.Lp, dpl + l);
+// (tap t, gy offset M0 - off_t) pairs of each phase plane (pr * s + pc).
+static std::vector<std::vector<int>> phase_taps(const Geom& g) {
+  std::vector<std::vector<int>> taps(g.s * g.s);
+  for (int kh = 0; kh < g.K; ++kh)
+    for (int kw = 0; kw < g.K; ++kw)
+      taps[kh % g.s * g.s + kw % g.s].insert(
+          taps[kh % g.s * g.s + kw % g.s].end(),
+          {kh * g.K + kw, g.M0 - (kh / g.s * g.Wq + kw / g.s)});
+  return taps;
+}
+
+// Gradient planes dpl of one group from its weights w [Og][Cg][KK], planes pl, gq [Og][LG].
+static void grad_block(const Geom& g, const std::vector<std::vector<int>>& taps, const float* w,
+                       const float* pl, const float* gq, float* dpl) {
+  const int nv = g.Mp / VW, KK = g.K * g.K, cs = g.s * g.s * g.PS;
+  for (int ph = 0; ph < g.s * g.s; ++ph) {
+    const int nt = (int)taps[ph].size() / 2;
+    if (nt == 0) continue;
+    for (int c = 0; c < g.Cg; c += BWD_MR) {
+      const int mr = std::min(BWD_MR, g.Cg - c), base = g.plane(c, ph / g.s, ph % g.s);
+      for (int v = 0; v < nv; v += BWD_NR) {
+        const int nr = std::min(BWD_NR, nv - v), m = v * VW;
+        GRAD[(mr - 1) * BWD_NR + nr - 1](w + c * KK, g.Og, g.Cg, KK, taps[ph].data(), nt,
+                                         pl + base + m, cs, gq + m, g.LG, dpl + base + m);
+      }
     }
   }
 }
@@ -250,19 +275,20 @@ at::Tensor forward(at::Tensor x, at::Tensor w, int64_t stride, int64_t padding, 
   return y;
 }
 
-// AdderNet input gradient dx [N, C, H, W] = fold(sum_o gy * HardTanh(w - col)).
+// AdderNet input gradient dx [N, C, H, W] = sum gy * HardTanh(w - x) over the outputs that
+// read each input pixel.
 at::Tensor grad_input(at::Tensor x, at::Tensor w, at::Tensor gy, int64_t stride,
                       int64_t padding, int64_t groups) {
-  x = x.contiguous(), gy = gy.contiguous();
+  x = x.contiguous(), w = w.contiguous(), gy = gy.contiguous();
   const Geom g = geometry(x, w, stride, padding, groups);
   const int64_t N = x.size(0);
   TORCH_CHECK(gy.numel() == N * g.O * g.OH * g.OW, "adder2d: grad_output has the wrong shape");
-  auto wt = w.reshape({g.G, g.Og, g.D}).transpose(1, 2).contiguous();  // [G][D][Og]
+  const auto taps = phase_taps(g);
   auto dx = at::empty(x.sizes(), x.options());
-  const float *px = x.data_ptr<float>(), *pwt = wt.data_ptr<float>(), *pg = gy.data_ptr<float>();
+  const float *px = x.data_ptr<float>(), *pw = w.data_ptr<float>(), *pg = gy.data_ptr<float>();
   float* pdx = dx.data_ptr<float>();
   at::parallel_for(0, N * g.G, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> pl(g.planes_size()), dpl(g.planes_size()), gpad((size_t)g.Og * g.Lp);
+    std::vector<float> pl(g.planes_size()), dpl(g.planes_size()), gq((size_t)g.Og * g.LG);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / g.G, gi = t % g.G;
       const int64_t xoff = (n * g.C + gi * g.Cg) * g.H * g.W;
@@ -270,9 +296,8 @@ at::Tensor grad_input(at::Tensor x, at::Tensor w, at::Tensor gy, int64_t stride,
       const float* go = pg + (n * g.O + gi * g.Og) * g.OH * g.OW;
       for (int o = 0; o < g.Og; ++o)
         for (int oh = 0; oh < g.OH; ++oh)
-          copy_row(&gpad[(size_t)o * g.Lp + oh * g.Wq], go + (o * g.OH + oh) * g.OW, g.OW);
-      std::fill(dpl.begin(), dpl.end(), 0.f);
-      grad_block(g, pwt + gi * g.D * g.Og, pl.data(), gpad.data(), dpl.data());
+          copy_row(&gq[(size_t)o * g.LG + g.M0 + oh * g.Wq], go + (o * g.OH + oh) * g.OW, g.OW);
+      grad_block(g, taps, pw + gi * g.Og * g.D, pl.data(), gq.data(), dpl.data());
       from_planes(g, dpl.data(), pdx + xoff);
     }
   });
