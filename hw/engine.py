@@ -15,7 +15,8 @@ additions only (the descriptor carries the strides). A tap outside the input is 
 the PE sees ``x = 0`` (for adder layers that contributes ``-|w|``, as the golden model
 says). When an output's last tap is in, the ``lanes`` accumulators are copied to a shadow
 register and drained one per cycle through the parameter memory (``M``, ``B + 2^(S-1)``),
-the residual read and the :class:`~hw.requant.Requantizer` into byte writes. The engine
+the residual read and the :class:`~hw.requant.Requantizer` into byte writes (two bytes,
+little-endian, per output of a ``wide`` layer: the 16-bit logits). The engine
 stalls only when a new set of sums arrives before the previous one has drained
 (reductions shorter than ``lanes`` taps).
 
@@ -59,7 +60,8 @@ def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6):
         "w_base": w_addr_bits, "taps": w_addr_bits,   # weight words per lane group
         "p_base": p_addr_bits,
         "has_res": 1, "shift": shift_bits, "res_shift": shift_bits,
-        "lo": signed(8), "hi": signed(8),
+        "wide": 1,              # 16-bit outputs (logits): two bytes per channel
+        "lo": signed(16), "hi": signed(16),
     })
 
 
@@ -91,7 +93,7 @@ class LayerEngine(wiring.Component):
         self.acc_width, self.addr_bits = acc_width, addr_bits
         self.row = PERow(kind, lanes, x_width=8, w_width=w_width, acc_width=acc_width)
         self.requant = Requantizer(acc_width=acc_width, m_width=m_width, rq_width=rq_width,
-                                   res_width=8, out_width=8)
+                                   res_width=8, out_width=16)
         act_word = data.ArrayLayout(signed(8), word_bytes)
         act_addr = addr_bits - (word_bytes.bit_length() - 1)
         self.desc_layout = descriptor_layout(addr_bits, w_addr_bits, p_addr_bits)
@@ -245,7 +247,7 @@ class LayerEngine(wiring.Component):
 
         # ---- stage 2: sums to the shadow; drain one lane per cycle -------------------------
         lane_ch = drain_ch + drain_lane
-        lane_out = drain_out + drain_lane
+        lane_out = drain_out + (drain_lane << d.wide)
         res_addr = lane_out - d.out_base + d.res_base
         draining = drain_left != 0
         m.d.comb += [
@@ -278,8 +280,11 @@ class LayerEngine(wiring.Component):
         waddr = w_pipe[-1]
         m.d.comb += [
             self.act_wr.addr.eq(waddr[ws:]),
-            self.act_wr.en.eq(Mux(rq.o.valid, 1 << (waddr[:ws] if ws else 0), 0)),
+            self.act_wr.en.eq(Mux(rq.o.valid, Mux(d.wide, 0b11, 0b01) << (waddr[:ws] if ws else 0),
+                                  0)),
         ]
+        y = rq.o.payload
         for lane in range(V):
-            m.d.comb += self.act_wr.data[lane].eq(rq.o.payload)
+            m.d.comb += self.act_wr.data[lane].eq(Mux(d.wide, y[8:16], y[0:8]) if lane % 2
+                                                  else y[0:8])
         return m

@@ -28,7 +28,7 @@ def random_layer(rng, kind, lanes, word_bytes, case):
         return ConvLayer("lanewise", (c, h, h), c, h)
     if case == "fc":
         return ConvLayer("broadcast", (int(rng.integers(1, 40)), 1, 1),
-                         int(rng.integers(1, 3 * lanes)), 1)
+                         int(rng.integers(1, 3 * lanes)), 1, wide=word_bytes >= 2)
     k = int(rng.choice([1, 3, 5]))
     stride = int(rng.integers(1, 3))
     pad = int(rng.integers(0, k // 2 + 1))
@@ -134,14 +134,16 @@ async def layers_match_golden_model(dut):
         S = max(1, peak.bit_length() - 7 + int(rng.integers(-1, 2)))
         B = rng.integers(-(1 << (S + 6)), 1 << (S + 6), size=layer.out_c)
         lo, hi = ((0, 127) if rng.random() < 0.5 else (-128, 127))
-        has_res = rng.random() < 0.5
+        if layer.wide:
+            lo, hi, S = -(1 << 15), (1 << 15) - 1, max(1, S - 8)
+        has_res = rng.random() < 0.5 and not layer.wide
         res = rng.integers(-128, 128, size=(layer.out_c, oh, ow)) if has_res else None
         res_shift = int(rng.integers(0, S + 1))
         expect = requantize(acc[None], M, B, S, lo, hi,
                             None if res is None else res[None], res_shift)[0]
 
         in_bytes = c * 0 + h * w * cpad(c, V)
-        out_bytes = oh * ow * cpad(layer.out_c, V)
+        out_bytes = oh * ow * cpad(layer.out_c * (2 if layer.wide else 1), V)
         in_base = V * int(rng.integers(0, 4))
         res_base = in_base + in_bytes
         out_base = res_base + (out_bytes if has_res else 0)
@@ -165,7 +167,8 @@ async def layers_match_golden_model(dut):
                                   for mv, bv in param_words(M, B, S)])
 
         cycles = await tb.run_layer(fields)
-        got = unpack_activation(await tb.read_bytes(out_base, out_bytes), expect.shape, V)
+        got = unpack_activation(await tb.read_bytes(out_base, out_bytes), expect.shape, V,
+                                layer.wide)
         beats = layer.groups(lanes, V) * oh * ow * layer.taps()
         dut._log.info(f"layer {n} {case} {layer}: {beats} beats, {cycles} cycles")
         bad = np.argwhere(got != expect)

@@ -29,19 +29,28 @@ def cpad(channels, word_bytes):
     return -(-channels // word_bytes) * word_bytes
 
 
-def pack_activation(x, word_bytes):
-    """int [C, H, W] (values in int8) -> uint8 bytes in HWC order, ``cpad`` per pixel."""
+def _dtype(wide):
+    return np.dtype("<i2") if wide else np.dtype("i1")
+
+
+def pack_activation(x, word_bytes, wide=False):
+    """int [C, H, W] -> uint8 bytes in HWC order, ``cpad`` bytes per pixel; values are
+    int8, or little-endian int16 when ``wide``."""
     c, h, w = x.shape
-    out = np.zeros((h, w, cpad(c, word_bytes)), np.uint8)
-    out[:, :, :c] = np.asarray(x, np.int64).transpose(1, 2, 0).astype(np.int8).view(np.uint8)
+    dt = _dtype(wide)
+    out = np.zeros((h, w, cpad(c * dt.itemsize, word_bytes)), np.uint8)
+    vals = np.asarray(x, np.int64).transpose(1, 2, 0).astype(dt)
+    out[:, :, :c * dt.itemsize] = vals.view(np.uint8).reshape(h, w, -1)
     return out.reshape(-1)
 
 
-def unpack_activation(data, shape, word_bytes):
+def unpack_activation(data, shape, word_bytes, wide=False):
     """Inverse of :func:`pack_activation`: bytes -> int64 [C, H, W]."""
     c, h, w = shape
-    hwc = np.asarray(data, np.uint8)[:h * w * cpad(c, word_bytes)].reshape(h, w, -1)
-    return hwc[:, :, :c].view(np.int8).astype(np.int64).transpose(2, 0, 1)
+    dt = _dtype(wide)
+    hwc = np.asarray(data, np.uint8)[:h * w * cpad(c * dt.itemsize, word_bytes)].reshape(h, w, -1)
+    vals = np.ascontiguousarray(hwc[:, :, :c * dt.itemsize]).view(dt)
+    return vals.astype(np.int64).transpose(2, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class ConvLayer:
     kernel: int
     stride: int = 1
     pad: int = 0
+    wide: bool = False        # 16-bit outputs (two bytes per channel)
 
     @property
     def out_hw(self):
@@ -74,6 +84,8 @@ class ConvLayer:
                                 ("out_c", self.out_c, 1023), ("cin", c, 1023)):
             if not 1 <= value <= hi and not (name == "pad" and value == 0):
                 raise ProgramError(f"{name}: {value} is outside 1..{hi}")
+        if self.wide and word_bytes < 2:
+            raise ProgramError("wide: 16-bit outputs need word_bytes >= 2")
         if self.groups(lanes, word_bytes) > 255:
             raise ProgramError(f"out_c: {self.out_c} channels need more than 255 lane groups")
 
@@ -124,7 +136,8 @@ def descriptor(layer, *, lanes, word_bytes, in_base, out_base, w_base, p_base, s
             raise ProgramError(f"{name}: {base} is not a multiple of word_bytes {word_bytes}")
     c, h, w = layer.in_shape
     oh, ow = layer.out_hw
-    in_cpad, out_cpad = cpad(c, word_bytes), cpad(layer.out_c, word_bytes)
+    in_cpad = cpad(c, word_bytes)
+    out_cpad = cpad(layer.out_c * (2 if layer.wide else 1), word_bytes)
     row_stride = w * in_cpad
     size = layer.group_size(lanes, word_bytes)
     lanewise = layer.mode == "lanewise"
@@ -140,5 +153,5 @@ def descriptor(layer, *, lanes, word_bytes, in_base, out_base, w_base, p_base, s
         "out_cpad": out_cpad, "out_chan_step": size,
         "w_base": w_base, "taps": layer.taps(), "p_base": p_base,
         "has_res": int(res_base is not None), "shift": shift, "res_shift": res_shift,
-        "lo": lo, "hi": hi,
+        "wide": int(layer.wide), "lo": lo, "hi": hi,
     }
