@@ -1,7 +1,7 @@
 """Forward+backward time of adder layers (fast C++ kernel and unfold+cdist reference) vs conv2d
 of the same shape, batch 128, on all of torch's threads; medians over repeats.
 
-Run: .venv/bin/python bench/adder_kernels.py [--repeats 9] [--batch 128]
+Run: .venv/bin/python bench/adder_kernels.py [--repeats 9] [--batch 128] [--threads N]
 Targets: fast adder <= 2x conv; fast adder >= 5x faster than the reference.
 """
 import argparse
@@ -53,7 +53,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     adder_fast.extension()  # build outside the timings
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"ISA {adder_fast._isa()[0]}; forward+backward, median ms")

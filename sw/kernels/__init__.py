@@ -63,12 +63,14 @@ def adder_linear(x, w):
 def adder2d_int(x, w, stride=1, padding=0, groups=1):
     """Integer adder convolution, bit-identical to ``adder_ref.adder2d_int``.
 
-    x [N, C, H, W], w [O, C//groups, K, K]: integer numpy arrays or tensors (int8-valued in
-    the golden model) -> int64 [N, O, OH, OW] = -sum |x_pad - w|, of the input's kind."""
-    as_numpy = not isinstance(x, torch.Tensor)
-    xt, wt = torch.as_tensor(np.asarray(x) if as_numpy else x), torch.as_tensor(w)
-    if backend() == "fast" and adder_fast.exact_int(xt, wt):
-        y = adder_fast.adder2d_int(xt, wt, stride, padding, groups)
+    x [N, C, H, W], w [O, C//groups, K, K]: integer numpy arrays or CPU tensors (int8-valued
+    in the golden model) -> int64 [N, O, OH, OW] = -sum |x_pad - w|, of the input's kind.
+    Takes the float kernel when its sums are provably exact, else the int64 reference."""
+    as_tensor = isinstance(x, torch.Tensor)
+    xn = x.numpy() if as_tensor else np.asarray(x)
+    wn = w.numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
+    if backend() == "fast" and adder_fast.exact_int(xn, wn):
+        y = adder_fast.adder2d_int(xn, wn, stride, padding, groups)
     else:
-        y = torch.from_numpy(adder_ref.adder2d_int(xt.numpy(), wt.numpy(), stride, padding, groups))
-    return y.numpy() if as_numpy else y
+        y = adder_ref.adder2d_int(xn, wn, stride, padding, groups)
+    return torch.from_numpy(y) if as_tensor else y
