@@ -213,8 +213,8 @@ class LayerEngine(wiring.Component):
                                          iy.eq(-d.pad), ix.eq(-d.pad),
                                          a_g.eq(nxt), a_oy.eq(nxt), a_ox.eq(nxt), *taps_from(nxt),
                                          w_g.eq(w_g + d.taps), w_t.eq(w_g + d.taps),
-                                         o_g.eq(o_g + d.out_chan_step),
-                                         o_pix.eq(o_g + d.out_chan_step),
+                                         o_g.eq(o_g + (d.out_chan_step << d.wide)),
+                                         o_pix.eq(o_g + (d.out_chan_step << d.wide)),
                                          ch_g.eq(ch_g + d.out_chan_step)]
                         with m.Else():
                             m.d.sync += running.eq(0)
