@@ -89,7 +89,7 @@ class QModel:
         return self.arrays[f"{i}.w"].astype(np.int64)
 
     def save(self, path):
-        save(self, path)
+        return save(self, path)
 
 
 def _signed_bits(v):
