@@ -19,6 +19,16 @@ SHAPES = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny shapes: one thread is faster and immune to load from other jobs (the threaded
+    kernel path has its own test)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def naive(x, w, stride, padding, groups, term=lambda d: d.abs()):
     """-sum term(x_pad - w) with explicit loops over output pixels (tiny shapes only)."""
     o, cg, k, _ = w.shape
@@ -177,6 +187,20 @@ def test_fast_matches_reference(fast, shape, size):
     assert_close_sums(dw, dwr, 3 * size[0] * size[1] * 8)
 
 
+def test_fast_threaded_matches_reference(fast):
+    shape = (6, 8, 3, 2, 1, 2)
+    x, w = make(shape, n=7, h=9, wd=8, dtype=torch.float32, seed=5)
+    torch.set_num_threads(2)
+    try:
+        (y, dx, dw), (yr, dxr, dwr) = run_both(
+            lambda a, b: fast.adder2d(a, b, 2, 1, 2), lambda a, b: ref.adder2d(a, b, 2, 1, 2), x, w)
+    finally:
+        torch.set_num_threads(1)
+    assert_close_sums(y, yr, 27 * 4)
+    assert_close_sums(dx, dxr, 8 * 2)
+    assert_close_sums(dw, dwr, 7 * 72 * 8)
+
+
 @pytest.mark.parametrize("n", [1, 5, 64, 130])
 def test_fast_linear_matches_reference(fast, n):
     gen = torch.Generator().manual_seed(n)
@@ -215,6 +239,27 @@ def test_fallback_warns_once_when_build_fails(monkeypatch):
     monkeypatch.setenv(kernels.ENV, "fast")
     with pytest.raises(RuntimeError, match="no compiler"):
         kernels.adder2d(x, w, 1, 1, 6)
+
+
+def test_fallback_without_compiler(tmp_path):
+    """A real failed build (no compiler): one warning, reference results."""
+    import os
+    import subprocess
+    import sys
+    code = ("import torch, sw.kernels as k\n"
+            "x, w = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3)\n"
+            "y = k.adder2d(x, w, 1, 1)\n"
+            "torch.testing.assert_close(y, k.adder_ref.forward(x, w, 1, 1))\n"
+            "k.adder_linear(torch.randn(2, 27), w.flatten(1))\n"
+            "print(k.backend())\n")
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-g++"), TORCH_EXTENSIONS_DIR=str(tmp_path),
+               NASA_ADDER_KERNEL="auto", PYTHONPATH=os.getcwd())
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ref"
+    warnings = [ln for ln in run.stderr.splitlines() if "Warning" in ln]
+    assert len(warnings) == 1 and "no-such-g++" in warnings[0], run.stderr
 
 
 # ---------------------------------------------------------------- integer path

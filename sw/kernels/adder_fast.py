@@ -7,6 +7,7 @@ one build per ISA level (sse2 / avx2 / avx512), torch and Python version.
 """
 import functools
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def extension():
     Raises when it cannot be built."""
     from torch.utils.cpp_extension import load
 
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        raise RuntimeError(f"C++ compiler {cxx!r} not found")
     tag, flags, vw = _isa()
     load(name=f"nasa_adder_{tag}", sources=[str(_SRC)],
          extra_cflags=["-O3", "-fopenmp", f"-DVW={vw}", *flags], extra_ldflags=["-fopenmp"],
@@ -101,9 +105,10 @@ def load_error():
     """None when the extension builds and imports, else a one-line reason why not."""
     try:
         extension()
-    except Exception as err:  # no compiler, failed build, missing headers, ...
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
+    except Exception as err:  # no compiler, no ninja, failed build, ...
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [""]
+        diagnostics = [ln for ln in lines if ": error:" in ln or ": fatal error:" in ln]
+        return f"{type(err).__name__}: {(diagnostics or lines)[0]}"[:240]
     return None
 
 
