@@ -334,16 +334,28 @@ def conv_acc(op, x, w, stride=1, padding=0, groups=1):
     o, cg, k, _ = w.shape
     og = o // groups
     win, oh, ow = _windows(x, k, stride, padding)
+    # the adder's |x - w| fits 16 bits and its sums 32 bits for 8-bit operands: narrower
+    # integer arrays make the loops ~2x faster (still exact: checked before use)
+    span = int(np.abs(x).max(initial=0)) + int(np.abs(w).max(initial=0))
+    narrow = op == "adder" and span < (1 << 15) and span * cg * k * k < (1 << 31)
+    if narrow:
+        x, w = x.astype(np.int16), w.astype(np.int16)
+        win = _windows(x, k, stride, padding)[0]
+    acc_t = np.int32 if narrow else np.int64
     if cg == 1:        # depthwise (and channel multipliers): one tap at a time
         src = np.arange(o) // og                      # input channel of each output
-        same = o == c
-        acc = np.zeros((n, o, oh, ow), np.int64)
+        acc = np.zeros((n, o, oh, ow), acc_t)
         for kh in range(k):
             for kw in range(k):
-                xs = win[..., kh, kw] if same else win[..., kh, kw][:, src]
+                xs = win[..., kh, kw]                 # [N, C, OH, OW]
+                if c != o and c != 1:
+                    xs = xs[:, src]
                 wt = w[:, 0, kh, kw][None, :, None, None]
-                acc += xs * wt if op != "adder" else -np.abs(xs - wt)
-        return acc
+                if op != "adder":
+                    acc += xs * wt
+                else:
+                    acc -= np.abs(xs - wt)
+        return acc.astype(np.int64, copy=False)
     acc = np.empty((n, o, oh, ow), np.int64)
     for g in range(groups):
         xg = win[:, g * cg:(g + 1) * cg]
@@ -353,7 +365,7 @@ def conv_acc(op, x, w, stride=1, padding=0, groups=1):
             acc[:, g * og:(g + 1) * og] = (cols @ wg.reshape(og, -1).T) \
                 .reshape(n, oh, ow, og).transpose(0, 3, 1, 2)
         else:
-            a = np.zeros((n, og, oh, ow), np.int64)
+            a = np.zeros((n, og, oh, ow), acc_t)
             for ci in range(cg):
                 for kh in range(k):
                     for kw in range(k):
