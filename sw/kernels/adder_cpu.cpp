@@ -64,6 +64,11 @@ static inline void copy_row(float* dst, const float* src, int n) {
   for (; i < n; ++i) dst[i] = src[i];
 #endif
 }
+// rows x cols block between pitched buffers; one copy when both are unpadded.
+static inline void copy_grid(float* dst, int dpitch, const float* src, int spitch, int rows, int cols) {
+  if (dpitch == cols && spitch == cols) return copy_row(dst, src, rows * cols);
+  for (int r = 0; r < rows; ++r) copy_row(dst + r * dpitch, src + r * spitch, cols);
+}
 // 1.0 hidden from the optimiser: "acc = fma(v, one, acc)" keeps the add on the FMA pipes
 // (free while max/range ops use the others) and rounds exactly like "acc + v".
 static inline vf opaque_one() {
@@ -111,28 +116,28 @@ struct Geom {
 
 // x [Cg, H, W] -> phase planes (padding positions are left untouched, i.e. zero).
 static void to_planes(const Geom& g, const float* x, float* pl) {
-  for (int c = 0; c < g.Cg; ++c)
-    for (int ih = 0; ih < g.H; ++ih) {
-      const float* xr = x + (c * g.H + ih) * g.W;
-      if (g.s == 1) {
-        copy_row(pl + g.at(c, ih + g.p, g.p), xr, g.W);
-        continue;
-      }
-      for (int iw = 0; iw < g.W; ++iw) pl[g.at(c, ih + g.p, iw + g.p)] = xr[iw];
+  for (int c = 0; c < g.Cg; ++c) {
+    const float* xc = x + c * g.H * g.W;
+    if (g.s == 1) {
+      copy_grid(pl + g.at(c, g.p, g.p), g.Wq, xc, g.W, g.H, g.W);
+      continue;
     }
+    for (int ih = 0; ih < g.H; ++ih)
+      for (int iw = 0; iw < g.W; ++iw) pl[g.at(c, ih + g.p, iw + g.p)] = xc[ih * g.W + iw];
+  }
 }
 
 // phase planes -> dx [Cg, H, W] (padding positions dropped).
 static void from_planes(const Geom& g, const float* pl, float* dx) {
-  for (int c = 0; c < g.Cg; ++c)
-    for (int ih = 0; ih < g.H; ++ih) {
-      float* xr = dx + (c * g.H + ih) * g.W;
-      if (g.s == 1) {
-        copy_row(xr, pl + g.at(c, ih + g.p, g.p), g.W);
-        continue;
-      }
-      for (int iw = 0; iw < g.W; ++iw) xr[iw] = pl[g.at(c, ih + g.p, iw + g.p)];
+  for (int c = 0; c < g.Cg; ++c) {
+    float* xc = dx + c * g.H * g.W;
+    if (g.s == 1) {
+      copy_grid(xc, g.W, pl + g.at(c, g.p, g.p), g.Wq, g.H, g.W);
+      continue;
     }
+    for (int ih = 0; ih < g.H; ++ih)
+      for (int iw = 0; iw < g.W; ++iw) xc[ih * g.W + iw] = pl[g.at(c, ih + g.p, iw + g.p)];
+  }
 }
 
 // y[i][:] = -sum_d |col[d][:] - w[i][d]| for MR weight rows (stride D) and NR pixel vectors,
@@ -268,8 +273,7 @@ at::Tensor forward(at::Tensor x, at::Tensor w, int64_t stride, int64_t padding, 
       sad_block(g, pw + gi * g.Og * g.D, pws + gi * g.Og, pl.data(), out.data());
       float* yo = py + (n * g.O + gi * g.Og) * g.OH * g.OW;
       for (int o = 0; o < g.Og; ++o)
-        for (int oh = 0; oh < g.OH; ++oh)
-          copy_row(yo + (o * g.OH + oh) * g.OW, &out[(size_t)o * g.Lp + oh * g.Wq], g.OW);
+        copy_grid(yo + o * g.OH * g.OW, g.OW, &out[(size_t)o * g.Lp], g.Wq, g.OH, g.OW);
     }
   });
   return y;
@@ -295,8 +299,7 @@ at::Tensor grad_input(at::Tensor x, at::Tensor w, at::Tensor gy, int64_t stride,
       to_planes(g, px + xoff, pl.data());
       const float* go = pg + (n * g.O + gi * g.Og) * g.OH * g.OW;
       for (int o = 0; o < g.Og; ++o)
-        for (int oh = 0; oh < g.OH; ++oh)
-          copy_row(&gq[(size_t)o * g.LG + g.M0 + oh * g.Wq], go + (o * g.OH + oh) * g.OW, g.OW);
+        copy_grid(&gq[(size_t)o * g.LG + g.M0], g.Wq, go + o * g.OH * g.OW, g.OW, g.OH, g.OW);
       grad_block(g, taps, pw + gi * g.Og * g.D, pl.data(), gq.data(), dpl.data());
       from_planes(g, dpl.data(), pdx + xoff);
     }
