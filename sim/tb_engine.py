@@ -14,7 +14,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
 from sim.engine_harness import EngineHarness
-from sim.payload import pack
+from hw.payload import pack
 from sw.golden.model import conv_acc, requantize
 from sw.golden.pe import wrap
 from sw.program import (ConvLayer, cpad, descriptor, pack_activation, param_words,

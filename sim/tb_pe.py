@@ -12,7 +12,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
 from hw.pe import PE, PERow
-from sim.payload import pack, unpack
+from hw.payload import pack, unpack
 from sw.golden import pe as golden
 
 

@@ -11,7 +11,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
 from hw.requant import Requantizer
-from sim.payload import pack
+from hw.payload import pack
 from sw.golden.model import requantize
 
 LATENCY = 3

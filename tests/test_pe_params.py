@@ -4,7 +4,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw.pe import PE, PERow
-from sim.payload import pack
+from hw.payload import pack
 from sw.golden import pe as golden
 
 

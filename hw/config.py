@@ -1,0 +1,128 @@
+"""The accelerator configuration: the single source of truth for every size and width.
+
+The mapper writes it as ``accel.json``; the generators, the program compiler, the
+testbenches and the reports read it. ``AccelConfig.from_dict`` validates and raises
+:class:`ConfigError` naming the bad field.
+"""
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+KIND_OF_CHUNK = {"clp": "mul", "slp": "shift", "alp": "adder"}
+CHUNK_OF_OP = {kind: chunk for chunk, kind in KIND_OF_CHUNK.items()}
+
+
+class ConfigError(ValueError):
+    """An accelerator configuration that cannot work; the message names the field."""
+
+
+def _pow2(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool) or value & (value - 1) \
+            or not lo <= value <= hi:
+        raise ConfigError(f"{name}: {value!r} must be a power of two from {lo} to {hi}")
+
+
+def _int(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(f"{name}: {value!r} must be an integer from {lo} to {hi}")
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """One chunk: ``lanes`` PEs (0 = absent), weight / exponent bits, accumulator bits,
+    and the depth of its weight memory (words of ``lanes`` weights)."""
+    lanes: int = 0
+    w_width: int = 8
+    acc_width: int = 24
+    w_words: int = 1024
+
+    def validate(self, name, word_bytes):
+        _int(f"{name}.lanes", self.lanes, 0, 256)
+        if self.lanes:
+            if self.lanes < word_bytes:
+                raise ConfigError(f"{name}.lanes: {self.lanes} is fewer than word_bytes "
+                                  f"{word_bytes} (a lanewise layer needs one lane per byte)")
+            _int(f"{name}.w_width", self.w_width, 1, 5 if name == "slp" else 16)
+            _int(f"{name}.acc_width", self.acc_width, 8, 48)
+            _pow2(f"{name}.w_words", self.w_words, 2, 1 << 20)
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """Sizes and widths of the whole accelerator."""
+    word_bytes: int = 4           # activation memory word (bytes)
+    act_bytes: int = 1 << 16      # activation memory size
+    p_words: int = 1024           # requantisation parameters (one per output channel)
+    prog_words: int = 64          # layer descriptors
+    m_width: int = 16             # requant multiplier
+    rq_width: int = 48            # requant intermediates
+    clp: ChunkConfig = field(default_factory=lambda: ChunkConfig(8, 8))
+    slp: ChunkConfig = field(default_factory=lambda: ChunkConfig(8, 3))
+    alp: ChunkConfig = field(default_factory=lambda: ChunkConfig(8, 8))
+
+    def __post_init__(self):
+        _pow2("word_bytes", self.word_bytes, 1, 16)
+        _pow2("act_bytes", self.act_bytes, 64, 1 << 22)
+        _pow2("p_words", self.p_words, 2, 1 << 16)
+        _pow2("prog_words", self.prog_words, 2, 4096)
+        _int("m_width", self.m_width, 2, 18)
+        _int("rq_width", self.rq_width, 8, 64)
+        for name in KIND_OF_CHUNK:
+            self.chunk(name).validate(name, self.word_bytes)
+        if not any(self.chunk(name).lanes for name in KIND_OF_CHUNK):
+            raise ConfigError("clp/slp/alp: every chunk has 0 lanes")
+
+    def chunk(self, name):
+        return getattr(self, name)
+
+    @property
+    def chunks(self):
+        """Present chunks as ``(name, kind, ChunkConfig)``, in a fixed order."""
+        return [(name, kind, self.chunk(name)) for name, kind in KIND_OF_CHUNK.items()
+                if self.chunk(name).lanes]
+
+    @property
+    def act_addr_bits(self):
+        return (self.act_bytes - 1).bit_length()
+
+    @property
+    def w_addr_bits(self):
+        return max((c.w_words - 1).bit_length() for _, _, c in self.chunks)
+
+    @property
+    def p_addr_bits(self):
+        return (self.p_words - 1).bit_length()
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ConfigError("accel config: expected a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown field (expected one of "
+                              f"{', '.join(sorted(known))})")
+        kw = dict(d)
+        for name in KIND_OF_CHUNK:
+            if name in kw:
+                sub = kw[name]
+                if not isinstance(sub, dict) or set(sub) - set(ChunkConfig.__dataclass_fields__):
+                    raise ConfigError(f"{name}: expected an object with fields "
+                                      f"{', '.join(ChunkConfig.__dataclass_fields__)}")
+                kw[name] = ChunkConfig(**sub)
+        return cls(**kw)
+
+    def save(self, path):
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path):
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such accelerator config (run `make map`)") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
