@@ -10,7 +10,7 @@
 //                                * clamp(w[o][c][t] - x[c][m], -1, 1)
 //                (the transposed problem, gathered per input pixel m of each phase plane)
 // as GEMM-like register tiles (MR rows x NR vectors of pixels) written with GCC vector
-// extensions; the compiler emits SSE/AVX2/AVX-512 code for the ISA flags it is given.
+// extensions and a few intrinsics; VW (lanes: 4, 8, 16) selects SSE2, AVX2+FMA or AVX-512.
 // Images x groups are spread over ATen's (OpenMP) threads.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -29,7 +29,6 @@
 #endif
 
 typedef float vf __attribute__((vector_size(VW * 4)));
-typedef int vi __attribute__((vector_size(VW * 4)));
 
 #if VW == 16
 constexpr int FWD_MR = 6, FWD_NR = 4, BWD_MR = 4, BWD_NR = 3;
