@@ -13,7 +13,11 @@ DATA_DIR ?= data
 BUILD   ?= build
 export DATA_DIR
 
-.PHONY: help setup test test-slow demo data bitstream clean
+QMODEL  ?= archs/$(ARCH)/qmodel.npz
+OUT     := $(BUILD)/$(ARCH)-$(BOARD)
+IMAGES  ?= 100
+
+.PHONY: help setup test test-slow demo data map rtl sim bitstream clean
 
 help: ## list the targets
 	@echo "Targets (variables: ARCH=$(ARCH) BOARD=$(BOARD) SIM=$(SIM) DATA_DIR=$(DATA_DIR)):"
@@ -33,12 +37,19 @@ test-slow: $(STAMP) data ## run the slow tests too (all bitstream builds)
 data: $(STAMP) ## fetch MNIST + Fashion-MNIST into DATA_DIR (no-op when present)
 	$(PY) -m sw.datasets fetch --dir $(DATA_DIR)
 
+map: $(STAMP) ## size the accelerator for ARCH on BOARD (default rule) -> build/ARCH-BOARD/accel.json
+	$(PY) -m sw.mapper --qmodel $(QMODEL) --board $(BOARD) --out $(OUT)
+
+rtl: map ## generate the accelerator's Verilog -> build/ARCH-BOARD/accel.v
+	$(PY) -m hw.generate --accel $(OUT)/accel.json --out $(OUT)
+
+sim: map data ## run IMAGES (100) test images of ARCH on the RTL (Verilator), bit-exact vs golden
+	$(PY) -m sim.network --qmodel $(QMODEL) --accel $(OUT)/accel.json --images $(IMAGES)
+
 bitstream: $(STAMP) ## build the board smoke bitstream for BOARD=icebreaker|ulx3s-85f (+ report)
 	$(PY) -m boards.build --board $(BOARD) --out $(BUILD)/$(BOARD)
 
-demo: $(STAMP) data ## the main job on the bundled default network (grows with the pipeline)
-	$(PY) -m pytest -q tests/test_pe_cocotb.py
-	$(MAKE) bitstream BOARD=$(BOARD)
+demo: rtl sim bitstream ## the main job on the bundled default network: rtl + sim + bitstream
 
 clean: ## remove generated files (build/); keeps .venv and data
 	rm -rf $(BUILD) sim_build

@@ -11,7 +11,7 @@ protocol (:mod:`hw.protocol`) on streams ``i``/``o``.
 This is the sequential first version: one chunk runs at a time (see docs/accelerator.md
 for the pipelined schedule that comes next).
 """
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,8 +19,9 @@ from hw import protocol
 from hw.config import KIND_OF_CHUNK
 from hw.engine import LayerEngine, descriptor_layout
 from hw.host import HostBridge
+from hw.pe import weight_layout
 
-__all__ = ["Accelerator", "program_layout", "CHUNK_ID"]
+__all__ = ["Accelerator", "program_layout", "memory_bits", "CHUNK_ID"]
 
 CHUNK_ID = {name: i for i, name in enumerate(KIND_OF_CHUNK)}
 
@@ -33,8 +34,18 @@ def program_layout(cfg):
     })
 
 
+def memory_bits(cfg):
+    """Bits of one word of each memory, in :data:`hw.protocol.MEMORIES` order (0: absent)."""
+    bits = {"act": 8 * cfg.word_bytes, "param": cfg.m_width + cfg.rq_width,
+            "prog": program_layout(cfg).size}
+    for name, kind, c in cfg.chunks:
+        bits[name] = c.lanes * Shape.cast(weight_layout(kind, c.w_width)).width
+    return [bits.get(name, 0) for name in protocol.MEMORIES]
+
+
 class Accelerator(wiring.Component):
-    """Ports: ``i``/``o`` host byte streams, ``busy`` (a program is running)."""
+    """Ports: ``i``/``o`` host byte streams, ``busy`` (a program is running),
+    ``chunk_busy`` (one bit per chunk, in :data:`CHUNK_ID` order: for LEDs and traces)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -50,16 +61,13 @@ class Accelerator(wiring.Component):
         self.prog_shape = program_layout(cfg)
         self.w_shapes = {name: e.signature.members["w_rd"].signature.members["data"].shape
                          for name, e in self.engines.items()}
-        bits = {"act": data.Layout.cast(self.act_shape).size,
-                "param": data.Layout.cast(self.param_shape).size,
-                "prog": self.prog_shape.size}
-        bits.update({name: data.Layout.cast(s).size for name, s in self.w_shapes.items()})
-        self.mem_bits = [bits.get(name, 0) for name in protocol.MEMORIES]
-        self.host = HostBridge(self.mem_bits, bits["act"])
+        self.mem_bits = memory_bits(cfg)
+        self.host = HostBridge(self.mem_bits, 8 * cfg.word_bytes)
         super().__init__({
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),
             "busy": Out(1),
+            "chunk_busy": Out(len(CHUNK_ID)),
         })
 
     def elaborate(self, platform):
@@ -70,6 +78,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, host.o, wiring.flipped(self.o))
         for name, engine in self.engines.items():
             m.submodules[name] = engine
+            m.d.comb += self.chunk_busy[CHUNK_ID[name]].eq(engine.busy)
 
         act = m.submodules.act = memory.Memory(
             shape=self.act_shape, depth=cfg.act_bytes // cfg.word_bytes, init=[])

@@ -14,6 +14,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
 from hw import protocol
 from hw.config import AccelConfig
@@ -63,6 +64,16 @@ class HostTB:
         return await self.recv(reply_len)
 
 
+async def time_layers(dut, chunk, log, period_ns=10):
+    """Append (chunk, cycles) for every busy period of one chunk's engine."""
+    busy = getattr(dut, chunk).busy
+    while True:
+        await RisingEdge(busy)
+        start = get_sim_time("ns")
+        await FallingEdge(busy)
+        log.append((start, chunk, round((get_sim_time("ns") - start) / period_ns)))
+
+
 def load_images(params, shape, count):
     if params.get("dataset"):
         from sw.datasets import load
@@ -83,8 +94,8 @@ async def network_matches_golden_model(dut):
         qm = random_qmodel([tuple(s) for s in p["specs"]], seed=p["seed"],
                            input_shape=tuple(p.get("input_shape", (1, 8, 8))))
     prog = compile_model(qm, cfg)
-    from hw.accel import Accelerator
-    bits = dict(zip(protocol.MEMORIES, Accelerator(cfg).mem_bits))
+    from hw.accel import memory_bits
+    bits = dict(zip(protocol.MEMORIES, memory_bits(cfg)))
     host = HostTB(dut)
     await host.reset()
     assert await host.command(protocol.PING, 4) == protocol.MAGIC
@@ -98,6 +109,8 @@ async def network_matches_golden_model(dut):
                 assert reply == protocol.ACK, f"write {mem}: reply {reply!r}"
     load_s = time.time() - t0
 
+    layer_log = []
+    monitors = [cocotb.start_soon(time_layers(dut, name, layer_log)) for name, _, _ in cfg.chunks]
     images, labels = load_images(p, qm.tensors[0]["shape"], p["images"])
     expect = golden.forward(qm, images)
     V = cfg.word_bytes
@@ -111,7 +124,11 @@ async def network_matches_golden_model(dut):
         cycles.append(protocol.parse_done(await host.command(protocol.RUN, 5)))
         data = await host.command(protocol.read(prog.output_base // V, out_words), out_words * V)
         got.append(prog.decode_output(np.frombuffer(data, np.uint8)))
+        if len(got) == 1:
+            first_image = sorted(layer_log)
     run_s = time.time() - t0
+    for task in monitors:
+        task.cancel()
     got = np.array(got)
     bad = np.flatnonzero((got != expect).any(axis=1))
     lanes = {name: cfg.chunk(name).lanes for name in ("clp", "slp", "alp")}
@@ -123,7 +140,8 @@ async def network_matches_golden_model(dut):
         "golden_accuracy": None if labels is None else float((expect.argmax(1) == labels).mean()),
         "rtl_accuracy": None if labels is None else float((got.argmax(1) == labels).mean()),
         "layers": [{"name": L.name, "chunk": L.chunk, "mode": L.layer.mode, "beats": L.beats,
-                    "macs": L.macs, "lanes": lanes[L.chunk]} for L in prog.layers],
+                    "cycles": measured[2], "macs": L.macs, "lanes": lanes[L.chunk]}
+                   for L, measured in zip(prog.layers, first_image)],
     }
     dut._log.info(json.dumps(summary))
     if p.get("report"):
