@@ -171,6 +171,15 @@ def make_optimizer(model, cfg):
                            lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
+def clip_parameters(model):
+    """Parameters under the gradient-norm clip: all but adder weights, whose gradients are
+    already rescaled to norm eta * sqrt(numel) (large by design: clipping them together
+    with the rest would shrink every other layer's step)."""
+    adder = {id(m.weight) for m in model.modules()
+             if isinstance(m, HybridOp) and m.kind == "adder"}
+    return [p for p in model.parameters() if id(p) not in adder]
+
+
 def lr_at(step, total_steps, warmup_steps, peak):
     """Linear warmup to ``peak`` over ``warmup_steps``, then cosine decay to 0."""
     if step < warmup_steps:
@@ -190,6 +199,7 @@ def train_one_epoch(model, opt, images, labels, cfg, epoch, total_epochs, log=No
     y_all = torch.as_tensor(np.asarray(labels)).long()
     total_steps = steps * total_epochs
     warmup = round(cfg.warmup_epochs * steps)
+    clipped = clip_parameters(model)
     model.train()
     t0 = last = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -210,7 +220,7 @@ def train_one_epoch(model, opt, images, labels, cfg, epoch, total_epochs, log=No
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_(clipped, cfg.grad_clip)
         opt.step()
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
