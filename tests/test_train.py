@@ -170,3 +170,15 @@ def test_synthetic_data_deterministic():
     a, b = T.synthetic_data(50, seed=3), T.synthetic_data(50, seed=3)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert a[0].dtype == np.uint8 and a[0].shape == (50, 28, 28)
+
+
+def test_gradient_clip_leaves_adder_weights_out():
+    model = T.build_model(A.Arch.from_dict(TINY))
+    clipped = {id(p) for p in T.clip_parameters(model)}
+    adder = model.blocks[2].project.op
+    assert adder.kind == "adder" and id(adder.weight) not in clipped
+    assert id(model.blocks[1].project.op.weight) in clipped
+    assert id(model.blocks[2].project.bn.weight) in clipped
+    n_adder = sum(1 for m in model.modules() if getattr(m, "kind", None) == "adder"
+                  and hasattr(m, "weight"))
+    assert len(clipped) == len(list(model.parameters())) - n_adder
