@@ -13,11 +13,13 @@ DATA_DIR ?= data
 BUILD   ?= build
 export DATA_DIR
 
-QMODEL  ?= archs/$(ARCH)/qmodel.npz
+# the integer model: a freshly quantised one in build/ wins over the bundled one in archs/
+QMODEL  ?= $(firstword $(wildcard $(BUILD)/$(ARCH)/quant/qmodel.npz) archs/$(ARCH)/qmodel.npz)
+EPOCHS  ?=
 OUT     := $(BUILD)/$(ARCH)-$(BOARD)
 IMAGES  ?= 100
 
-.PHONY: help setup test test-slow demo data map rtl sim bitstream clean
+.PHONY: help setup test test-slow demo data train quant map rtl sim bitstream clean
 
 help: ## list the targets
 	@echo "Targets (variables: ARCH=$(ARCH) BOARD=$(BOARD) SIM=$(SIM) DATA_DIR=$(DATA_DIR)):"
@@ -36,6 +38,12 @@ test-slow: $(STAMP) data ## run the slow tests too (all bitstream builds)
 
 data: $(STAMP) ## fetch MNIST + Fashion-MNIST into DATA_DIR (no-op when present)
 	$(PY) -m sw.datasets fetch --dir $(DATA_DIR)
+
+train: $(STAMP) data ## train archs/ARCH/arch.json (EPOCHS=n) -> build/ARCH/train/
+	$(PY) -m sw.train --arch archs/$(ARCH)/arch.json $(if $(EPOCHS),--epochs $(EPOCHS))
+
+quant: $(STAMP) data ## quantise the trained ARCH into its integer model -> build/ARCH/quant/qmodel.npz
+	$(PY) -m sw.quant --arch archs/$(ARCH)/arch.json
 
 map: $(STAMP) ## size the accelerator for ARCH on BOARD (default rule) -> build/ARCH-BOARD/accel.json
 	$(PY) -m sw.mapper --qmodel $(QMODEL) --board $(BOARD) --out $(OUT)
