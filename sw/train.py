@@ -373,12 +373,11 @@ def train(arch, cfg, out_dir, resume=False, data=None, data_dir=None, log=print,
         stats = train_one_epoch(model, opt, tr_x, tr_y, cfg, epoch, cfg.epochs, log=log)
         t = time.perf_counter()
         ev = evaluate(model, (te_x, te_y))
+        steps = math.ceil(len(tr_y) / cfg.batch_size)
         stats.update(epoch=epoch + 1, test_acc=ev["accuracy"], test_loss=ev["loss"],
                      eval_seconds=time.perf_counter() - t,
-                     lr=lr_at((epoch + 1) * math.ceil(len(tr_y) / cfg.batch_size) - 1,
-                              math.ceil(len(tr_y) / cfg.batch_size) * cfg.epochs,
-                              round(cfg.warmup_epochs * math.ceil(len(tr_y) / cfg.batch_size)),
-                              cfg.lr))
+                     lr=lr_at((epoch + 1) * steps - 1, steps * cfg.epochs,
+                              round(cfg.warmup_epochs * steps), cfg.lr))
         history.append(stats)
         log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {stats['loss']:.4f}  train "
             f"{100 * stats['train_acc']:6.2f}%  test {100 * stats['test_acc']:6.2f}%  "
@@ -448,9 +447,12 @@ def build_parser():
 
 
 def resolve_arch_path(spec):
+    """An arch.json path from FILE, a directory holding arch.json, or a bundled arch name."""
     p = Path(spec)
+    if p.is_dir():
+        return p / "arch.json"
     if not p.exists() and "/" not in spec and not spec.endswith(".json"):
-        p = REPO / "archs" / spec / "arch.json"
+        return REPO / "archs" / spec / "arch.json"
     return p
 
 

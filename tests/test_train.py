@@ -182,3 +182,10 @@ def test_gradient_clip_leaves_adder_weights_out():
     n_adder = sum(1 for m in model.modules() if getattr(m, "kind", None) == "adder"
                   and hasattr(m, "weight"))
     assert len(clipped) == len(list(model.parameters())) - n_adder
+
+
+def test_arch_argument_forms():
+    assert T.resolve_arch_path("all-conv") == T.REPO / "archs" / "all-conv" / "arch.json"
+    assert T.resolve_arch_path(str(T.REPO / "archs" / "default")) == \
+        T.REPO / "archs" / "default" / "arch.json"
+    assert T.resolve_arch_path("x/y.json") == T.Path("x/y.json")
