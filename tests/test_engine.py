@@ -1,10 +1,16 @@
-"""The layer engine (one chunk) runs random layers of every kind bit-exactly (cocotb)."""
+"""The layer engine (one chunk) runs random layers of every kind bit-exactly (cocotb).
+
+``TB_SEED`` (env) reseeds the random layers and the random engine configurations, to
+explore beyond the fixed CI seed: ``TB_SEED=123 make test``.
+"""
 import os
+import random
 
 import pytest
 
 from sim.engine_harness import EngineHarness
 from sim.runner import run_testbench, selected_simulators
+from sw.golden.pe import term_width
 
 CONFIGS = [
     ("mul", 4, dict(word_bytes=4, w_width=8, acc_width=24)),
@@ -22,3 +28,29 @@ def test_engine_layers_match_golden(sim, kind, lanes, widths):
     run_testbench(EngineHarness(kind, lanes, **engine), name=f"engine_{kind}{lanes}",
                   test_module="sim.tb_engine", sim=sim,
                   params=dict(kind=kind, lanes=lanes, engine=engine, layers=12, seed=SEED))
+
+
+def random_configs(seed, count=2):
+    """Random engine configurations (kind, lanes, word and accumulator widths)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        kind = rng.choice(["mul", "shift", "adder"])
+        word_bytes = rng.choice([1, 2, 4, 8])
+        lanes = rng.randint(word_bytes, 12)
+        w_width = rng.randint(1, 4) if kind == "shift" else rng.randint(3, 9)
+        acc_width = rng.randint(term_width(kind, 8, w_width), 28)
+        out.append((kind, lanes, dict(word_bytes=word_bytes, w_width=w_width,
+                                      acc_width=acc_width)))
+    return out
+
+
+@pytest.mark.parametrize("kind,lanes,widths", random_configs(SEED),
+                         ids=lambda v: str(v) if not isinstance(v, dict) else "w")
+def test_random_engine_configs(kind, lanes, widths):
+    sim = selected_simulators()[0]   # the fast-building one (Icarus when installed)
+    engine = dict(widths, **ADDR)
+    run_testbench(EngineHarness(kind, lanes, **engine),
+                  name=f"engine_rand_{kind}{lanes}_{widths['word_bytes']}", sim=sim,
+                  test_module="sim.tb_engine",
+                  params=dict(kind=kind, lanes=lanes, engine=engine, layers=8, seed=SEED + 1))
