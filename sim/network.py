@@ -24,6 +24,7 @@ from hw.config import AccelConfig, ConfigError
 from hw.export import to_verilog
 from sim.runner import _tool_env
 from sw.compile import compile_model
+from sw.costmodel import program_cycles
 from sw.golden import model as golden
 from sw.program import ProgramError
 
@@ -114,13 +115,14 @@ def layer_cycles(trace_path, prog):
 
 
 def print_report(prog, cfg, measured, cycles, acc, n):
+    predicted, predicted_total = program_cycles(prog, cfg)
     print(f"{'layer':<22} {'chunk':<5} {'mode':<10} {'lanes':>5} {'beats':>8} {'cycles':>8} "
-          f"{'util':>6}")
+          f"{'model':>8} {'util':>6}")
     busy, macs = {}, {}
-    for L, (_, cyc) in zip(prog.layers, measured):
+    for L, (_, cyc), pred in zip(prog.layers, measured, predicted):
         lanes = cfg.chunk(L.chunk).lanes
         print(f"{L.name:<22} {L.chunk:<5} {L.layer.mode:<10} {lanes:>5} {L.beats:>8} {cyc:>8} "
-              f"{L.macs / (lanes * cyc):>6.1%}")
+              f"{pred:>8} {L.macs / (lanes * cyc):>6.1%}")
         busy[L.chunk] = busy.get(L.chunk, 0) + cyc
         macs[L.chunk] = macs.get(L.chunk, 0) + L.macs
     per_image = int(np.median(cycles))
@@ -131,7 +133,8 @@ def print_report(prog, cfg, measured, cycles, acc, n):
               f"{macs[c] / (lanes * busy[c]):.1%} while busy, {macs[c] / (lanes * per_image):.1%} "
               "over the image")
     print(f"overall PE utilisation {sum(macs.values()) / total_pe_cycles:.1%} (work-weighted); "
-          f"cycles per image {per_image}, predicted beats {sum(L.beats for L in prog.layers)}")
+          f"cycles per image {per_image} measured, {predicted_total} predicted by the cost "
+          f"model ({abs(per_image - predicted_total) / per_image:.2%} off)")
     if acc is not None:
         print(f"accuracy on {n} test images: RTL {acc[0]:.2%}, golden model {acc[1]:.2%}")
 

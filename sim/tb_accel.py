@@ -19,6 +19,7 @@ from cocotb.utils import get_sim_time
 from hw import protocol
 from hw.config import AccelConfig
 from sw.compile import compile_model
+from sw.costmodel import program_cycles
 from sw.golden import model as golden
 
 
@@ -132,16 +133,19 @@ async def network_matches_golden_model(dut):
     got = np.array(got)
     bad = np.flatnonzero((got != expect).any(axis=1))
     lanes = {name: cfg.chunk(name).lanes for name in ("clp", "slp", "alp")}
+    predicted, predicted_total = program_cycles(prog, cfg)
     summary = {
         "images": len(images), "mismatches": int(bad.size),
         "cycles_per_image": int(np.median(cycles)),
         "predicted_beats": sum(L.beats for L in prog.layers),
+        "predicted_cycles": predicted_total,
         "load_seconds": round(load_s, 2), "images_per_minute": round(60 * len(images) / run_s, 1),
         "golden_accuracy": None if labels is None else float((expect.argmax(1) == labels).mean()),
         "rtl_accuracy": None if labels is None else float((got.argmax(1) == labels).mean()),
         "layers": [{"name": L.name, "chunk": L.chunk, "mode": L.layer.mode, "beats": L.beats,
-                    "cycles": measured[2], "macs": L.macs, "lanes": lanes[L.chunk]}
-                   for L, measured in zip(prog.layers, first_image)],
+                    "cycles": measured[2], "predicted": pred, "macs": L.macs,
+                    "lanes": lanes[L.chunk]}
+                   for L, measured, pred in zip(prog.layers, first_image, predicted)],
     }
     dut._log.info(json.dumps(summary))
     if p.get("report"):
@@ -149,3 +153,7 @@ async def network_matches_golden_model(dut):
             json.dump(summary, f, indent=2)
     assert bad.size == 0, (f"{bad.size} of {len(images)} images differ; first image {bad[0]}: "
                            f"got {got[bad[0]].tolist()}, expected {expect[bad[0]].tolist()}")
+    off = [(L["name"], L["cycles"], L["predicted"]) for L in summary["layers"]
+           if L["cycles"] != L["predicted"]]
+    assert not off, f"cost model misses measured layer cycles (name, measured, predicted): {off}"
+    assert set(cycles) == {predicted_total}, f"run cycles {set(cycles)} != predicted {predicted_total}"

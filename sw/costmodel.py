@@ -1,0 +1,34 @@
+"""Cycle model of the accelerator, exact for the v1 layer engine (hw/engine.py).
+
+A layer of ``outputs = groups * out_h * out_w`` outputs with ``taps`` beats each, on a
+chunk whose lane group drains ``step`` sums (``lanes`` in broadcast mode, ``word_bytes``
+in lanewise mode), takes
+
+    taps + (outputs - 1) * max(taps, step + 2) + max(last + 7, step + 3)
+
+cycles from start to idle: one tap per cycle, except that an output's last tap waits
+until the previous sums have drained (``step`` cycles, +2 for the PE pipeline); then the
+last group's ``last`` valid sums pass the requantiser (3 stages) and are written. The
+controller adds ``CONTROL`` cycles per layer (fetch, load, start, done), less one for
+the whole run.
+"""
+from sw.compile import Program
+
+CONTROL = 4
+
+
+def layer_cycles(layer, lanes, word_bytes):
+    """Cycles of one ``sw.program.ConvLayer`` on a chunk of ``lanes`` lanes."""
+    step = layer.group_size(lanes, word_bytes)
+    groups = layer.groups(lanes, word_bytes)
+    oh, ow = layer.out_hw
+    outputs, taps = groups * oh * ow, layer.taps()
+    last = layer.out_c - (groups - 1) * step
+    return taps + (outputs - 1) * max(taps, step + 2) + max(last + 7, step + 3)
+
+
+def program_cycles(prog: Program, cfg):
+    """Per-layer cycles and the total for one image (layers run one after another)."""
+    per_layer = [layer_cycles(L.layer, cfg.chunk(L.chunk).lanes, cfg.word_bytes)
+                 for L in prog.layers]
+    return per_layer, sum(per_layer) + CONTROL * len(per_layer) - 1
