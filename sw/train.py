@@ -320,7 +320,7 @@ def _check_resume(path, state, arch, cfg):
 def adder_kernel_name():
     try:
         import sw.kernels as k
-        return getattr(k, "BACKEND", None) or k.adder2d.__module__
+        return k.backend() if hasattr(k, "backend") else k.adder2d.__module__
     except Exception:
         return None
 
