@@ -39,8 +39,9 @@ test-slow: $(STAMP) data ## run the slow tests too (all bitstream builds)
 data: $(STAMP) ## fetch MNIST + Fashion-MNIST into DATA_DIR (no-op when present)
 	$(PY) -m sw.datasets fetch --dir $(DATA_DIR)
 
-train: $(STAMP) data ## train archs/ARCH/arch.json (EPOCHS=n) -> build/ARCH/train/
-	$(PY) -m sw.train --arch archs/$(ARCH)/arch.json $(if $(EPOCHS),--epochs $(EPOCHS))
+train: $(STAMP) data ## train archs/ARCH/arch.json (EPOCHS= DATASET= SEED=; resumes) -> build/ARCH/train/
+	$(PY) -m sw.train --arch archs/$(ARCH)/arch.json --out $(BUILD)/$(ARCH)/train --resume \
+		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(DATASET),--dataset $(DATASET)) $(if $(SEED),--seed $(SEED))
 
 quant: $(STAMP) data ## quantise the trained ARCH into its integer model -> build/ARCH/quant/qmodel.npz
 	$(PY) -m sw.quant --arch archs/$(ARCH)/arch.json
