@@ -153,6 +153,27 @@ def test_requant_params_fit_and_round():
             assert np.floor(top * 2.0 ** (S + 1) + 0.5) > 32767
 
 
+def test_fakequant_gradients_match_float_graph(trained, quantised, data):
+    """The QAT graph's weight gradients are those of the float network (straight-through
+    rounding only: clamps, hence ReLUs, still stop the gradient), not amplified per layer."""
+    import torch.nn.functional as F
+    net, _ = trained
+    nodes, tq, cfg, _ = quantised
+    x, y, _, _ = data
+    yb = torch.as_tensor(y[:128]).long()
+    net.zero_grad()
+    F.cross_entropy(net(torch.as_tensor(x[:128, None]).float() / 255), yb).backward()
+    gf = {n: p.grad.norm().item() for n, p in net.named_parameters()}
+    net.zero_grad()
+    logits = core.fakequant_forward(nodes, tq, core.pixels_to_q(x[:128]), cfg, train=True)
+    F.cross_entropy(logits, yb).backward()
+    for n, p in net.named_parameters():
+        if n.endswith("op.weight") or n.startswith("classifier"):
+            ratio = p.grad.norm().item() / max(gf[n], 1e-12)
+            assert 0.33 < ratio < 3.0, (n, ratio)
+    net.zero_grad()
+
+
 def test_qat_steps_and_export(trained, quantised, data):
     from sw.quant.qat import qat_finetune
     net, _ = trained

@@ -48,7 +48,8 @@ def build_parser():
                     help="auto: fine-tune when float - integer test accuracy exceeds this "
                          "many points")
     ap.add_argument("--qat-epochs", type=float, default=1.0)
-    ap.add_argument("--qat-lr", type=float, default=0.005)
+    ap.add_argument("--qat-lr", type=float, default=0.002,
+                    help="peak learning rate of the fine-tune (cosine to 0)")
     ap.add_argument("--limit", type=int, default=0, help="evaluate on the first N test images")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0)

@@ -193,7 +193,7 @@ def quant_layer(node, tin, cfg, train=False):
         s_w = w.detach().abs().amax((1, 2, 3)).clamp_min(1e-12) / qmax
         u = w / s_w[:, None, None, None]
         q = torch.clamp(round_half_up(u), -qmax, qmax)
-        ql.w_int = ste(u, q)
+        ql.w_int = torch.clamp(ste(u, round_half_up(u)), -qmax, qmax)
         ql.w_real = ql.w_int * s_w[:, None, None, None]
         ql.alpha = tin.scale * s_w
         ql.ints = {"w": q.detach().to(torch.int64).numpy().astype(np.int8)}
@@ -216,7 +216,7 @@ def quant_layer(node, tin, cfg, train=False):
         r = round_half_up(u)
         q = torch.clamp(r, tin.lo, tin.hi)
         clamped = (r != q).detach()
-        ql.w_int = ste(u, q)
+        ql.w_int = torch.clamp(ste(u, r), tin.lo, tin.hi)    # clamped ones: via corr below
         ql.w_real = ql.w_int * tin.scale
         # |x - w| = |x - q| + |w - q| for x in [lo, hi] when w lies outside [lo, hi]:
         # the clamped part is a per-channel constant, folded into the bias (exact).
@@ -353,8 +353,10 @@ def fakequant_forward(nodes, tq, xq, cfg, train=False, keep=False, exact=True,
         v = acc.to(dtype) * m_q.view(shape) + beta_q.view(shape)
         if n.residual is not None:
             v = v + ts[n.residual] * 2.0 ** -tout.res_k
-        q = torch.clamp(round_half_up(v), tout.lo, tout.hi)
-        ts.append(ste(v, q) if train else q)
+        if train:   # straight through the rounding only: no gradient where clamped (ReLU)
+            ts.append(torch.clamp(ste(v, round_half_up(v)), tout.lo, tout.hi))
+        else:
+            ts.append(torch.clamp(round_half_up(v), tout.lo, tout.hi))
     return ts if keep else ts[-1] * tq[-1].scale
 
 

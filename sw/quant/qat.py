@@ -25,7 +25,7 @@ def _augment(pix, gen, flip):
     return augment(pix, gen, pad=2, flip=flip)
 
 
-def qat_finetune(net, nodes, tq, cfg, images, labels, epochs=1, lr=0.005, batch_size=128,
+def qat_finetune(net, nodes, tq, cfg, images, labels, epochs=1, lr=0.002, batch_size=128,
                  momentum=0.9, grad_clip=5.0, seed=0, flip=False, log=print,
                  max_steps=None):
     """Fine-tune ``net`` (in place) for ``epochs`` over (uint8 images, labels) through the
