@@ -3,15 +3,18 @@
 Built from an :class:`hw.config.AccelConfig`. Memories (``amaranth.lib.memory``, so they
 infer block RAM): the activation memory (``act_bytes``, words of ``word_bytes``), the
 requantisation parameters, the program (layer descriptors) and one weight memory per
-chunk. The controller runs the program from word 0: it starts the descriptor's chunk,
-waits for it, and moves on until a descriptor marked ``last``; the active chunk owns the
-activation and parameter ports. Everything is loaded and read through the host byte
-protocol (:mod:`hw.protocol`) on streams ``i``/``o``.
+chunk. Everything is loaded and read through the host byte protocol (:mod:`hw.protocol`)
+on streams ``i``/``o``.
 
-This is the sequential first version: one chunk runs at a time (see docs/accelerator.md
-for the pipelined schedule that comes next).
+Images in flight: a run takes ``n <= slots`` images, image ``i`` in activation bank ``i``.
+Each chunk has its own controller walking the program once per iteration ``k``: an entry
+of its chunk runs image ``k - delta`` as soon as that image's previous layer is done
+(per-image progress counters). The compiler's ``delta`` rises along the program, so a
+chunk starts the early layers of a later image while other chunks finish earlier images;
+every dependency points to an earlier (image + delta, layer), so the schedule cannot
+deadlock. Only one chunk works on an image at a time, so each bank has one user.
 """
-from amaranth.hdl import Module, Mux, Shape, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,6 +33,7 @@ def program_layout(cfg):
     """One program word: the chunk that runs it, the end marker and the descriptor."""
     return data.StructLayout({
         "chunk": 2, "last": 1,
+        "delta": 3,          # the chunk runs this layer for image (iteration - delta)
         "desc": descriptor_layout(cfg.act_addr_bits, cfg.w_addr_bits, cfg.p_addr_bits),
     })
 
@@ -73,6 +77,7 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
+        S = cfg.slots
         m.submodules.host = host = self.host
         wiring.connect(m, wiring.flipped(self.i), host.i)
         wiring.connect(m, host.o, wiring.flipped(self.o))
@@ -80,8 +85,11 @@ class Accelerator(wiring.Component):
             m.submodules[name] = engine
             m.d.comb += self.chunk_busy[CHUNK_ID[name]].eq(engine.busy)
 
-        act = m.submodules.act = memory.Memory(
-            shape=self.act_shape, depth=cfg.act_bytes // cfg.word_bytes, init=[])
+        bank_words = cfg.act_bytes // cfg.word_bytes
+        banks = []
+        for s in range(S):
+            banks.append(memory.Memory(shape=self.act_shape, depth=bank_words, init=[]))
+            m.submodules[f"act{s}"] = banks[-1]
         params = m.submodules.params = memory.Memory(shape=self.param_shape, depth=cfg.p_words,
                                                      init=[])
         prog = m.submodules.prog = memory.Memory(shape=self.prog_shape, depth=cfg.prog_words,
@@ -91,77 +99,118 @@ class Accelerator(wiring.Component):
         for name, mem in wmems.items():
             m.submodules[f"w_{name}"] = mem
 
-        # ---- controller ---------------------------------------------------------------
-        pc = Signal(range(cfg.prog_words))
-        cur = Signal(self.prog_shape)
-        cycles = Signal(32)
-        prog_rd = prog.read_port()
-        m.d.comb += prog_rd.addr.eq(pc)
-        running = Signal()
+        # ---- run state: images in flight, per-slot progress (layers done) ------------------
+        running, cycles = Signal(), Signal(32)
+        images = Signal(range(S + 1))
+        progress = [Signal(range(cfg.prog_words + 1), name=f"progress{s}") for s in range(S)]
         m.d.comb += [self.busy.eq(running), host.cycles.eq(cycles)]
         with m.If(running):
             m.d.sync += cycles.eq(cycles + 1)
-        engine_busy = Signal()
-        with m.Switch(cur.chunk):
-            for name, engine in self.engines.items():
-                with m.Case(CHUNK_ID[name]):
-                    m.d.comb += engine_busy.eq(engine.busy)
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(host.run):
-                    m.d.sync += [pc.eq(0), cycles.eq(0), running.eq(1)]
-                    m.next = "FETCH"
-            with m.State("FETCH"):
-                m.next = "LOAD"           # program word read (one cycle latency)
-            with m.State("LOAD"):
-                m.d.sync += cur.eq(prog_rd.data)
-                m.next = "START"
-            with m.State("START"):
-                for name, engine in self.engines.items():
-                    m.d.comb += engine.start.eq(cur.chunk == CHUNK_ID[name])
-                m.next = "WAIT"
-            with m.State("WAIT"):
-                with m.If(~engine_busy):
-                    with m.If(cur.last):
-                        m.d.comb += host.done.eq(1)
-                        m.d.sync += running.eq(0)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += pc.eq(pc + 1)
-                        m.next = "FETCH"
+        with m.If(host.run & ~running):
+            m.d.sync += [running.eq(1), cycles.eq(0), images.eq(host.run_images)]
+            m.d.sync += [p.eq(0) for p in progress]
 
-        # ---- memory ports: the active chunk, else the host ------------------------------
-        act_rd, act_res, act_wr = act.read_port(), act.read_port(), act.write_port(granularity=1)
-        p_rd, p_wr = params.read_port(), params.write_port()
+        # ---- one controller per chunk: walk the program, run own layers in order ----------
+        finished, slot_of = {}, {}
         for name, engine in self.engines.items():
-            m.d.comb += engine.desc.eq(cur.desc)
-            w_rd = wmems[name].read_port()
-            m.d.comb += [w_rd.addr.eq(engine.w_rd.addr), w_rd.en.eq(engine.w_rd.en),
-                         engine.w_rd.data.eq(w_rd.data),
-                         engine.act_rd.data.eq(act_rd.data), engine.res_rd.data.eq(act_res.data),
-                         engine.p_rd.data.eq(p_rd.data)]
-        with m.Switch(cur.chunk):
-            for name, engine in self.engines.items():
-                with m.Case(CHUNK_ID[name]):
-                    m.d.comb += [
-                        act_rd.addr.eq(engine.act_rd.addr), act_rd.en.eq(engine.act_rd.en),
-                        p_rd.addr.eq(engine.p_rd.addr), p_rd.en.eq(engine.p_rd.en),
-                        act_res.addr.eq(Mux(running, engine.res_rd.addr, host.rd_addr)),
-                        act_res.en.eq(Mux(running, engine.res_rd.en, host.rd_en)),
-                    ]
-                    with m.If(running):
-                        m.d.comb += [act_wr.addr.eq(engine.act_wr.addr),
-                                     act_wr.data.eq(engine.act_wr.data),
-                                     act_wr.en.eq(engine.act_wr.en)]
-        m.d.comb += host.rd_data.eq(act_res.data)
+            finished[name], slot_of[name] = self._chunk_controller(
+                m, name, engine, prog.read_port(), running, images, progress)
+        all_done = Signal()
+        m.d.comb += all_done.eq(running & Cat(*finished.values()).all())
+        with m.If(all_done):
+            m.d.comb += host.done.eq(1)
+            m.d.sync += running.eq(0)
+
+        # ---- memory ports: each bank to the chunk working on its image, else the host -----
+        host_bank = host.wr_addr[(bank_words - 1).bit_length():] if S > 1 else 0
+        host_rd_bank = host.rd_addr[(bank_words - 1).bit_length():] if S > 1 else 0
+        rd_data = []
+        for s, bank in enumerate(banks):
+            rd, res, wr = bank.read_port(), bank.read_port(), bank.write_port(granularity=1)
+            rd_data.append((rd.data, res.data))
+            with m.If(running):
+                for name, engine in self.engines.items():
+                    with m.If(engine.busy & (slot_of[name] == s)):
+                        m.d.comb += [
+                            rd.addr.eq(engine.act_rd.addr), rd.en.eq(engine.act_rd.en),
+                            res.addr.eq(engine.res_rd.addr), res.en.eq(engine.res_rd.en),
+                            wr.addr.eq(engine.act_wr.addr), wr.data.eq(engine.act_wr.data),
+                            wr.en.eq(engine.act_wr.en)]
+            with m.Else():
+                m.d.comb += [
+                    res.addr.eq(host.rd_addr), res.en.eq(host.rd_en & (host_rd_bank == s)),
+                    wr.addr.eq(host.wr_addr), wr.data.eq(host.wr_data),
+                    wr.en.eq(Mux(host.wr_en & (host.wr_mem == protocol.MEM_ID["act"])
+                                 & (host_bank == s), (1 << cfg.word_bytes) - 1, 0))]
+        host_slot = Signal(range(S))
+        m.d.sync += host_slot.eq(host_rd_bank)     # read data arrives a cycle later
+        m.d.comb += host.rd_data.eq(Array(res for _, res in rd_data)[host_slot])
+        for name, engine in self.engines.items():
+            w_rd, p_rd = wmems[name].read_port(), params.read_port()
+            m.d.comb += [
+                w_rd.addr.eq(engine.w_rd.addr), w_rd.en.eq(engine.w_rd.en),
+                engine.w_rd.data.eq(w_rd.data),
+                p_rd.addr.eq(engine.p_rd.addr), p_rd.en.eq(engine.p_rd.en),
+                engine.p_rd.data.eq(p_rd.data),
+                engine.act_rd.data.eq(Array(rd for rd, _ in rd_data)[slot_of[name]]),
+                engine.res_rd.data.eq(Array(res for _, res in rd_data)[slot_of[name]]),
+            ]
 
         host_wr = ~running & host.wr_en
-        with m.If(~running):
-            m.d.comb += [act_wr.addr.eq(host.wr_addr), act_wr.data.eq(host.wr_data),
-                         act_wr.en.eq(Mux(host_wr & (host.wr_mem == protocol.MEM_ID["act"]),
-                                          (1 << cfg.word_bytes) - 1, 0))]
         for name, mem in [("param", params), ("prog", prog)] + list(wmems.items()):
-            wp = p_wr if mem is params else mem.write_port()
+            wp = mem.write_port()
             m.d.comb += [wp.addr.eq(host.wr_addr), wp.data.eq(host.wr_data),
                          wp.en.eq(host_wr & (host.wr_mem == protocol.MEM_ID[name]))]
         return m
+
+    def _chunk_controller(self, m, name, engine, prog_rd, running, images, progress):
+        """Walk the program once per iteration ``k``; entry ``pc`` of this chunk runs image
+        ``k - delta`` once layer ``pc - 1`` of that image is done. Returns (finished, slot)."""
+        cfg = self.cfg
+        S = cfg.slots
+        pc = Signal(range(cfg.prog_words), name=f"{name}_pc")
+        k = Signal(range(2 * S + 1), name=f"{name}_k")
+        cur = Signal(self.prog_shape, name=f"{name}_cur")
+        img = Signal(signed(5), name=f"{name}_img")
+        slot = Signal(range(S), name=f"{name}_slot")
+        finished = Signal(name=f"{name}_finished")
+        m.d.comb += [prog_rd.addr.eq(pc), engine.desc.eq(cur.desc), slot.eq(img)]
+        with m.FSM(name=f"{name}_ctrl"):
+            with m.State("IDLE"):
+                with m.If(running & ~finished):
+                    m.d.sync += [pc.eq(0), k.eq(0)]
+                    m.next = "FETCH"
+                with m.If(~running):
+                    m.d.sync += finished.eq(0)
+            with m.State("FETCH"):
+                m.next = "LOAD"                      # one cycle of read latency
+            with m.State("LOAD"):
+                m.d.sync += [cur.eq(prog_rd.data), img.eq(k - prog_rd.data.delta)]
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                mine = (cur.chunk == CHUNK_ID[name]) & (img >= 0) & (img < images)
+                with m.If(mine):
+                    m.next = "WAIT_INPUT"
+                with m.Else():
+                    m.next = "NEXT"
+            with m.State("WAIT_INPUT"):
+                with m.If(Array(progress)[slot] == pc):
+                    m.d.comb += engine.start.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(~engine.busy):
+                    for s, p in enumerate(progress):
+                        with m.If(slot == s):
+                            m.d.sync += p.eq(pc + 1)
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(~cur.last):
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+                with m.Elif(k + 1 < images + S - 1):
+                    m.d.sync += [pc.eq(0), k.eq(k + 1)]
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.sync += finished.eq(1)
+                    m.next = "IDLE"
+        return finished, slot

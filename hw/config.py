@@ -51,7 +51,8 @@ class ChunkConfig:
 class AccelConfig:
     """Sizes and widths of the whole accelerator."""
     word_bytes: int = 4           # activation memory word (bytes)
-    act_bytes: int = 1 << 16      # activation memory size
+    act_bytes: int = 1 << 16      # activation memory per image slot (bytes)
+    slots: int = 1                # image slots: images in flight through the chunks
     p_words: int = 1024           # requantisation parameters (one per output channel)
     prog_words: int = 64          # layer descriptors
     m_width: int = 16             # requant multiplier
@@ -63,6 +64,10 @@ class AccelConfig:
     def __post_init__(self):
         _pow2("word_bytes", self.word_bytes, 1, 16)
         _pow2("act_bytes", self.act_bytes, 64, 1 << 22)
+        _int("slots", self.slots, 1, 8)
+        if self.slots * self.act_bytes // self.word_bytes > 1 << 16:
+            raise ConfigError(f"act_bytes: {self.slots} slots of {self.act_bytes} bytes exceed "
+                              f"the host protocol's 65536 activation words")
         _pow2("p_words", self.p_words, 2, 1 << 16)
         _pow2("prog_words", self.prog_words, 2, 4096)
         _int("m_width", self.m_width, 2, 18)

@@ -1,8 +1,8 @@
 """Host bridge: the byte protocol of :mod:`hw.protocol` over two byte streams.
 
 Decodes commands from ``i``, writes memory words through a simple bus (``wr_*``), reads
-activation words (``rd_*``, one cycle latency), starts the program (``run``) and waits
-for ``done``; replies go out on ``o``. Flow control both ways (``valid``/``ready``).
+activation words (``rd_*``, one cycle latency), starts the program (``run`` with ``run_images``) and
+waits for ``done``; replies go out on ``o``. Flow control both ways (``valid``/``ready``).
 One byte per cycle at most in each direction.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Signal
@@ -30,7 +30,7 @@ class HostBridge(wiring.Component):
             "o": Out(stream.Signature(8)),
             "wr_mem": Out(3), "wr_addr": Out(16), "wr_data": Out(self.data_bits), "wr_en": Out(1),
             "rd_addr": Out(16), "rd_en": Out(1), "rd_data": In(act_bits),
-            "run": Out(1), "done": In(1), "cycles": In(32),
+            "run": Out(1), "run_images": Out(8), "done": In(1), "cycles": In(32),
         })
 
     def elaborate(self, platform):
@@ -76,8 +76,7 @@ class HostBridge(wiring.Component):
                             m.d.sync += hdr_left.eq(4)
                             m.next = "HEADER"
                         with m.Case(protocol.RUN[0]):
-                            m.d.comb += self.run.eq(1)
-                            m.next = "RUNNING"
+                            m.next = "RUN_COUNT"
                         with m.Default():
                             m.d.sync += send(Cat(Const(protocol.ERROR[0], 8), byte), 2)
             with m.State("HEADER"):
@@ -127,6 +126,11 @@ class HostBridge(wiring.Component):
                     with m.Else():
                         m.d.sync += [send(rd_word[:8], 1), rd_word.eq(rd_word >> 8),
                                      rd_left.eq(rd_left - 1)]
+            with m.State("RUN_COUNT"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.comb += [self.run.eq(1), self.run_images.eq(byte)]
+                    m.next = "RUNNING"
             with m.State("RUNNING"):
                 with m.If(self.done):
                     m.d.sync += send(Cat(Const(protocol.DONE[0], 8), self.cycles), 5)

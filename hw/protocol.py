@@ -7,9 +7,11 @@ All multi-byte fields are little-endian. Commands (one byte each) and their repl
 | ``P`` ping | | ``N A S`` + version (4 bytes) |
 | ``W`` write | mem (1), addr (2), count (2), then ``count`` words of ``word_bytes(mem)`` bytes | ``K`` |
 | ``R`` read activations | addr (2), count (2) (activation words) | ``count * word_bytes`` bytes |
-| ``X`` run the program | | ``D`` + cycles taken (4 bytes) |
+| ``X`` run the program | images ``n`` (1), ``1 <= n <= slots`` | ``D`` + cycles taken (4 bytes) |
 
 Anything else is answered ``E`` + the byte, and the bridge waits for the next command.
+A run processes images ``0 .. n-1``, image ``i`` in activation slot ``i`` (activation word
+addresses ``i * act_bytes / word_bytes`` onward); the chunks pipeline them.
 Memories: ``ACT`` (activation words), ``PARAM`` (requant ``{m, b}`` per channel),
 ``PROG`` (layer descriptors), ``WEIGHTS[chunk]`` (one word = the chunk's lanes of weights).
 """
@@ -37,6 +39,10 @@ def write(mem, addr, words, bits):
 
 def read(addr, count):
     return READ + struct.pack("<HH", addr, count)
+
+
+def run(images=1):
+    return RUN + bytes([images])
 
 
 def parse_done(reply):

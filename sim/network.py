@@ -23,7 +23,7 @@ from hw.accel import CHUNK_ID, Accelerator, memory_bits
 from hw.config import AccelConfig, ConfigError
 from hw.export import to_verilog
 from sim.runner import _tool_env
-from sw.compile import compile_model
+from sw.compile import compile_model, execution_order
 from sw.costmodel import program_cycles
 from sw.golden import model as golden
 from sw.program import ProgramError
@@ -58,26 +58,36 @@ def build(cfg, out):
     return exe
 
 
+def batches(count, slots):
+    """Image index ranges of the runs: ``slots`` images at a time."""
+    return [range(i, min(i + slots, count)) for i in range(0, count, slots)]
+
+
 def session(prog, cfg, images):
-    """Stimulus bytes and the reply length of each command, in order."""
+    """Stimulus bytes and the reply length of each command, in order: ping, loads, then
+    per batch of ``slots`` images: inputs into their slots, run, read the logits."""
     bits = dict(zip(protocol.MEMORIES, memory_bits(cfg)))
     V = cfg.word_bytes
+    slot_words = cfg.act_bytes // V
     cmds = [(protocol.PING, 4)]
     for mem, blocks in prog.images.items():
         for base, words in blocks.items():
             for at in range(0, len(words), 4096):
                 cmds.append((protocol.write(mem, base + at, words[at:at + 4096], bits[mem]), 1))
     out_words = prog.output_bytes // V
-    for image in images:
-        cmds.append((protocol.write("act", prog.input_base // V, prog.input_words(image),
-                                    bits["act"]), 1))
-        cmds.append((protocol.RUN, 5))
-        cmds.append((protocol.read(prog.output_base // V, out_words), out_words * V))
+    for batch in batches(len(images), cfg.slots):
+        for slot, i in enumerate(batch):
+            cmds.append((protocol.write("act", slot * slot_words + prog.input_base // V,
+                                        prog.input_words(images[i]), bits["act"]), 1))
+        cmds.append((protocol.run(len(batch)), 5))
+        for slot, _ in enumerate(batch):
+            cmds.append((protocol.read(slot * slot_words + prog.output_base // V, out_words),
+                         out_words * V))
     return cmds
 
 
 def parse(cmds, reply, prog, n_images):
-    """Logits [N, C] and cycles per image from the concatenated replies."""
+    """Logits [N, C] and the cycles of each run from the concatenated replies."""
     pos, logits, cycles = 0, [], []
     for i, (cmd, size) in enumerate(cmds):
         chunk = reply[pos:pos + size]
@@ -88,30 +98,36 @@ def parse(cmds, reply, prog, n_images):
             raise SimError(f"ping answered {chunk!r}, expected {protocol.MAGIC!r}")
         if cmd[:1] == protocol.WRITE and chunk != protocol.ACK:
             raise SimError(f"write answered {chunk!r}, expected {protocol.ACK!r}")
-        if cmd == protocol.RUN:
+        if cmd[:1] == protocol.RUN:
             cycles.append(protocol.parse_done(chunk))
         if cmd[:1] == protocol.READ:
             logits.append(prog.decode_output(np.frombuffer(chunk, np.uint8)))
     return np.array(logits).reshape(n_images, -1), cycles
 
 
-def layer_cycles(trace_path, prog):
-    """Cycles of each layer of the first image, from the chunk_busy trace."""
-    events = [tuple(map(int, line.split())) for line in Path(trace_path).read_text().split("\n")
-              if line]
-    spans, start = [], {}
-    prev = 0
-    for cycle, mask in events:
+def layer_cycles(trace_path, prog, cfg, images):
+    """Cycles of each layer of image 0, from the chunk_busy trace of the first run."""
+    spans = {}
+    start, prev = {}, 0
+    for line in Path(trace_path).read_text().split("\n"):
+        if not line:
+            continue
+        cycle, mask = map(int, line.split())
         for chunk, bit in CHUNK_ID.items():
             was, now = prev >> bit & 1, mask >> bit & 1
             if now and not was:
                 start[chunk] = cycle
             if was and not now:
                 began = start.pop(chunk)
-                spans.append((began, chunk, cycle - began))
+                spans.setdefault(chunk, []).append(cycle - began)
         prev = mask
-    spans = sorted(spans)[:len(prog.layers)]
-    return [(chunk, end) for _, chunk, end in spans]
+    order = execution_order(prog, min(images, cfg.slots), cfg.slots)
+    measured = [0] * len(prog.layers)
+    for chunk, pairs in order.items():
+        for (img, layer), cycles in zip(pairs, spans.get(chunk, [])):
+            if img == 0:
+                measured[layer] = cycles
+    return measured
 
 
 def print_report(prog, cfg, measured, cycles, acc, n):
@@ -119,22 +135,25 @@ def print_report(prog, cfg, measured, cycles, acc, n):
     print(f"{'layer':<22} {'chunk':<5} {'mode':<10} {'lanes':>5} {'beats':>8} {'cycles':>8} "
           f"{'model':>8} {'util':>6}")
     busy, macs = {}, {}
-    for L, (_, cyc), pred in zip(prog.layers, measured, predicted):
+    for L, cyc, pred in zip(prog.layers, measured, predicted):
         lanes = cfg.chunk(L.chunk).lanes
         print(f"{L.name:<22} {L.chunk:<5} {L.layer.mode:<10} {lanes:>5} {L.beats:>8} {cyc:>8} "
               f"{pred:>8} {L.macs / (lanes * cyc):>6.1%}")
         busy[L.chunk] = busy.get(L.chunk, 0) + cyc
         macs[L.chunk] = macs.get(L.chunk, 0) + L.macs
-    per_image = int(np.median(cycles))
+    per_image = round(sum(cycles) / n)           # throughput: runs of up to `slots` images
     total_pe_cycles = sum(cfg.chunk(c).lanes for c in busy) * per_image
     for c in sorted(busy):
         lanes = cfg.chunk(c).lanes
-        print(f"{c.upper()}: {lanes} lanes, busy {busy[c]} of {per_image} cycles: utilisation "
+        print(f"{c.upper()}: {lanes} lanes, busy {busy[c]} cycles per image: utilisation "
               f"{macs[c] / (lanes * busy[c]):.1%} while busy, {macs[c] / (lanes * per_image):.1%} "
-              "over the image")
+              "of all cycles")
     print(f"overall PE utilisation {sum(macs.values()) / total_pe_cycles:.1%} (work-weighted); "
-          f"cycles per image {per_image} measured, {predicted_total} predicted by the cost "
-          f"model ({abs(per_image - predicted_total) / per_image:.2%} off)")
+          f"{per_image} cycles per image with {cfg.slots} image slot(s) "
+          f"({n} images in {len(cycles)} runs; first run {cycles[0]} cycles)")
+    if cfg.slots == 1:
+        print(f"cost model: {predicted_total} cycles per image predicted, "
+              f"{abs(per_image - predicted_total) / per_image:.2%} off")
     if acc is not None:
         print(f"accuracy on {n} test images: RTL {acc[0]:.2%}, golden model {acc[1]:.2%}")
 
@@ -183,7 +202,8 @@ def main(argv=None):
     bad = np.flatnonzero((logits != expect).any(axis=1))
     acc = None if labels is None else ((logits.argmax(1) == labels).mean(),
                                        (expect.argmax(1) == labels).mean())
-    print_report(prog, cfg, layer_cycles(out / "trace.txt", prog), cycles, acc, len(images))
+    print_report(prog, cfg, layer_cycles(out / "trace.txt", prog, cfg, len(images)), cycles,
+                 acc, len(images))
     print(f"simulated {len(images)} images in {seconds:.1f} s "
           f"({60 * len(images) / seconds:.0f} images/minute, "
           f"{sum(cycles) / seconds / 1e6:.2f} M cycles/s)")

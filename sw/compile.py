@@ -43,6 +43,7 @@ class Program:
     act_bytes_used: int = 0
     word_bytes: int = 4
     pixel_shift: int = 1
+    deltas: list = field(default_factory=list)
 
     def input_words(self, image):
         """Activation words of one uint8 image [H, W] (``pixel >> pixel_shift``)."""
@@ -58,6 +59,26 @@ class Program:
         """Bytes read back from the output tensor -> int64 logits [C]."""
         return unpack_activation(data, self.output_shape, self.word_bytes,
                                  self.output_wide).reshape(-1)
+
+
+def pipeline_deltas(chunks, slots):
+    """Image offset of each program entry: runs of layers on one chunk get offsets rising
+    evenly from 0 to ``slots - 1`` along the program (non-decreasing: deadlock-free)."""
+    runs = [0]
+    for prev, cur in zip(chunks, chunks[1:]):
+        runs.append(runs[-1] + (cur != prev))
+    last = runs[-1]
+    return [r * (slots - 1) // last if last else 0 for r in runs]
+
+
+def execution_order(prog, images, slots):
+    """Per chunk, the (image, layer) pairs its controller runs, in order."""
+    order = {}
+    for k in range(images + slots - 1):
+        for i, (L, delta) in enumerate(zip(prog.layers, prog.deltas)):
+            if 0 <= k - delta < images:
+                order.setdefault(L.chunk, []).append((k - delta, i))
+    return order
 
 
 def _words(data, word_bytes):
@@ -212,13 +233,16 @@ def compile_model(qm, cfg):
                             shift=L["S"], lo=L["lo"], hi=L["hi"],
                             res_base=None if res is None else addr[res],
                             res_shift=L.get("res_shift") or 0)
-        program.append(pack(prog_layout, {"chunk": CHUNK_ID[chunk],
-                                          "last": int(i == len(qm.layers) - 1),
-                                          "desc": fields}))
+        program.append((chunk, fields))
         oh, ow = layer.out_hw
         beats = layer.groups(cc.lanes, V) * oh * ow * layer.taps()
         macs = layer.out_c * oh * ow * layer.taps()
         prog.layers.append(CompiledLayer(L.get("name", str(i)), chunk, layer, beats, macs))
-    prog.images = {"param": {0: params}, "prog": {0: program}}
+    deltas = pipeline_deltas([chunk for chunk, _ in program], cfg.slots)
+    prog.deltas = deltas
+    words = [pack(prog_layout, {"chunk": CHUNK_ID[chunk], "last": int(i == len(program) - 1),
+                                "delta": delta, "desc": fields})
+             for i, ((chunk, fields), delta) in enumerate(zip(program, deltas))]
+    prog.images = {"param": {0: params}, "prog": {0: words}}
     prog.images.update({chunk: {0: words} for chunk, words in weights.items() if words})
     return prog

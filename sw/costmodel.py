@@ -8,9 +8,11 @@ in lanewise mode), takes
 
 cycles from start to idle: one tap per cycle, except that an output's last tap waits
 until the previous sums have drained (``step`` cycles, +2 for the PE pipeline); then the
-last group's ``last`` valid sums pass the requantiser (3 stages) and are written. The
-controller adds ``CONTROL`` cycles per layer (fetch, load, start, done), less one for
-the whole run.
+last group's ``last`` valid sums pass the requantiser (3 stages) and are written.
+Between layers the chunk controllers hand over in a few cycles (``CONTROL`` per layer,
+within a cycle or two: the next chunk may already be waiting, or still be walking the
+program). With one image slot the image's cycles are the sum; with more, the chunks
+overlap images and ``sim/network.py`` measures the throughput.
 """
 from sw.compile import Program
 
@@ -31,4 +33,4 @@ def program_cycles(prog: Program, cfg):
     """Per-layer cycles and the total for one image (layers run one after another)."""
     per_layer = [layer_cycles(L.layer, cfg.chunk(L.chunk).lanes, cfg.word_bytes)
                  for L in prog.layers]
-    return per_layer, sum(per_layer) + CONTROL * len(per_layer) - 1
+    return per_layer, sum(per_layer) + CONTROL * len(per_layer)

@@ -11,7 +11,7 @@ replace :func:`allocate_lanes`):
    ``acc_bits``), the shift chunk's exponent the widest ``exp_bits``, ``rq_width`` the
    widest requantisation intermediate.
 3. Memories: the program is compiled once with room to spare, then every memory is cut
-   to the next power of two of what the program uses.
+   to the next power of two of what the program uses; ``BOARD_SLOTS`` images in flight.
 
 Command line: ``python -m sw.mapper --qmodel Q --board B --out DIR`` writes
 ``DIR/accel.json`` and prints the allocation.
@@ -30,6 +30,9 @@ from sw.program import ProgramError
 # from docs/boards.md: ~50-110 LCs per PE on the iCE40UP5K's 5280).
 BOARD_LANES = {"icebreaker": 24, "ulx3s-12f": 24, "ulx3s-25f": 40, "ulx3s-45f": 64,
                "ulx3s-85f": 96}
+# Images in flight (activation memory slots): the UP5K's SPRAM holds one image's
+# activations next to the weights; the ECP5s have block RAM for three.
+BOARD_SLOTS = {"icebreaker": 1, "ulx3s-12f": 1, "ulx3s-25f": 2, "ulx3s-45f": 3, "ulx3s-85f": 3}
 PE_COST = {"clp": 1.0, "slp": 1 / 1.88, "alp": 1 / 1.88}
 WORD_BYTES = 4
 
@@ -67,8 +70,9 @@ def allocate_lanes(work, budget, word_bytes=WORD_BYTES):
     return {c: max(word_bytes, round(per * used[c])) if c in used else 0 for c in work}
 
 
-def default_config(qm, board):
-    """The accelerator the default rule gives ``qm`` on ``board``."""
+def default_config(qm, board, slots=None):
+    """The accelerator the default rule gives ``qm`` on ``board`` (``slots`` images in
+    flight: default ``BOARD_SLOTS``)."""
     if board not in BOARD_LANES:
         raise ConfigError(f"board: {board!r} is not one of {', '.join(BOARD_LANES)}")
     lanes = allocate_lanes(chunk_work(qm), BOARD_LANES[board])
@@ -82,7 +86,7 @@ def default_config(qm, board):
         rq = max(rq, L.get("rq_bits", 0), L["acc_bits"] + 16)
     chunks = {c: ChunkConfig(lanes[c], *widths[c], 1 << 16) if lanes[c] else ChunkConfig(0)
               for c in lanes}
-    roomy = AccelConfig(word_bytes=WORD_BYTES, act_bytes=1 << 22, p_words=1 << 16,
+    roomy = AccelConfig(word_bytes=WORD_BYTES, act_bytes=1 << 18, p_words=1 << 16,
                         prog_words=4096, rq_width=min(64, rq), **chunks)
     prog = compile_model(qm, roomy)
     used_w = {c: 0 for c in chunks}
@@ -91,6 +95,7 @@ def default_config(qm, board):
         used_w[layer.chunk] += layer.layer.groups(cc.lanes, WORD_BYTES) * layer.layer.taps()
     return replace(
         roomy,
+        slots=slots or BOARD_SLOTS[board],
         act_bytes=_pow2(prog.act_bytes_used, 64),
         p_words=_pow2(sum(len(w) for w in prog.images["param"].values())),
         prog_words=_pow2(len(prog.layers)),
@@ -102,10 +107,12 @@ def main(argv=None):
     ap.add_argument("--qmodel", required=True, help="integer model (qmodel.npz)")
     ap.add_argument("--board", default="icebreaker", help=", ".join(BOARD_LANES))
     ap.add_argument("--out", required=True, help="output directory for accel.json")
+    ap.add_argument("--slots", type=int, default=None,
+                    help="images in flight (default: per board, see BOARD_SLOTS)")
     args = ap.parse_args(argv)
     try:
         qm = golden.load(args.qmodel)
-        cfg = default_config(qm, args.board)
+        cfg = default_config(qm, args.board, args.slots)
     except (golden.QModelError, ConfigError, ProgramError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -117,7 +124,7 @@ def main(argv=None):
     for name, kind, c in cfg.chunks:
         print(f"  {name.upper()} ({kind}): {c.lanes} lanes, {work[name]} terms/image, "
               f"acc {c.acc_width} bits, {c.w_words} weight words")
-    print(f"  activations {cfg.act_bytes} B, params {cfg.p_words} words, "
+    print(f"  activations {cfg.slots} x {cfg.act_bytes} B, params {cfg.p_words} words, "
           f"program {cfg.prog_words} words -> {out / 'accel.json'}")
     return 0
 

@@ -1,4 +1,6 @@
 """Whole networks on the generated accelerator (cocotb, through the host byte protocol)."""
+from dataclasses import replace
+
 import pytest
 
 from hw.accel import Accelerator
@@ -17,3 +19,11 @@ HYBRID = [("conv", "mul", 8, 3, 1), ("dw", "shift", 3, 2), ("conv", "adder", 8, 
 def test_random_hybrid_network_bit_exact(sim):
     run_testbench(Accelerator(SMALL), name="accel_small", test_module="sim.tb_accel", sim=sim,
                   params=dict(cfg=SMALL.to_dict(), specs=HYBRID, seed=3, images=3))
+
+
+def test_pipelined_slots_bit_exact():
+    """Three image slots: the chunks work on different images at once."""
+    cfg = replace(SMALL, slots=3)
+    run_testbench(Accelerator(cfg), name="accel_slots3", test_module="sim.tb_accel",
+                  sim=selected_simulators()[0],
+                  params=dict(cfg=cfg.to_dict(), specs=HYBRID, seed=4, images=5))
