@@ -24,7 +24,8 @@ Activations are bytes in ``word_bytes``-wide words, HWC order, channel stride ``
 (a multiple of ``word_bytes``). Memories are outside: the engine drives two activation
 read ports (operands, residuals), one byte-granular activation write port, a weight read
 port (one word = ``lanes`` weights) and a parameter read port (``{m, b}`` per channel).
-All reads are synchronous (data the cycle after the address).
+All reads are synchronous (data the cycle after the address); the operands are registered
+once more before the PEs, so the memory output never shares a cycle with an adder.
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
@@ -151,7 +152,10 @@ class LayerEngine(wiring.Component):
         w_pipe = [Signal(a_shape, name=f"waddr{i}") for i in range(3)]   # requant latency
 
         # A last tap may issue only when its sums cannot land on an undrained shadow.
-        sums_in_flight = (s1.valid & s1.last) | row.o.valid
+        beat = Signal(row.i.payload.shape())          # stage 1b: registered PE operands
+        beat_valid = Signal()
+        beat_tag = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
+        sums_in_flight = (s1.valid & s1.last) | (beat_valid & beat.last) | row.o.valid
         issue = Signal()
         m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > 1) | sums_in_flight)))
 
@@ -220,12 +224,12 @@ class LayerEngine(wiring.Component):
                             m.d.sync += running.eq(0)
                             m.next = "FLUSH"
             with m.State("FLUSH"):
-                empty = ~s1.valid & ~row.o.valid & (drain_left == 0) & ~d1.valid
+                empty = ~s1.valid & ~beat_valid & ~row.o.valid & (drain_left == 0) & ~d1.valid
                 with m.If(empty & ~rq_busy.any()):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
-        # ---- stage 1: operands arrive, PE beat -------------------------------------------
+        # ---- stage 1: operands arrive and are registered (memory -> PE is one stage) -------
         act = self.act_rd.data
         x_lanes = Signal(data.ArrayLayout(signed(8), lanes))
         with m.If(d.lanewise):
@@ -235,15 +239,17 @@ class LayerEngine(wiring.Component):
             byte = act[s1.byte] if V > 1 else act[0]
             for lane in range(lanes):
                 m.d.comb += x_lanes[lane].eq(byte)
-        m.d.comb += [
-            row.i.valid.eq(s1.valid),
-            row.i.payload.first.eq(s1.first),
-            row.i.payload.last.eq(s1.last),
-            row.i.payload.w.eq(self.w_rd.data),
-            row.i.payload.x.eq(Mux(s1.pad, 0, x_lanes)),
+        m.d.sync += [
+            beat_valid.eq(s1.valid),
+            beat.first.eq(s1.first),
+            beat.last.eq(s1.last),
+            beat.w.eq(self.w_rd.data),
+            beat.x.eq(Mux(s1.pad, 0, x_lanes)),
+            beat_tag.out.eq(s1.out), beat_tag.ch.eq(s1.ch),
         ]
-        with m.If(s1.valid & s1.last):
-            m.d.sync += [s2.out.eq(s1.out), s2.ch.eq(s1.ch)]
+        m.d.comb += [row.i.valid.eq(beat_valid), row.i.payload.eq(beat)]
+        with m.If(beat_valid & beat.last):
+            m.d.sync += [s2.out.eq(beat_tag.out), s2.ch.eq(beat_tag.ch)]
 
         # ---- stage 2: sums to the shadow; drain one lane per cycle -------------------------
         lane_ch = drain_ch + drain_lane
