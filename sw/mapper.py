@@ -6,7 +6,8 @@ replace :func:`allocate_lanes`):
 1. Lanes: a board's lane budget (``BOARD_LANES``) is split over the chunks in proportion
    to their share of the network's terms, weighted by what a PE costs (NASA's rule; a
    shift or adder PE costs ``1/1.88`` of a multiplier PE). Every chunk a layer needs gets
-   at least ``word_bytes`` lanes, the others 0.
+   at least ``WORD_BYTES`` lanes, the others 0. The activation word (``word_bytes``, the
+   lanes a depthwise layer uses) is the widest power of two every chunk fills, <= 16.
 2. Widths: each chunk's accumulator is the widest its layers need (the proven
    ``acc_bits``), the shift chunk's exponent the widest ``exp_bits``, ``rq_width`` the
    widest requantisation intermediate.
@@ -76,6 +77,8 @@ def default_config(qm, board, slots=None):
     if board not in BOARD_LANES:
         raise ConfigError(f"board: {board!r} is not one of {', '.join(BOARD_LANES)}")
     lanes = allocate_lanes(chunk_work(qm), BOARD_LANES[board])
+    # Depthwise layers use word_bytes lanes: the widest word every chunk can fill.
+    word_bytes = min(16, 1 << (min(n for n in lanes.values() if n).bit_length() - 1))
     widths = {"clp": (8, 8), "slp": (1, 8), "alp": (8, 8)}   # (w_width, acc_width) floors
     rq = 8
     for L in qm.layers:
@@ -86,13 +89,13 @@ def default_config(qm, board, slots=None):
         rq = max(rq, L.get("rq_bits", 0), L["acc_bits"] + 16)
     chunks = {c: ChunkConfig(lanes[c], *widths[c], 1 << 16) if lanes[c] else ChunkConfig(0)
               for c in lanes}
-    roomy = AccelConfig(word_bytes=WORD_BYTES, act_bytes=1 << 18, p_words=1 << 16,
+    roomy = AccelConfig(word_bytes=word_bytes, act_bytes=1 << 18, p_words=1 << 16,
                         prog_words=4096, rq_width=min(64, rq), **chunks)
     prog = compile_model(qm, roomy)
     used_w = {c: 0 for c in chunks}
     for layer in prog.layers:
         cc = roomy.chunk(layer.chunk)
-        used_w[layer.chunk] += layer.layer.groups(cc.lanes, WORD_BYTES) * layer.layer.taps()
+        used_w[layer.chunk] += layer.layer.groups(cc.lanes, word_bytes) * layer.layer.taps()
     return replace(
         roomy,
         slots=slots or BOARD_SLOTS[board],
