@@ -44,7 +44,8 @@ train: $(STAMP) data ## train archs/ARCH/arch.json (EPOCHS= DATASET= SEED=; resu
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(DATASET),--dataset $(DATASET)) $(if $(SEED),--seed $(SEED))
 
 quant: $(STAMP) data ## quantise the trained ARCH into its integer model -> build/ARCH/quant/qmodel.npz
-	$(PY) -m sw.quant --arch archs/$(ARCH)/arch.json
+	$(PY) -m sw.quant --arch archs/$(ARCH)/arch.json --checkpoint $(BUILD)/$(ARCH)/train/checkpoint.pt \
+		--out $(BUILD)/$(ARCH)/quant
 
 map: $(STAMP) ## size the accelerator for ARCH on BOARD (default rule) -> build/ARCH-BOARD/accel.json
 	$(PY) -m sw.mapper --qmodel $(QMODEL) --board $(BOARD) --out $(OUT)
