@@ -6,7 +6,8 @@ requantisation parameters, the program (layer descriptors) and one weight memory
 chunk. Everything is loaded and read through the host byte protocol (:mod:`hw.protocol`)
 on streams ``i``/``o``.
 
-Images in flight: a run takes ``n <= slots`` images, image ``i`` in activation bank ``i``.
+Images in flight: a run streams ``n`` images through ``slots`` activation banks (image
+``i`` in bank ``i % slots``; the host bridge refills a bank when its image is done).
 Each chunk has its own controller walking the program once per iteration ``k``: an entry
 of its chunk runs image ``k - delta`` as soon as that image's previous layer is done
 (per-image progress counters). The compiler's ``delta`` rises along the program, so a
@@ -66,7 +67,8 @@ class Accelerator(wiring.Component):
         self.w_shapes = {name: e.signature.members["w_rd"].signature.members["data"].shape
                          for name, e in self.engines.items()}
         self.mem_bits = memory_bits(cfg)
-        self.host = HostBridge(self.mem_bits, 8 * cfg.word_bytes)
+        self.host = HostBridge(self.mem_bits, 8 * cfg.word_bytes, cfg.slots,
+                               (cfg.act_bytes // cfg.word_bytes - 1).bit_length())
         super().__init__({
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),
@@ -99,27 +101,37 @@ class Accelerator(wiring.Component):
         for name, mem in wmems.items():
             m.submodules[f"w_{name}"] = mem
 
-        # ---- run state: images in flight, per-slot progress (layers done) ------------------
+        # ---- run state: per slot, its image, layers done, finished ------------------------
         running, cycles = Signal(), Signal(32)
-        images = Signal(range(S + 1))
-        progress = [Signal(range(cfg.prog_words + 1), name=f"progress{s}") for s in range(S)]
+        images = host.run_images
+        slot_img = [Signal(16, name=f"slot{s}_image") for s in range(S)]
+        progress = [Signal(range(cfg.prog_words + 1), name=f"slot{s}_progress") for s in range(S)]
+        img_done = [Signal(name=f"slot{s}_done") for s in range(S)]
         m.d.comb += [self.busy.eq(running), host.cycles.eq(cycles)]
         with m.If(running):
             m.d.sync += cycles.eq(cycles + 1)
-        with m.If(host.run & ~running):
-            m.d.sync += [running.eq(1), cycles.eq(0), images.eq(host.run_images)]
-            m.d.sync += [p.eq(0) for p in progress]
+        serve = host.next_image[:max(1, (S - 1).bit_length())] if S > 1 else 0
+        m.d.comb += host.out_ready.eq(Array(img_done)[serve]
+                                      & (Array(slot_img)[serve] == host.next_image))
+        with m.If(host.run):
+            m.d.sync += [running.eq(1), cycles.eq(0)]
+            m.d.sync += [t.eq(s) for s, t in enumerate(slot_img)]
+            m.d.sync += [p.eq(0) for p in progress] + [d.eq(0) for d in img_done]
+        with m.If(host.refill):
+            for s in range(S):
+                with m.If(serve == s):
+                    m.d.sync += [slot_img[s].eq(slot_img[s] + S), progress[s].eq(0),
+                                 img_done[s].eq(0)]
+        with m.If(host.finish):
+            m.d.sync += running.eq(0)
 
         # ---- one controller per chunk: walk the program, run own layers in order ----------
         finished, slot_of = {}, {}
         for name, engine in self.engines.items():
             finished[name], slot_of[name] = self._chunk_controller(
-                m, name, engine, prog.read_port(), running, images, progress)
-        all_done = Signal()
-        m.d.comb += all_done.eq(running & Cat(*finished.values()).all())
-        with m.If(all_done):
-            m.d.comb += host.done.eq(1)
-            m.d.sync += running.eq(0)
+                m, name, engine, prog.read_port(), running, images, slot_img, progress,
+                img_done)
+        m.d.comb += host.done.eq(Cat(*finished.values()).all())
 
         # ---- memory ports: each bank to the chunk working on its image, else the host -----
         host_bank = host.wr_addr[(bank_words - 1).bit_length():] if S > 1 else 0
@@ -128,15 +140,16 @@ class Accelerator(wiring.Component):
         for s, bank in enumerate(banks):
             rd, res, wr = bank.read_port(), bank.read_port(), bank.write_port(granularity=1)
             rd_data.append((rd.data, res.data))
-            with m.If(running):
-                for name, engine in self.engines.items():
-                    with m.If(engine.busy & (slot_of[name] == s)):
-                        m.d.comb += [
-                            rd.addr.eq(engine.act_rd.addr), rd.en.eq(engine.act_rd.en),
-                            res.addr.eq(engine.res_rd.addr), res.en.eq(engine.res_rd.en),
-                            wr.addr.eq(engine.act_wr.addr), wr.data.eq(engine.act_wr.data),
-                            wr.en.eq(engine.act_wr.en)]
-            with m.Else():
+            engine_on_bank = Signal(name=f"act{s}_engine")
+            for name, engine in self.engines.items():
+                with m.If(running & engine.busy & (slot_of[name] == s)):
+                    m.d.comb += [
+                        engine_on_bank.eq(1),
+                        rd.addr.eq(engine.act_rd.addr), rd.en.eq(engine.act_rd.en),
+                        res.addr.eq(engine.res_rd.addr), res.en.eq(engine.res_rd.en),
+                        wr.addr.eq(engine.act_wr.addr), wr.data.eq(engine.act_wr.data),
+                        wr.en.eq(engine.act_wr.en)]
+            with m.If(~engine_on_bank):    # the host: idle banks, even during a run
                 m.d.comb += [
                     res.addr.eq(host.rd_addr), res.en.eq(host.rd_en & (host_rd_bank == s)),
                     wr.addr.eq(host.wr_addr), wr.data.eq(host.wr_data),
@@ -163,18 +176,21 @@ class Accelerator(wiring.Component):
                          wp.en.eq(host_wr & (host.wr_mem == protocol.MEM_ID[name]))]
         return m
 
-    def _chunk_controller(self, m, name, engine, prog_rd, running, images, progress):
+    def _chunk_controller(self, m, name, engine, prog_rd, running, images, slot_img, progress,
+                          img_done):
         """Walk the program once per iteration ``k``; entry ``pc`` of this chunk runs image
-        ``k - delta`` once layer ``pc - 1`` of that image is done. Returns (finished, slot)."""
+        ``k - delta`` once that image is in its slot with layer ``pc - 1`` done. Returns
+        (finished, slot)."""
         cfg = self.cfg
         S = cfg.slots
         pc = Signal(range(cfg.prog_words), name=f"{name}_pc")
-        k = Signal(range(2 * S + 1), name=f"{name}_k")
+        k = Signal(17, name=f"{name}_k")
         cur = Signal(self.prog_shape, name=f"{name}_cur")
-        img = Signal(signed(5), name=f"{name}_img")
+        img = Signal(signed(18), name=f"{name}_img")
         slot = Signal(range(S), name=f"{name}_slot")
         finished = Signal(name=f"{name}_finished")
-        m.d.comb += [prog_rd.addr.eq(pc), engine.desc.eq(cur.desc), slot.eq(img)]
+        m.d.comb += [prog_rd.addr.eq(pc), engine.desc.eq(cur.desc),
+                     slot.eq(img[:max(1, (S - 1).bit_length())] if S > 1 else 0)]
         with m.FSM(name=f"{name}_ctrl"):
             with m.State("IDLE"):
                 with m.If(running & ~finished):
@@ -194,14 +210,14 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "NEXT"
             with m.State("WAIT_INPUT"):
-                with m.If(Array(progress)[slot] == pc):
+                with m.If((Array(slot_img)[slot] == img) & (Array(progress)[slot] == pc)):
                     m.d.comb += engine.start.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(~engine.busy):
                     for s, p in enumerate(progress):
                         with m.If(slot == s):
-                            m.d.sync += p.eq(pc + 1)
+                            m.d.sync += [p.eq(pc + 1), img_done[s].eq(cur.last)]
                     m.next = "NEXT"
             with m.State("NEXT"):
                 with m.If(~cur.last):

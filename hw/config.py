@@ -64,7 +64,7 @@ class AccelConfig:
     def __post_init__(self):
         _pow2("word_bytes", self.word_bytes, 1, 16)
         _pow2("act_bytes", self.act_bytes, 64, 1 << 22)
-        _int("slots", self.slots, 1, 8)
+        _pow2("slots", self.slots, 1, 8)
         if self.slots * self.act_bytes // self.word_bytes > 1 << 16:
             raise ConfigError(f"act_bytes: {self.slots} slots of {self.act_bytes} bytes exceed "
                               f"the host protocol's 65536 activation words")

@@ -1,9 +1,12 @@
 """Host bridge: the byte protocol of :mod:`hw.protocol` over two byte streams.
 
 Decodes commands from ``i``, writes memory words through a simple bus (``wr_*``), reads
-activation words (``rd_*``, one cycle latency), starts the program (``run`` with ``run_images``) and
-waits for ``done``; replies go out on ``o``. Flow control both ways (``valid``/``ready``).
-One byte per cycle at most in each direction.
+activation words (``rd_*``, one cycle latency) and replies on ``o``; flow control both
+ways, at most one byte per cycle each way. During a run it serves the image slots in
+image order: when image ``next_image`` is finished (``out_ready``) it sends ``O`` + that
+image's logits from its slot, takes the input of image ``next_image + slots`` from the
+host into the same slot and pulses ``refill``; after the last image (and ``done``) it
+sends ``D`` + cycles and pulses ``finish``.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
@@ -16,13 +19,17 @@ __all__ = ["HostBridge"]
 
 class HostBridge(wiring.Component):
     """``mem_bits``: bits of a word of each memory, in :data:`hw.protocol.MEMORIES` order
-    (0 for an absent memory); ``act_bits``: bits of an activation word (readable)."""
+    (0 for an absent memory); ``act_bits``: bits of an activation word; ``slots`` (a power
+    of two) image slots of ``2**slot_shift`` activation words each."""
 
-    def __init__(self, mem_bits, act_bits):
+    def __init__(self, mem_bits, act_bits, slots=1, slot_shift=0):
         if len(mem_bits) != len(protocol.MEMORIES):
             raise ValueError(f"mem_bits needs {len(protocol.MEMORIES)} entries, not "
                              f"{len(mem_bits)}")
+        if slots < 1 or slots & (slots - 1):
+            raise ValueError(f"slots must be a power of two, not {slots}")
         self.mem_bits = list(mem_bits)
+        self.slots, self.slot_shift = slots, slot_shift
         self.act_bytes = protocol.word_bytes(act_bits)
         self.data_bits = 8 * max(protocol.word_bytes(b) for b in mem_bits)
         super().__init__({
@@ -30,7 +37,9 @@ class HostBridge(wiring.Component):
             "o": Out(stream.Signature(8)),
             "wr_mem": Out(3), "wr_addr": Out(16), "wr_data": Out(self.data_bits), "wr_en": Out(1),
             "rd_addr": Out(16), "rd_en": Out(1), "rd_data": In(act_bits),
-            "run": Out(1), "run_images": Out(8), "done": In(1), "cycles": In(32),
+            "run": Out(1), "run_images": Out(16), "next_image": Out(16),
+            "out_ready": In(1), "refill": Out(1), "done": In(1), "finish": Out(1),
+            "cycles": In(32),
         })
 
     def elaborate(self, platform):
@@ -47,8 +56,8 @@ class HostBridge(wiring.Component):
         def send(data, count):
             return [tx.eq(data), tx_left.eq(count)]
 
-        hdr = Signal(40)             # mem, addr, count as received (little-endian)
-        hdr_left = Signal(range(6))
+        hdr = Signal(80)             # command arguments as received (little-endian)
+        hdr_left = Signal(range(11))
         cmd = Signal(8)
         mem = Signal(3)
         addr, count = Signal(16), Signal(16)
@@ -58,9 +67,16 @@ class HostBridge(wiring.Component):
                        for b in self.mem_bits + [0, 0])
         rd_left = Signal(range(self.act_bytes + 1))
         rd_word = Signal(8 * self.act_bytes)
+        # run arguments: images, input and output tensors (word offsets within a slot)
+        images, in_addr, in_words, out_addr, out_words = (Signal(16, name=n) for n in (
+            "images", "in_addr", "in_words", "out_addr", "out_words"))
+        next_image = self.next_image
+        in_run = Signal()
+        slot_base = Signal(16)
+        m.d.comb += slot_base.eq((next_image & (self.slots - 1)) << self.slot_shift)
 
         m.d.comb += [self.wr_mem.eq(mem), self.wr_addr.eq(addr), self.wr_data.eq(word),
-                     self.rd_addr.eq(addr)]
+                     self.rd_addr.eq(addr), self.run_images.eq(images)]
         with m.FSM():
             with m.State("CMD"):
                 m.d.comb += self.i.ready.eq(idle_tx)
@@ -76,7 +92,8 @@ class HostBridge(wiring.Component):
                             m.d.sync += hdr_left.eq(4)
                             m.next = "HEADER"
                         with m.Case(protocol.RUN[0]):
-                            m.next = "RUN_COUNT"
+                            m.d.sync += hdr_left.eq(10)
+                            m.next = "HEADER"
                         with m.Default():
                             m.d.sync += send(Cat(Const(protocol.ERROR[0], 8), byte), 2)
             with m.State("HEADER"):
@@ -85,16 +102,26 @@ class HostBridge(wiring.Component):
                     m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), hdr_left.eq(hdr_left - 1)]
                     with m.If(hdr_left == 1):
                         m.next = "DECODE"
-            with m.State("DECODE"):
-                with m.If(cmd == protocol.WRITE[0]):
-                    m.d.sync += [mem.eq(hdr[:8]), addr.eq(hdr[8:24]), count.eq(hdr[24:40]),
-                                 word_idx.eq(0)]
-                    m.next = "DATA"
-                with m.Else():    # read: the header is 4 bytes, in hdr[8:40]
-                    m.d.sync += [mem.eq(0), addr.eq(hdr[8:24]), count.eq(hdr[24:40])]
-                    m.next = "READ"
-                with m.If(hdr[24:40] == 0):
-                    m.next = "FINISH"
+            with m.State("DECODE"):   # the arguments end at the top of hdr
+                with m.Switch(cmd):
+                    with m.Case(protocol.WRITE[0]):
+                        m.d.sync += [mem.eq(hdr[40:48]), addr.eq(hdr[48:64]),
+                                     count.eq(hdr[64:80]), word_idx.eq(0), in_run.eq(0)]
+                        m.next = "DATA"
+                        with m.If(hdr[64:80] == 0):
+                            m.next = "FINISH"
+                    with m.Case(protocol.READ[0]):
+                        m.d.sync += [mem.eq(0), addr.eq(hdr[48:64]), count.eq(hdr[64:80]),
+                                     in_run.eq(0)]
+                        m.next = "READ"
+                        with m.If(hdr[64:80] == 0):
+                            m.next = "CMD"
+                    with m.Default():     # run
+                        m.d.sync += [images.eq(hdr[0:16]), in_addr.eq(hdr[16:32]),
+                                     in_words.eq(hdr[32:48]), out_addr.eq(hdr[48:64]),
+                                     out_words.eq(hdr[64:80]), next_image.eq(0), in_run.eq(1)]
+                        m.d.comb += self.run.eq(1)
+                        m.next = "RUN_WAIT"
             with m.State("DATA"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
@@ -104,10 +131,14 @@ class HostBridge(wiring.Component):
             with m.State("STORE"):
                 m.d.comb += self.wr_en.eq(1)
                 m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), word_idx.eq(0)]
-                with m.If(count == 1):
-                    m.next = "FINISH"
-                with m.Else():
+                with m.If(count != 1):
                     m.next = "DATA"
+                with m.Elif(in_run):
+                    m.d.comb += self.refill.eq(1)
+                    m.d.sync += next_image.eq(next_image + 1)
+                    m.next = "RUN_WAIT"
+                with m.Else():
+                    m.next = "FINISH"
             with m.State("READ"):
                 with m.If(idle_tx & (rd_left == 0)):
                     m.d.comb += self.rd_en.eq(1)
@@ -118,25 +149,35 @@ class HostBridge(wiring.Component):
                 m.next = "READ_SEND"
             with m.State("READ_SEND"):
                 with m.If(idle_tx):
-                    with m.If(rd_left == 0):
-                        with m.If(count == 0):
-                            m.next = "CMD"
-                        with m.Else():
-                            m.next = "READ"
-                    with m.Else():
+                    with m.If(rd_left != 0):
                         m.d.sync += [send(rd_word[:8], 1), rd_word.eq(rd_word >> 8),
                                      rd_left.eq(rd_left - 1)]
-            with m.State("RUN_COUNT"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    m.d.comb += [self.run.eq(1), self.run_images.eq(byte)]
-                    m.next = "RUNNING"
-            with m.State("RUNNING"):
-                with m.If(self.done):
-                    m.d.sync += send(Cat(Const(protocol.DONE[0], 8), self.cycles), 5)
-                    m.next = "CMD"
+                    with m.Elif(count != 0):
+                        m.next = "READ"
+                    with m.Elif(in_run):
+                        m.next = "RUN_INPUT"
+                    with m.Else():
+                        m.next = "CMD"
+            with m.State("RUN_WAIT"):
+                with m.If(next_image == images):
+                    with m.If(self.done & idle_tx):
+                        m.d.comb += self.finish.eq(1)
+                        m.d.sync += [send(Cat(Const(protocol.DONE[0], 8), self.cycles), 5),
+                                     in_run.eq(0)]
+                        m.next = "CMD"
+                with m.Elif(self.out_ready & idle_tx):
+                    m.d.sync += [send(protocol.OUTPUT[0], 1), mem.eq(0),
+                                 addr.eq(slot_base | out_addr), count.eq(out_words)]
+                    m.next = "READ"
+            with m.State("RUN_INPUT"):      # the next image for this slot, if any
+                with m.If(next_image + self.slots < images):
+                    m.d.sync += [mem.eq(protocol.MEM_ID["act"]), addr.eq(slot_base | in_addr),
+                                 count.eq(in_words), word_idx.eq(0)]
+                    m.next = "DATA"
+                with m.Else():
+                    m.d.sync += next_image.eq(next_image + 1)
+                    m.next = "RUN_WAIT"
             with m.State("FINISH"):
-                with m.If(cmd == protocol.WRITE[0]):
-                    m.d.sync += send(protocol.ACK[0], 1)
+                m.d.sync += send(protocol.ACK[0], 1)
                 m.next = "CMD"
         return m

@@ -7,11 +7,14 @@ All multi-byte fields are little-endian. Commands (one byte each) and their repl
 | ``P`` ping | | ``N A S`` + version (4 bytes) |
 | ``W`` write | mem (1), addr (2), count (2), then ``count`` words of ``word_bytes(mem)`` bytes | ``K`` |
 | ``R`` read activations | addr (2), count (2) (activation words) | ``count * word_bytes`` bytes |
-| ``X`` run the program | images ``n`` (1), ``1 <= n <= slots`` | ``D`` + cycles taken (4 bytes) |
+| ``X`` run | images ``n``, input offset, input words, output offset, output words (2 each), then the inputs of images ``slots .. n-1`` | ``O`` + logits words, per image in order, then ``D`` + cycles (4 bytes) |
 
 Anything else is answered ``E`` + the byte, and the bridge waits for the next command.
-A run processes images ``0 .. n-1``, image ``i`` in activation slot ``i`` (activation word
-addresses ``i * act_bytes / word_bytes`` onward); the chunks pipeline them.
+A run streams ``n`` images through ``slots`` activation slots (slot ``s`` starts at word
+``s * act_bytes / word_bytes``; offsets are within a slot). Before ``X`` the host writes
+the inputs of images ``0 .. slots-1`` into their slots; after each ``O`` reply (image
+``i`` done) the bridge takes the input of image ``i + slots`` for that slot, so the host
+may send all remaining inputs right after ``X``: flow control paces them.
 Memories: ``ACT`` (activation words), ``PARAM`` (requant ``{m, b}`` per channel),
 ``PROG`` (layer descriptors), ``WEIGHTS[chunk]`` (one word = the chunk's lanes of weights).
 """
@@ -19,7 +22,7 @@ import struct
 
 VERSION = 1
 PING, WRITE, READ, RUN = b"P", b"W", b"R", b"X"
-ACK, DONE, ERROR = b"K", b"D", b"E"
+ACK, DONE, ERROR, OUTPUT = b"K", b"D", b"E", b"O"
 MAGIC = b"NAS" + bytes([VERSION])
 MEMORIES = ("act", "param", "prog", "clp", "slp", "alp")
 MEM_ID = {name: i for i, name in enumerate(MEMORIES)}
@@ -30,19 +33,24 @@ def word_bytes(bits):
     return (bits + 7) // 8
 
 
-def write(mem, addr, words, bits):
-    """Bytes of a write command for ``words`` (ints) of ``bits`` bits into ``mem``."""
-    n = word_bytes(bits)
-    body = b"".join(int(w & ((1 << bits) - 1)).to_bytes(n, "little") for w in words)
-    return WRITE + struct.pack("<BHH", MEM_ID[mem], addr, len(words)) + body
+def write(mem, addr, values, bits):
+    """Bytes of a write command for ``values`` (ints) of ``bits`` bits into ``mem``."""
+    return WRITE + struct.pack("<BHH", MEM_ID[mem], addr, len(values)) + pack_words(values, bits)
 
 
 def read(addr, count):
     return READ + struct.pack("<HH", addr, count)
 
 
-def run(images=1):
-    return RUN + bytes([images])
+def run(images, in_addr, in_words, out_addr, out_words):
+    """A run command (the inputs of images ``slots..`` follow it as raw words)."""
+    return RUN + struct.pack("<HHHHH", images, in_addr, in_words, out_addr, out_words)
+
+
+def pack_words(values, bits):
+    """Raw little-endian words, as a write command carries them."""
+    n = word_bytes(bits)
+    return b"".join(int(w & ((1 << bits) - 1)).to_bytes(n, "little") for w in values)
 
 
 def parse_done(reply):

@@ -58,14 +58,10 @@ def build(cfg, out):
     return exe
 
 
-def batches(count, slots):
-    """Image index ranges of the runs: ``slots`` images at a time."""
-    return [range(i, min(i + slots, count)) for i in range(0, count, slots)]
-
-
 def session(prog, cfg, images):
-    """Stimulus bytes and the reply length of each command, in order: ping, loads, then
-    per batch of ``slots`` images: inputs into their slots, run, read the logits."""
+    """Stimulus bytes and the reply length of each command, in order: ping, loads, the
+    inputs of the first ``slots`` images, then one streaming run of all images (the other
+    inputs follow the run command; the bridge paces them)."""
     bits = dict(zip(protocol.MEMORIES, memory_bits(cfg)))
     V = cfg.word_bytes
     slot_words = cfg.act_bytes // V
@@ -74,34 +70,39 @@ def session(prog, cfg, images):
         for base, words in blocks.items():
             for at in range(0, len(words), 4096):
                 cmds.append((protocol.write(mem, base + at, words[at:at + 4096], bits[mem]), 1))
+    in_words = [prog.input_words(image) for image in images]
+    for slot, words in enumerate(in_words[:cfg.slots]):
+        cmds.append((protocol.write("act", slot * slot_words + prog.input_base // V, words,
+                                    bits["act"]), 1))
     out_words = prog.output_bytes // V
-    for batch in batches(len(images), cfg.slots):
-        for slot, i in enumerate(batch):
-            cmds.append((protocol.write("act", slot * slot_words + prog.input_base // V,
-                                        prog.input_words(images[i]), bits["act"]), 1))
-        cmds.append((protocol.run(len(batch)), 5))
-        for slot, _ in enumerate(batch):
-            cmds.append((protocol.read(slot * slot_words + prog.output_base // V, out_words),
-                         out_words * V))
+    run = protocol.run(len(images), prog.input_base // V, len(in_words[0]),
+                       prog.output_base // V, out_words)
+    run += b"".join(protocol.pack_words(w, bits["act"]) for w in in_words[cfg.slots:])
+    cmds.append((run, len(images) * (1 + out_words * V) + 5))
     return cmds
 
 
 def parse(cmds, reply, prog, n_images):
-    """Logits [N, C] and the cycles of each run from the concatenated replies."""
+    """Logits [N, C] and the run's cycles from the concatenated replies."""
     pos, logits, cycles = 0, [], []
     for i, (cmd, size) in enumerate(cmds):
         chunk = reply[pos:pos + size]
         pos += size
         if len(chunk) < size:
-            raise SimError(f"the accelerator stopped answering at command {i} ({cmd[:1]!r})")
+            raise SimError(f"the accelerator stopped answering at command {i} ({cmd[:1]!r}): "
+                           f"{len(chunk)} of {size} reply bytes")
         if cmd == protocol.PING and chunk != protocol.MAGIC:
             raise SimError(f"ping answered {chunk!r}, expected {protocol.MAGIC!r}")
         if cmd[:1] == protocol.WRITE and chunk != protocol.ACK:
             raise SimError(f"write answered {chunk!r}, expected {protocol.ACK!r}")
         if cmd[:1] == protocol.RUN:
-            cycles.append(protocol.parse_done(chunk))
-        if cmd[:1] == protocol.READ:
-            logits.append(prog.decode_output(np.frombuffer(chunk, np.uint8)))
+            per = (size - 5) // n_images
+            for j in range(n_images):
+                frame = chunk[j * per:(j + 1) * per]
+                if frame[:1] != protocol.OUTPUT:
+                    raise SimError(f"image {j}: expected an output frame, got {frame[:8]!r}")
+                logits.append(prog.decode_output(np.frombuffer(frame[1:], np.uint8)))
+            cycles.append(protocol.parse_done(chunk[-5:]))
     return np.array(logits).reshape(n_images, -1), cycles
 
 
@@ -121,7 +122,7 @@ def layer_cycles(trace_path, prog, cfg, images):
                 began = start.pop(chunk)
                 spans.setdefault(chunk, []).append(cycle - began)
         prev = mask
-    order = execution_order(prog, min(images, cfg.slots), cfg.slots)
+    order = execution_order(prog, images, cfg.slots)
     measured = [0] * len(prog.layers)
     for chunk, pairs in order.items():
         for (img, layer), cycles in zip(pairs, spans.get(chunk, [])):
@@ -141,7 +142,7 @@ def print_report(prog, cfg, measured, cycles, acc, n):
               f"{pred:>8} {L.macs / (lanes * cyc):>6.1%}")
         busy[L.chunk] = busy.get(L.chunk, 0) + cyc
         macs[L.chunk] = macs.get(L.chunk, 0) + L.macs
-    per_image = round(sum(cycles) / n)           # throughput: runs of up to `slots` images
+    per_image = round(sum(cycles) / n)           # throughput of the streaming run
     total_pe_cycles = sum(cfg.chunk(c).lanes for c in busy) * per_image
     for c in sorted(busy):
         lanes = cfg.chunk(c).lanes
@@ -150,7 +151,7 @@ def print_report(prog, cfg, measured, cycles, acc, n):
               "of all cycles")
     print(f"overall PE utilisation {sum(macs.values()) / total_pe_cycles:.1%} (work-weighted); "
           f"{per_image} cycles per image with {cfg.slots} image slot(s) "
-          f"({n} images in {len(cycles)} runs; first run {cycles[0]} cycles)")
+          f"({n} images in one run of {cycles[0]} cycles)")
     if cfg.slots == 1:
         print(f"cost model: {predicted_total} cycles per image predicted, "
               f"{abs(per_image - predicted_total) / per_image:.2%} off")

@@ -22,8 +22,9 @@ def test_random_hybrid_network_bit_exact(sim):
 
 
 def test_pipelined_slots_bit_exact():
-    """Three image slots: the chunks work on different images at once."""
-    cfg = replace(SMALL, slots=3)
-    run_testbench(Accelerator(cfg), name="accel_slots3", test_module="sim.tb_accel",
+    """Two image slots, five images streamed: the chunks work on different images at once
+    and the bridge refills slots during the run."""
+    cfg = replace(SMALL, slots=2)
+    run_testbench(Accelerator(cfg), name="accel_slots2", test_module="sim.tb_accel",
                   sim=selected_simulators()[0],
                   params=dict(cfg=cfg.to_dict(), specs=HYBRID, seed=4, images=5))
