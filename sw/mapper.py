@@ -3,9 +3,11 @@
 Today this is the documented default rule (the search-based mapper of issue 5 will
 replace :func:`allocate_lanes`):
 
-1. Lanes: a board's lane budget (``BOARD_LANES``) is split over the chunks in proportion
-   to their share of the network's terms, weighted by what a PE costs (NASA's rule; a
-   shift or adder PE costs ``1/1.88`` of a multiplier PE). Every chunk a layer needs gets
+1. Lanes: a board's lane budget (``BOARD_LANES``, in multiplier-PE units; a shift or
+   adder PE costs ``1/1.88`` of one) is split over the chunks in proportion to their
+   share of the network's terms (NASA's rule, ``--rule proportional``); by default an
+   exact search then picks the lanes that minimise the slowest chunk's busy cycles by the
+   cost model (lane counts that fit the channel counts). Every chunk a layer needs gets
    at least ``WORD_BYTES`` lanes, the others 0. The activation word (``word_bytes``, the
    lanes a depthwise layer uses) is the widest power of two every chunk fills, <= 16.
 2. Widths: each chunk's accumulator is the widest its layers need (the proven
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from hw.config import CHUNK_OF_OP, AccelConfig, ChunkConfig, ConfigError
 from sw.compile import compile_model
+from sw.costmodel import layer_cycles
 from sw.golden import model as golden
 from sw.program import ProgramError
 
@@ -71,14 +74,47 @@ def allocate_lanes(work, budget, word_bytes=WORD_BYTES):
     return {c: max(word_bytes, round(per * used[c])) if c in used else 0 for c in work}
 
 
-def default_config(qm, board, slots=None):
+def balance_lanes(layers, start, budget, word_bytes):
+    """Exact search (HAO-style) for the lanes per chunk that minimise the slowest chunk's
+    busy cycles per image (the pipeline's bottleneck, by ``sw.costmodel``) with the PE
+    cost within ``budget``. ``layers``: the compiled layers; ``start``: the proportional
+    allocation (which chunks exist). Returns lanes per chunk."""
+    limit = 2 * max(start.values())
+    busy = {}                        # chunk -> [(cycles, lanes)] for every lane count
+    for c, n in start.items():
+        if n:
+            mine = [L.layer for L in layers if L.chunk == c]
+            busy[c] = [(sum(layer_cycles(L, lanes, word_bytes) for L in mine), lanes)
+                       for lanes in range(word_bytes, limit + 1)]
+    best = None
+    for target in sorted({cyc for options in busy.values() for cyc, _ in options}):
+        pick = {c: min((lanes for cyc, lanes in options if cyc <= target), default=None)
+                for c, options in busy.items()}
+        if None in pick.values():
+            continue
+        if sum(PE_COST[c] * n for c, n in pick.items()) <= budget + 1e-9:
+            best = pick
+            break
+    return {c: (best or start).get(c, 0) for c in start}
+
+
+def default_config(qm, board, slots=None, rule="balanced"):
     """The accelerator the default rule gives ``qm`` on ``board`` (``slots`` images in
-    flight: default ``BOARD_SLOTS``)."""
+    flight: default ``BOARD_SLOTS``; ``rule`` ``proportional`` (NASA) or ``balanced``)."""
     if board not in BOARD_LANES:
         raise ConfigError(f"board: {board!r} is not one of {', '.join(BOARD_LANES)}")
+    if rule not in ("proportional", "balanced"):
+        raise ConfigError(f"rule: {rule!r} is not one of proportional, balanced")
     lanes = allocate_lanes(chunk_work(qm), BOARD_LANES[board])
     # Depthwise layers use word_bytes lanes: the widest word every chunk can fill.
     word_bytes = min(16, 1 << (min(n for n in lanes.values() if n).bit_length() - 1))
+    if rule == "balanced":
+        probe = AccelConfig(word_bytes=word_bytes, act_bytes=1 << 18, p_words=1 << 16,
+                            prog_words=4096, rq_width=64,
+                            **{c: ChunkConfig(n, 5 if c == "slp" else 16, 48, 1 << 16)
+                               if n else ChunkConfig(0) for c, n in lanes.items()})
+        lanes = balance_lanes(compile_model(qm, probe).layers, lanes, BOARD_LANES[board],
+                              word_bytes)
     widths = {"clp": (8, 8), "slp": (1, 8), "alp": (8, 8)}   # (w_width, acc_width) floors
     rq = 8
     for L in qm.layers:
@@ -112,10 +148,12 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="output directory for accel.json")
     ap.add_argument("--slots", type=int, default=None,
                     help="images in flight (default: per board, see BOARD_SLOTS)")
+    ap.add_argument("--rule", default="balanced", choices=("balanced", "proportional"),
+                    help="lane allocation: cost-model search (default) or NASA's proportional")
     args = ap.parse_args(argv)
     try:
         qm = golden.load(args.qmodel)
-        cfg = default_config(qm, args.board, args.slots)
+        cfg = default_config(qm, args.board, args.slots, args.rule)
     except (golden.QModelError, ConfigError, ProgramError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
