@@ -262,3 +262,19 @@ def test_corrupt_and_mismatched_files(qm, tmp_path):
     (tmp_path / "flip.npz").write_bytes(bytes(bad))
     _one_line_error(tmp_path / "flip.npz", "corrupt|checksum|does not match")
     assert gm.main(["info", str(tmp_path / "trunc.npz")]) == 2
+
+
+def test_adder_batches_take_the_kernel_path_bit_exactly(monkeypatch):
+    """Batches of FAST_ADDER_BATCH images or more go through sw.kernels.adder2d_int; the
+    accumulators equal the numpy loops' for every shape kind, extremes included."""
+    rng = np.random.default_rng(9)
+    for c, o, k, s, p, g in [(5, 7, 3, 1, 1, 1), (6, 6, 3, 2, 1, 6), (4, 9, 1, 1, 0, 1)]:
+        x = rng.integers(-128, 128, size=(gm.FAST_ADDER_BATCH, c, 7, 6))
+        x[0, 0, 0, 0] = -128
+        w = rng.integers(-128, 128, size=(o, c // g, k, k))
+        w[0, 0, 0, 0] = 127
+        fast = gm.conv_acc("adder", x, w, s, p, g)
+        monkeypatch.setattr(gm, "FAST_ADDER_BATCH", 10 ** 9)
+        slow = gm.conv_acc("adder", x, w, s, p, g)
+        monkeypatch.undo()
+        assert fast.dtype == np.int64 and np.array_equal(fast, slow)

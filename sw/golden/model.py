@@ -45,6 +45,7 @@ OPS = ("mul", "shift", "adder")
 M_BITS = 16            # requant multiplier: signed 16 bit (one SB_MAC16 / MULT18X18D port)
 MAX_S = 62             # requant shift: 1..62
 MAX_EXP_BITS = 5       # shift exponent code: at most 5 bits (shifts 0..31)
+FAST_ADDER_BATCH = 16  # adder layers of this many images or more use sw.kernels.adder2d_int
 
 
 class QModelError(ValueError):
@@ -330,6 +331,12 @@ def conv_acc(op, x, w, stride=1, padding=0, groups=1):
     x, w = _int(x), _int(w)
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}")
+    if op == "adder" and x.shape[0] >= FAST_ADDER_BATCH:
+        # The CPU adder kernel's integer path (sw/kernels): bit-identical (it keeps to
+        # sums that are exact, else the int64 reference), much faster on batches. Imported
+        # here so that small uses of the golden model never load torch.
+        from sw.kernels import adder2d_int
+        return adder2d_int(x, w, stride, padding, groups).astype(np.int64)
     n, c = x.shape[:2]
     o, cg, k, _ = w.shape
     og = o // groups
