@@ -35,8 +35,9 @@ from sw.program import ProgramError
 BOARD_LANES = {"icebreaker": 24, "ulx3s-12f": 24, "ulx3s-25f": 40, "ulx3s-45f": 64,
                "ulx3s-85f": 96}
 # Images in flight (activation memory slots): the UP5K's SPRAM holds one image's
-# activations next to the weights; the ECP5s have block RAM for more (a power of two).
-BOARD_SLOTS = {"icebreaker": 1, "ulx3s-12f": 1, "ulx3s-25f": 2, "ulx3s-45f": 2, "ulx3s-85f": 4}
+# activations next to the weights. Each bank is stored twice (two read ports), so four
+# 64 KiB slots overflow even the 85F (319 of 208 DP16KD, measured); it takes two.
+BOARD_SLOTS = {"icebreaker": 1, "ulx3s-12f": 1, "ulx3s-25f": 1, "ulx3s-45f": 1, "ulx3s-85f": 2}
 PE_COST = {"clp": 1.0, "slp": 1 / 1.88, "alp": 1 / 1.88}
 WORD_BYTES = 4
 
