@@ -27,7 +27,7 @@ port (one word = ``lanes`` weights) and a parameter read port (``{m, b}`` per ch
 All reads are synchronous (data the cycle after the address); the operands are registered
 once more before the PEs, so the memory output never shares a cycle with an adder.
 """
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -7,7 +7,7 @@ Ports: ``start``/``busy``/``desc`` of the engine; ``ld_sel`` (0 activations, 1 w
 2 parameters), ``ld_addr``, ``ld_data`` (raw bits), ``ld_en`` write one word while the
 engine is idle; ``rd_addr`` -> ``rd_data`` reads an activation word (one cycle later).
 """
-from amaranth.hdl import Module, Mux, Shape, unsigned
+from amaranth.hdl import Module, Mux, Shape
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -129,7 +129,7 @@ def _place_tensors(qm, word_bytes, act_bytes):
     return addr, peak
 
 
-def _conv_layer(qm, i, L, word_bytes):
+def _conv_layer(qm, i, L):
     T_in, T_out = qm.tensors[L["input"]], qm.tensors[L["output"]]
     wide = T_out["bits"] > 8
     name = f"layers[{i}] ({L.get('name', '?')})"
@@ -208,7 +208,7 @@ def compile_model(qm, cfg):
                                f"the accelerator has {cfg.rq_width}")
         if kind == "shift" and L["type"] != "gap" and L["exp_bits"] > cc.w_width:
             raise ProgramError(f"slp.w_width: {name} needs {L['exp_bits']} exponent bits")
-        layer = _conv_layer(qm, i, L, V)
+        layer = _conv_layer(qm, i, L)
         layer.check(cc.lanes, V)
         words = weight_words(layer, _lane_weights(qm, i, L, kind, layer), cc.lanes, V)
         w_base = w_next[chunk]
