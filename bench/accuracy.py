@@ -138,7 +138,8 @@ def targets(rs, ref):
         if d and d["flt"] is not None:
             gap = 100 * (ref["flt"] - d["flt"])
             out.append(f"default within 1 point of all-conv: {'yes' if gap <= 1 else 'NO'} "
-                       f"({gap:+.2f} points below; epochs {d['epochs']} vs {ref['epochs']})")
+                       f"(default - all-conv = {-gap:+.2f} points; epochs {d['epochs']} vs "
+                       f"{ref['epochs']})")
     for r in rs:
         if r["flt"] is not None and r["int"] is not None:
             gap = 100 * (r["flt"] - r["int"])
