@@ -24,8 +24,9 @@ Activations are bytes in ``word_bytes``-wide words, HWC order, channel stride ``
 (a multiple of ``word_bytes``). Memories are outside: the engine drives two activation
 read ports (operands, residuals), one byte-granular activation write port, a weight read
 port (one word = ``lanes`` weights) and a parameter read port (``{m, b}`` per channel).
-All reads are synchronous (data the cycle after the address); the operands are registered
-once more before the PEs, so the memory output never shares a cycle with an adder.
+All reads are synchronous (data the cycle after the address); operands, parameters and
+residuals are registered once more before the PEs and the requantiser, so a memory
+output never shares a cycle with an adder.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
@@ -149,6 +150,8 @@ class LayerEngine(wiring.Component):
         drain_ch, drain_out = Signal(10), Signal(a_shape)
         d1 = Signal(data.StructLayout({"valid": 1, "acc": signed(self.acc_width),
                                        "out": a_shape, "byte": range(V)}))
+        d2 = Signal(rq.i.payload.shape())        # stage 2b: registered requantiser input
+        d2_valid, d2_out = Signal(), Signal(a_shape)
         w_pipe = [Signal(a_shape, name=f"waddr{i}") for i in range(3)]   # requant latency
 
         # A last tap may issue only when its sums cannot land on an undrained shadow.
@@ -173,7 +176,7 @@ class LayerEngine(wiring.Component):
             return [a_kh.eq(base), a_kw.eq(base), a_c.eq(base)]
 
         rq_busy = Signal(3)   # valid bits inside the requantiser
-        m.d.sync += rq_busy.eq(Cat(d1.valid, rq_busy[:2]))
+        m.d.sync += rq_busy.eq(Cat(d2_valid, rq_busy[:2]))
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -224,7 +227,8 @@ class LayerEngine(wiring.Component):
                             m.d.sync += running.eq(0)
                             m.next = "FLUSH"
             with m.State("FLUSH"):
-                empty = ~s1.valid & ~beat_valid & ~row.o.valid & (drain_left == 0) & ~d1.valid
+                empty = (~s1.valid & ~beat_valid & ~row.o.valid & (drain_left == 0) & ~d1.valid
+                         & ~d2_valid)
                 with m.If(empty & ~rq_busy.any()):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
@@ -272,17 +276,18 @@ class LayerEngine(wiring.Component):
         with m.Elif(draining):
             m.d.sync += [drain_left.eq(drain_left - 1), drain_lane.eq(drain_lane + 1)]
 
-        # ---- stage 3: requantise, write the byte ------------------------------------------
+        # ---- stage 3: register the parameters and residual, requantise, write the byte -----
         res_byte = self.res_rd.data[d1.byte] if V > 1 else self.res_rd.data[0]
+        m.d.sync += [
+            d2_valid.eq(d1.valid), d2_out.eq(d1.out),
+            d2.acc.eq(d1.acc), d2.m.eq(self.p_rd.data.m), d2.b.eq(self.p_rd.data.b),
+            d2.res.eq(Mux(d.has_res, res_byte, 0)),
+        ]
         m.d.comb += [
-            rq.i.valid.eq(d1.valid),
-            rq.i.payload.acc.eq(d1.acc),
-            rq.i.payload.m.eq(self.p_rd.data.m),
-            rq.i.payload.b.eq(self.p_rd.data.b),
-            rq.i.payload.res.eq(Mux(d.has_res, res_byte, 0)),
+            rq.i.valid.eq(d2_valid), rq.i.payload.eq(d2),
             rq.shift.eq(d.shift), rq.res_shift.eq(d.res_shift), rq.lo.eq(d.lo), rq.hi.eq(d.hi),
         ]
-        m.d.sync += [w_pipe[0].eq(d1.out)] + [w_pipe[i + 1].eq(w_pipe[i]) for i in range(2)]
+        m.d.sync += [w_pipe[0].eq(d2_out)] + [w_pipe[i + 1].eq(w_pipe[i]) for i in range(2)]
         waddr = w_pipe[-1]
         m.d.comb += [
             self.act_wr.addr.eq(waddr[ws:]),
