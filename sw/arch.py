@@ -272,13 +272,23 @@ def _fmt_choices(choices):
     return ", ".join(str(c) for c in choices)
 
 
-def _int(obj, key, path, *, default=None, required=False, choices=None, lo=None, hi=None):
+_MISSING = object()
+
+
+def _lookup(obj, key, path, required):
+    """(field path, value), the value ``_MISSING`` when absent; raises if required."""
     p = f"{path}.{key}" if path else key
     if key not in obj:
         if required:
             raise ArchError(p, "missing required field")
+        return p, _MISSING
+    return p, obj[key]
+
+
+def _int(obj, key, path, *, default=None, required=False, choices=None, lo=None, hi=None):
+    p, v = _lookup(obj, key, path, required)
+    if v is _MISSING:
         return default
-    v = obj[key]
     if isinstance(v, bool) or not isinstance(v, int):
         if isinstance(v, float) and v.is_integer():
             raise ArchError(p, f"{v!r} must be an integer (write {int(v)})")
@@ -293,12 +303,9 @@ def _int(obj, key, path, *, default=None, required=False, choices=None, lo=None,
 
 
 def _str(obj, key, path, *, default=None, required=False, choices=None):
-    p = f"{path}.{key}" if path else key
-    if key not in obj:
-        if required:
-            raise ArchError(p, "missing required field")
+    p, v = _lookup(obj, key, path, required)
+    if v is _MISSING:
         return default
-    v = obj[key]
     if not isinstance(v, str):
         raise ArchError(p, f"{json.dumps(v)} is not a string")
     if choices is not None and v not in choices:
@@ -308,12 +315,9 @@ def _str(obj, key, path, *, default=None, required=False, choices=None):
 
 
 def _obj(obj, key, path, *, required=False):
-    p = f"{path}.{key}" if path else key
-    if key not in obj:
-        if required:
-            raise ArchError(p, "missing required field")
+    p, v = _lookup(obj, key, path, required)
+    if v is _MISSING:
         return None
-    v = obj[key]
     if not isinstance(v, dict):
         raise ArchError(p, f"expected an object, got {_json_type(v)}")
     return v

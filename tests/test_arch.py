@@ -1,5 +1,4 @@
 """arch.json schema (sw.arch) and the networks built from it (sw.nn blocks and nets)."""
-import copy
 import json
 
 import pytest

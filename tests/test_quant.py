@@ -130,7 +130,6 @@ def test_adder_clamping_is_exact(quantised, data):
 
 
 def test_shift_exponent_window():
-    m = torch.nn.Module()
     w = torch.tensor([1.0, -0.5, 0.25, 2 ** -5, -(2 ** -6), 2 ** -7, 0.0, 2 ** -3.8])
     sign = torch.sign(w).to(torch.int8)
     exponent = torch.round(torch.log2(w.abs().clamp_min(2 ** -9))).to(torch.int64)
