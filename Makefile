@@ -18,8 +18,13 @@ QMODEL  ?= $(firstword $(wildcard $(BUILD)/$(ARCH)/quant/qmodel.npz) archs/$(ARC
 EPOCHS  ?=
 OUT     := $(BUILD)/$(ARCH)-$(BOARD)
 IMAGES  ?= 100
+OBJECTIVE ?= latency
+DATASET ?=
+BUDGET  ?=
+NAME    ?= searched
+QUICK   ?=
 
-.PHONY: help setup test test-slow demo data train quant map rtl sim bitstream clean
+.PHONY: help setup test test-slow demo data search train quant map rtl sim bitstream bench clean
 
 help: ## list the targets
 	@echo "Targets (variables: ARCH=$(ARCH) BOARD=$(BOARD) SIM=$(SIM) DATA_DIR=$(DATA_DIR)):"
@@ -47,8 +52,12 @@ quant: $(STAMP) data ## quantise the trained ARCH into its integer model -> buil
 	$(PY) -m sw.quant --arch archs/$(ARCH)/arch.json --checkpoint $(BUILD)/$(ARCH)/train/checkpoint.pt \
 		--out $(BUILD)/$(ARCH)/quant
 
-map: $(STAMP) ## size the accelerator for ARCH on BOARD (default rule) -> build/ARCH-BOARD/accel.json
-	$(PY) -m sw.mapper --qmodel $(QMODEL) --board $(BOARD) --out $(OUT)
+search: $(STAMP) data ## hardware-aware NAS (DATASET= BOARD= BUDGET= NAME= QUICK=1) -> archs/NAME/arch.json
+	$(PY) -m sw.search --dataset $(or $(DATASET),fashion-mnist) --board $(BOARD) \
+		$(if $(BUDGET),--budget $(BUDGET)) --name $(NAME) $(if $(QUICK),--quick)
+
+map: $(STAMP) ## size the accelerator for ARCH on BOARD (OBJECTIVE=latency|energy|edp) -> build/ARCH-BOARD/
+	$(PY) -m sw.mapper --qmodel $(QMODEL) --board $(BOARD) --objective $(OBJECTIVE) --out $(OUT)
 
 rtl: map ## generate the accelerator's Verilog -> build/ARCH-BOARD/accel.v
 	$(PY) -m hw.generate --accel $(OUT)/accel.json --out $(OUT)

@@ -33,6 +33,7 @@ MUL8 = 0.2                       # pJ, 8x8
 SRAM_BIT_8KB = 5.0 / 32          # pJ per bit at 8 KB
 OFFCHIP_BIT = 640.0 / 32         # pJ per bit
 W_BITS = {"clp": 8, "slp": 4, "alp": 8}     # default weight bits (shift: sign + 3-bit exponent)
+KIND = {"clp": "mul", "slp": "shift", "alp": "adder"}
 
 
 def add_pj(bits):
@@ -114,6 +115,14 @@ def layer_energy_pj(layer: ConvLayer, chunk, **kw):
     return layer_energy(layer, chunk, **kw).total
 
 
+def stored_w_bits(chunk, w_width):
+    """Stored bits of one weight on ``chunk`` (a shift weight: sign + ``w_width``-bit
+    exponent), as ``hw.pe.weight_layout`` packs it."""
+    from amaranth.hdl import Shape
+    from hw.pe import weight_layout
+    return Shape.cast(weight_layout(KIND[chunk], w_width)).width
+
+
 def _memories(cfg, chunk):
     c = cfg.chunk(chunk)
     return Memories(act_bytes=cfg.act_bytes,
@@ -122,9 +131,9 @@ def _memories(cfg, chunk):
                     m_width=cfg.m_width, rq_width=cfg.rq_width)
 
 
-def stored_w_bits(chunk, w_width):
-    """Stored bits of one weight: a shift weight is a sign and a ``w_width``-bit exponent."""
-    return w_width + 1 if chunk == "slp" else w_width
+def offchip_pj(prog):
+    """The input image in and the logits out over the off-chip link."""
+    return 8 * (math.prod(prog.input_shape) + prog.output_bytes) * OFFCHIP_BIT
 
 
 def program_energy(prog, cfg, residual_layers=()):
@@ -138,6 +147,4 @@ def program_energy(prog, cfg, residual_layers=()):
             L.layer, L.chunk, lanes=c.lanes, word_bytes=cfg.word_bytes,
             w_bits=stored_w_bits(L.chunk, c.w_width), acc_bits=c.acc_width,
             residual=i in residual_layers, mem=_memories(cfg, L.chunk)))
-    io_bits = 8 * (math.prod(prog.input_shape) + prog.output_bytes)
-    total = sum(per_layer, Energy(offchip=io_bits * OFFCHIP_BIT))
-    return per_layer, total
+    return per_layer, sum(per_layer, Energy(offchip=offchip_pj(prog)))

