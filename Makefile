@@ -24,7 +24,7 @@ BUDGET  ?=
 NAME    ?= searched
 QUICK   ?=
 
-.PHONY: help setup test test-slow demo data search train quant map rtl sim bitstream bench clean
+.PHONY: help setup test test-slow demo data search train quant map rtl sim bitstream flash bench clean
 
 help: ## list the targets
 	@echo "Targets (variables: ARCH=$(ARCH) BOARD=$(BOARD) SIM=$(SIM) DATA_DIR=$(DATA_DIR)):"
@@ -65,8 +65,12 @@ rtl: map ## generate the accelerator's Verilog -> build/ARCH-BOARD/accel.v
 sim: map data ## run IMAGES (100) test images of ARCH on the RTL (Verilator), bit-exact vs golden
 	$(PY) -m sim.network --qmodel $(QMODEL) --accel $(OUT)/accel.json --images $(IMAGES)
 
-bitstream: $(STAMP) ## build the board smoke bitstream for BOARD=icebreaker|ulx3s-85f (+ report)
-	$(PY) -m boards.build --board $(BOARD) --out $(BUILD)/$(BOARD)
+bitstream: map ## build the accelerator's board top for BOARD (MHZ= BAUD=) -> build/ARCH-BOARD/top.bin|bit + top.report.json
+	$(PY) -m boards.build --accel $(OUT)/accel.json --board $(BOARD) --out $(OUT) --qmodel $(QMODEL) \
+		$(if $(MHZ),--mhz $(MHZ)) $(if $(BAUD),--baud $(BAUD))
+
+flash: ## program BOARD with the bitstream of `make bitstream` (iceprog / openFPGALoader)
+	$(PY) -m boards.flash --board $(BOARD) --bitstream $(OUT)/top.$(if $(filter icebreaker,$(BOARD)),bin,bit)
 
 demo: rtl sim bitstream ## the main job on the bundled default network: rtl + sim + bitstream
 

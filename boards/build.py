@@ -1,25 +1,42 @@
-"""Build the PE-row smoke bitstream for a board and report utilisation and fmax.
+"""Build the accelerator's board top (or the PE-row smoke top) and report utilisation,
+fmax and throughput.
 
-    python -m boards.build --board icebreaker --out build/icebreaker [--kind all] [--pes 4]
+    python -m boards.build --accel build/default-ulx3s-85f/accel.json --board ulx3s-85f \
+        --out build/default-ulx3s-85f [--mhz 40] [--baud 1000000] [--qmodel Q]
+    python -m boards.build --smoke --board icebreaker --out build/icebreaker [--kind all] [--pes 4]
 
 Exits 1 with a one-line message when the design does not fit, fails timing or a tool
-fails; 2 when the toolchain is missing. Writes ``<out>/smoke.report.json``.
+fails; 2 when the toolchain is missing. Writes ``<out>/top.report.json`` (accelerator)
+or ``<out>/smoke.report.json``.
 """
 import argparse
+import json
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from hw import protocol
+from hw.config import AccelConfig
+from sw.compile import compile_model
+from sw.costmodel import program_cycles
+from sw.golden import model as golden
+
 from .platforms import BOARDS, get_board
 from .report import Report, parse_nextpnr_log
 from .smoke import KIND_CHOICES, SmokeTop, row_kinds
 from .toolchain import ToolchainError, configure
+from .top import BoardTop
 
-__all__ = ["BuildFailed", "BuildResult", "build", "failure", "main"]
+__all__ = ["BuildFailed", "BuildResult", "build", "build_top", "throughput", "failure", "main"]
 
 NAME = "smoke"
+TOP = "top"
+DEFAULT_QMODEL = Path("archs/default/qmodel.npz")
+DEFAULT_BAUD = 1_000_000
 
 
 class BuildFailed(Exception):
@@ -50,26 +67,81 @@ def build(board_name, out, *, kind="all", pes=4, dsp=True, x_width=8, w_width=8,
     log(f"building {kind} x {pes} PEs (x {x_width}, w {w_width}, shift {shift_width}, "
         f"acc {acc_width}{'' if dsp else ', no DSPs'}) for {board.name} ({platform.device}, "
         f"{platform.default_clk} at {requested_mhz:.2f} MHz) in {out}")
+    return _run(board, platform, top, NAME, out, requested_mhz, dict(
+        kind=kind, pes=pes, dsp=dsp,
+        widths={"x": x_width, "w": w_width, "shift": shift_width, "acc": acc_width}), dsp=dsp)
+
+
+def _run(board, platform, top, name, out, requested_mhz, meta, dsp=True, figures=None):
+    """Build ``top`` as ``name`` in ``out``, parse nextpnr's log and write
+    ``<name>.report.json``: ``meta``, the build, the report, then ``figures(report)``."""
     start = time.monotonic()
-    tim = out / f"{NAME}.tim"
-    bitstream = out / f"{NAME}.{board.bitstream_ext}"
+    tim = out / f"{name}.tim"
+    bitstream = out / f"{name}.{board.bitstream_ext}"
     for stale in (tim, bitstream):
         stale.unlink(missing_ok=True)
     try:
-        platform.build(top, name=NAME, build_dir=str(out), do_program=False,
+        platform.build(top, name=name, build_dir=str(out), do_program=False,
                        nextpnr_opts="--timing-allow-fail", **board.overrides(dsp=dsp))
     except subprocess.CalledProcessError:
         if not tim.exists():
-            raise BuildFailed(f"synthesis failed; see {out / (NAME + '.rpt')}") from None
+            raise BuildFailed(f"synthesis failed; see {out / (name + '.rpt')}") from None
     seconds = time.monotonic() - start
     report = parse_nextpnr_log(tim.read_text())
-    report_json = out / f"{NAME}.report.json"
+    report_json = out / f"{name}.report.json"
     report_json.write_text(report.to_json(
-        board=board.name, device=platform.device, kind=kind, pes=pes, dsp=dsp,
-        widths={"x": x_width, "w": w_width, "shift": shift_width, "acc": acc_width},
-        requested_mhz=requested_mhz, build_seconds=round(seconds, 1),
-        bitstream=str(bitstream) if bitstream.exists() else None))
+        board=board.name, device=platform.device, **meta, requested_mhz=requested_mhz,
+        build_seconds=round(seconds, 1),
+        bitstream=str(bitstream) if bitstream.exists() else None,
+        **(figures(report) if figures else {})))
     return BuildResult(report, bitstream, report_json, seconds, requested_mhz)
+
+
+def throughput(cfg, qm, clk_mhz, fmax_mhz, baud):
+    """Images/s of ``qm`` on ``cfg``: compute-bound at ``clk_mhz`` and at ``fmax_mhz``
+    (cycles per image from the cost model, layers one after another) and UART-bound (8N1:
+    ``baud / 10`` bytes/s over an image's input bytes plus its logits frame)."""
+    prog = compile_model(qm, cfg)
+    _, cycles = program_cycles(prog, cfg)
+    act_bits = 8 * cfg.word_bytes
+    blank = np.zeros(qm.tensors[0]["shape"][1:], np.uint8)
+    in_bytes = len(prog.input_words(blank)) * protocol.word_bytes(act_bits)
+    out_bytes = 1 + prog.output_bytes
+    return {"cycles_per_image": cycles, "images_per_s": round(clk_mhz * 1e6 / cycles, 1),
+            "images_per_s_at_fmax": round(fmax_mhz * 1e6 / cycles, 1) if fmax_mhz else None,
+            "uart_bytes_per_image": {"in": in_bytes, "out": out_bytes},
+            "uart_images_per_s": round(baud / 10 / (in_bytes + out_bytes), 1)}
+
+
+def build_top(accel, board_name, out, *, qmodel=DEFAULT_QMODEL, mhz=None, baud=DEFAULT_BAUD,
+              log=print):
+    """Build the accelerator board top of ``accel`` (accel.json) for ``board_name`` at
+    ``mhz`` (default: the board's ``top_mhz``) and ``baud`` into ``out``; the report JSON
+    adds the clock, the UART and :func:`throughput`. Raises like :func:`build`, and
+    ``ValueError`` for a bad config, model, clock or baud."""
+    board = get_board(board_name)
+    cfg = AccelConfig.load(accel)
+    qm = golden.load(qmodel)
+    top = BoardTop(cfg, board, mhz if mhz is not None else board.top_mhz, baud)
+    platform = board.platform()
+    configure(platform.required_tools)
+    out = Path(out)
+    clk_mhz = top.clk_hz / 1e6
+    chunks = ", ".join(f"{name.upper()} {c.lanes}" for name, _, c in cfg.chunks)
+    log(f"building the accelerator ({chunks} lanes, {cfg.slots} slot(s)) for {board.name} "
+        f"({platform.device}) at {clk_mhz:.3f} MHz "
+        f"({'PLL ' + str(top.pll.dividers) if top.pll else 'board clock'}), UART {baud} baud "
+        f"(divisor {top.divisor}) in {out}")
+
+    def figures(report):
+        fmax = min((c.fmax_mhz for c in report.clocks), default=None)
+        return throughput(cfg, qm, clk_mhz, fmax, baud)
+
+    return _run(board, platform, top, TOP, out, clk_mhz, dict(
+        accel=str(accel), qmodel=str(qmodel),
+        clock={"board_mhz": platform.default_clk_frequency / 1e6, "mhz": clk_mhz,
+               "pll": top.pll.dividers if top.pll else None},
+        baud=baud, divisor=top.divisor), figures=figures)
 
 
 def failure(result, device):
@@ -96,14 +168,30 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m boards.build", description=__doc__.split("\n")[0])
     parser.add_argument("--board", required=True, choices=BOARDS)
     parser.add_argument("--out", required=True, type=Path, help="build directory")
-    parser.add_argument("--kind", default="all", choices=KIND_CHOICES,
-                        help="PE kind of the row, or one row of each (default: all)")
-    parser.add_argument("--pes", type=int, default=4, help="PEs per row (default: 4)")
-    parser.add_argument("--no-dsp", dest="dsp", action="store_false",
-                        help="keep multipliers out of DSP blocks (LUT-only MACs)")
+    top = parser.add_argument_group("accelerator board top")
+    top.add_argument("--accel", type=Path, help="accelerator config (accel.json from make map)")
+    top.add_argument("--qmodel", type=Path, default=DEFAULT_QMODEL,
+                     help=f"integer model, for cycles and bytes per image (default: {DEFAULT_QMODEL})")
+    top.add_argument("--mhz", type=float, help="clock (default: 40 on ULX3S, the board clock "
+                     "on iCEBreaker); a PLL makes it unless it is the board clock")
+    top.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                     help=f"UART baud rate (default: {DEFAULT_BAUD})")
+    smoke = parser.add_argument_group("smoke top (PE rows fed by LFSRs)")
+    smoke.add_argument("--smoke", action="store_true", help="build the smoke top instead")
+    smoke.add_argument("--kind", default="all", choices=KIND_CHOICES,
+                       help="PE kind of the row, or one row of each (default: all)")
+    smoke.add_argument("--pes", type=int, default=4, help="PEs per row (default: 4)")
+    smoke.add_argument("--no-dsp", dest="dsp", action="store_false",
+                       help="keep multipliers out of DSP blocks (LUT-only MACs)")
     args = parser.parse_args(argv)
+    if args.smoke == (args.accel is not None):
+        parser.error("give --accel ACCEL_JSON (the accelerator) or --smoke, not both or neither")
     try:
-        result = build(args.board, args.out, kind=args.kind, pes=args.pes, dsp=args.dsp)
+        if args.smoke:
+            result = build(args.board, args.out, kind=args.kind, pes=args.pes, dsp=args.dsp)
+        else:
+            result = build_top(args.accel, args.board, args.out, qmodel=args.qmodel,
+                               mhz=args.mhz, baud=args.baud)
     except ToolchainError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -111,6 +199,13 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(result.report.table())
+    if not args.smoke:
+        data = json.loads(result.report_json.read_text())
+        print(f"{data['cycles_per_image']} cycles/image: {data['images_per_s']} images/s at "
+              f"{data['clock']['mhz']:.2f} MHz ({data['images_per_s_at_fmax']} at fmax); "
+              f"UART {args.baud} baud: {data['uart_images_per_s']} images/s "
+              f"({data['uart_bytes_per_image']['in']} + {data['uart_bytes_per_image']['out']}"
+              " bytes/image)")
     print(f"report: {result.report_json} (build {result.seconds:.1f} s)")
     reason = failure(result, get_board(args.board).platform_cls.device)
     if reason:

@@ -10,19 +10,31 @@ from .toolchain import BuildOnly
 __all__ = ["Board", "BOARDS", "get_board"]
 
 
+ULX3S_LEDS = (("led", 0), ("led", 1), ("led", 2), ("led", 3))
+
+
 @dataclass(frozen=True)
 class Board:
-    """A board: its platform class, bitstream file extension and the Yosys synthesis
-    options that enable (``dsp_opts``) or disable (``nodsp_opts``) DSP inference."""
+    """A board: its platform class, bitstream file extension, the Yosys synthesis
+    options that enable (``dsp_opts``) or disable (``nodsp_opts``) DSP inference, the
+    board top's default clock (``top_mhz``; ``None``: the board clock), its status LEDs
+    (resource name, number; in :data:`boards.top.LEDS` order) and the name of a platform
+    attribute with extra resources to add (``extra_resources``)."""
     name: str
     platform_cls: type
     bitstream_ext: str
     dsp_opts: str = ""
     nodsp_opts: str = ""
+    top_mhz: float | None = None
+    leds: tuple = ULX3S_LEDS
+    extra_resources: str = ""
 
     def platform(self):
         """A fresh platform instance (one per build) that does not require a programmer."""
-        return type(self.platform_cls.__name__, (BuildOnly, self.platform_cls), {})()
+        platform = type(self.platform_cls.__name__, (BuildOnly, self.platform_cls), {})()
+        if self.extra_resources:
+            platform.add_resources(getattr(platform, self.extra_resources))
+        return platform
 
     def overrides(self, *, dsp=True):
         """Extra ``platform.build()`` arguments."""
@@ -31,11 +43,13 @@ class Board:
 
 BOARDS = {board.name: board for board in [
     # synth_ice40 leaves the SB_MAC16s unused without -dsp; synth_ecp5 uses MULT18X18Ds.
-    Board("icebreaker", ICEBreakerPlatform, "bin", dsp_opts="-dsp"),
-    Board("ulx3s-12f", ULX3S_12F_Platform, "bit", nodsp_opts="-nodsp"),
-    Board("ulx3s-25f", ULX3S_25F_Platform, "bit", nodsp_opts="-nodsp"),
-    Board("ulx3s-45f", ULX3S_45F_Platform, "bit", nodsp_opts="-nodsp"),
-    Board("ulx3s-85f", ULX3S_85F_Platform, "bit", nodsp_opts="-nodsp"),
+    # iCEBreaker: green/red on the board, the rest on the break-off PMOD (in PMOD2).
+    Board("icebreaker", ICEBreakerPlatform, "bin", dsp_opts="-dsp",
+          leds=(("led_g", 0), ("led_g", 1), ("led_g", 2), ("led_r", 0)),
+          extra_resources="break_off_pmod"),
+    *(Board(f"ulx3s-{size}", platform, "bit", nodsp_opts="-nodsp", top_mhz=40.0)
+      for size, platform in (("12f", ULX3S_12F_Platform), ("25f", ULX3S_25F_Platform),
+                             ("45f", ULX3S_45F_Platform), ("85f", ULX3S_85F_Platform))),
 ]}
 
 

@@ -35,11 +35,12 @@ class SimError(RuntimeError):
     """The simulation could not be built or run; one line."""
 
 
-def build(cfg, out):
-    """Verilog + Verilator binary for ``cfg`` in ``out`` (rebuilt only when they change)."""
+def build(cfg, out, harness=HARNESS):
+    """Verilog + Verilator binary of ``cfg`` with the C++ ``harness`` in ``out`` (rebuilt
+    only when they change)."""
     out.mkdir(parents=True, exist_ok=True)
     verilog = to_verilog(Accelerator(cfg), "accel")
-    stamp = hashlib.sha256((verilog + HARNESS.read_text()).encode()).hexdigest()
+    stamp = hashlib.sha256((verilog + harness.read_text()).encode()).hexdigest()
     exe = out / "obj" / "accel_sim"
     if exe.exists() and (out / "build.stamp").read_text() == stamp:
         return exe
@@ -47,7 +48,7 @@ def build(cfg, out):
     _tool_env()
     cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "-O3", "--x-assign", "fast",
            "-Wno-fatal", "-Wno-lint", "-Wno-UNOPTFLAT", "--top-module", "accel",
-           "-Mdir", str(out / "obj"), "-o", "accel_sim", str(out / "accel.v"), str(HARNESS)]
+           "-Mdir", str(out / "obj"), "-o", "accel_sim", str(out / "accel.v"), str(harness)]
     t0 = time.time()
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode:

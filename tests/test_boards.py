@@ -134,7 +134,7 @@ def test_smoke_top_feeds_distinct_lanes():
 
 def _build_and_check(tmp_path, board, expect_dsps, min_mhz):
     out = tmp_path / board
-    assert main(["--board", board, "--out", str(out), "--kind", "all", "--pes", "4"]) == 0
+    assert main(["--smoke", "--board", board, "--out", str(out), "--kind", "all", "--pes", "4"]) == 0
     data = json.loads((out / "smoke.report.json").read_text())
     resources = data["resources"]
     assert data["passed"] and data["pes"] == 4

@@ -1,0 +1,246 @@
+"""Board tops: the accelerator behind its UART (cocotb through the pins), PLL settings,
+the host CLI (RTL simulation and its error paths), flashing, and the board-top build."""
+import json
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from boards import flash, host
+from boards.build import main as build_main
+from boards.build import throughput
+from boards.platforms import get_board
+from boards.pll import ecp5_pll, ice40_pll
+from boards.top import BoardTop, UARTAccelerator
+from hw import protocol
+from hw.config import AccelConfig, ChunkConfig
+from sim.network import session
+from sim.runner import run_testbench, selected_simulators
+from sw.compile import compile_model
+from sw.golden import model as golden
+from sw.golden.random_model import random_qmodel
+
+SMALL = AccelConfig(word_bytes=4, act_bytes=4096, p_words=256, prog_words=16,
+                    clp=ChunkConfig(4, 8, 24, 256), slp=ChunkConfig(6, 3, 24, 256),
+                    alp=ChunkConfig(8, 8, 24, 256))
+SPECS = [("conv", "mul", 8, 3, 1), ("dw", "shift", 3, 2), ("conv", "adder", 8, 1, 1),
+         ("res", "shift", 1), ("gap",), ("fc", "mul", 10)]
+DIVISOR = 4
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A random qmodel and the SMALL config, saved as files."""
+    d = tmp_path_factory.mktemp("small")
+    qm = random_qmodel(SPECS, seed=5)
+    golden.save(qm, d / "qmodel.npz")
+    SMALL.save(d / "accel.json")
+    return qm, d
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_board_core_over_uart_pins(slots):
+    """Images through the UART pins (4 clocks per bit) give the golden model's logits;
+    a byte with a low stop bit is dropped and lights the error LED."""
+    cfg = replace(SMALL, slots=slots)
+    run_testbench(UARTAccelerator(cfg, DIVISOR, clk_hz=1000), name=f"board_core{slots}",
+                  test_module="sim.tb_board", sim=selected_simulators()[0],
+                  params=dict(cfg=cfg.to_dict(), specs=SPECS, seed=slots, images=3,
+                              divisor=DIVISOR))
+
+
+def test_uart_steps_pace_the_run():
+    qm = random_qmodel(SPECS, seed=5)
+    cfg = replace(SMALL, slots=2)
+    prog = compile_model(qm, cfg)
+    images = np.zeros((5, 8, 8), np.uint8) + np.arange(5)[:, None, None]
+    cmds = session(prog, cfg, images)
+    steps = host.uart_steps(cmds, cfg.slots, len(images))
+    # the bytes sent and the reply lengths are those of the session, in order
+    assert b"".join(s.send for s in steps) == b"".join(c for c, _ in cmds)
+    assert sum(s.reply for s in steps) == sum(n for _, n in cmds)
+    frames = [s for s in steps if s.image is not None]
+    assert [s.image for s in frames] == [0, 1, 2, 3, 4]
+    one_input = len(prog.input_words(images[0])) * cfg.word_bytes
+    # after image i's logits, the input of image i + 2 (images 2, 3, 4), then nothing
+    assert frames[0].send[:1] == protocol.RUN and len(frames[0].send) == host.RUN_HEADER
+    assert [len(s.send) for s in frames[1:]] == [one_input] * 3 + [0]
+    assert steps[-1] == host.Step(b"", 5)
+
+
+def test_pll_settings():
+    s = ice40_pll(12, 24)
+    d = s.dividers
+    assert s.out_mhz == 12 * (d["DIVF"] + 1) / (d["DIVR"] + 1) / 2 ** d["DIVQ"] == 24
+    assert 533 <= 12 / (d["DIVR"] + 1) * (d["DIVF"] + 1) <= 1066
+    s = ecp5_pll(25, 40)
+    d = s.dividers
+    assert s.out_mhz == 25 / d["CLKI_DIV"] * d["CLKFB_DIV"] == 40
+    assert 400 <= 40 * d["CLKOP_DIV"] <= 800
+    assert abs(ice40_pll(12, 30).out_mhz - 30) < 0.5
+    with pytest.raises(ValueError, match="no iCE40 PLL setting makes 24 MHz from 1 MHz"):
+        ice40_pll(1, 24)
+
+
+def test_board_top_clock_choice():
+    ulx3s, ice = get_board("ulx3s-85f"), get_board("icebreaker")
+    top = BoardTop(SMALL, ulx3s, 40)
+    assert (top.clk_hz, top.divisor, top.pll.dividers["CLKFB_DIV"]) == (40e6, 40, 8)
+    assert BoardTop(SMALL, ulx3s, 25).pll is None        # the board clock, no PLL
+    top = BoardTop(SMALL, ice, None, baud=3_000_000)
+    assert (top.pll, top.clk_hz, top.divisor) == (None, 12e6, 4)
+    with pytest.raises(ValueError, match="baud 6000000 is too fast for a 12 MHz clock"):
+        BoardTop(SMALL, ice, None, baud=6_000_000)
+    # elaborates for the platforms (no build), with the PLL primitive and its constraint
+    for board, primitive in ((ice, "SB_PLL40_PAD"), (ulx3s, "EHXPLLL")):
+        files = board.platform().prepare(BoardTop(SMALL, board, 30), name="t").files
+        assert primitive in files["t.il"]
+
+
+def test_throughput_figures(small_model):
+    qm, _ = small_model
+    figures = throughput(SMALL, qm, clk_mhz=10, fmax_mhz=20, baud=1_000_000)
+    cycles = figures["cycles_per_image"]
+    assert figures["images_per_s"] == round(10e6 / cycles, 1)
+    assert figures["images_per_s_at_fmax"] == round(20e6 / cycles, 1)
+    # 8x8 one-channel input padded to 4-byte words; 'O' + 10 16-bit logits (20 bytes)
+    assert figures["uart_bytes_per_image"] == {"in": 64 * 4, "out": 21}
+    assert figures["uart_images_per_s"] == round(100_000 / (256 + 21), 1)
+
+
+def test_host_sim_end_to_end(small_model, capsys):
+    """``boards.host run --sim``: the protocol over pipes to the Verilator RTL."""
+    _, d = small_model
+    assert host.main(["run", "--sim", "--images", "5", "--dataset", "random",
+                      "--qmodel", str(d / "qmodel.npz"), "--accel", str(d / "accel.json"),
+                      "--timeout", "120"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("image ")] \
+        == [f"image {i}" for i in range(5)]
+    assert "logits bit-exact with the golden model on all 5 images" in out
+    assert "images/s" in out
+
+
+class FakeLink:
+    """A link answering each read from a script of byte strings (``b""``: silence)."""
+
+    def __init__(self, replies):
+        self.replies, self.sent = list(replies), bytearray()
+
+    def write(self, data):
+        self.sent += data
+
+    def read_some(self, n, timeout):
+        if not self.replies:
+            return b""
+        data, self.replies[0] = self.replies[0][:n], self.replies[0][n:]
+        if not self.replies[0]:
+            self.replies.pop(0)
+        return data
+
+
+def _session_args(small_model):
+    qm, _ = small_model
+    return compile_model(qm, SMALL), SMALL, np.zeros((2, 8, 8), np.uint8)
+
+
+def test_host_wrong_bitstream(small_model):
+    with pytest.raises(host.HostError, match=r"wrong bitstream: ping answered b'\\x00abc'"):
+        host.run_session(FakeLink([b"\x00abc"]), *_session_args(small_model))
+    with pytest.raises(host.HostError, match="protocol version 9, this host 1"):
+        host.run_session(FakeLink([b"NAS\x09"]), *_session_args(small_model))
+
+
+def test_host_timeout_names_the_step(small_model):
+    link = FakeLink([protocol.MAGIC, protocol.ACK])       # then silence
+    with pytest.raises(host.HostError, match=r"timeout: no reply for 0.01 s waiting for a "
+                                             r"write \(got 0 of 1 bytes\); check --baud"):
+        host.run_session(link, *_session_args(small_model), timeout=0.01)
+    assert link.sent.startswith(protocol.PING + protocol.WRITE)
+
+
+def test_host_over_a_pty_times_out(small_model, capsys):
+    """A real tty (pty) with nothing behind it: the ping times out, one line, exit 1."""
+    _, d = small_model
+    master, slave = os.openpty()
+    try:
+        code = host.main(["run", "--port", os.ttyname(slave), "--images", "1", "--dataset",
+                          "random", "--qmodel", str(d / "qmodel.npz"),
+                          "--accel", str(d / "accel.json"), "--timeout", "0.2"])
+        sent = os.read(master, 16)
+    finally:
+        os.close(master)
+        os.close(slave)
+    err = capsys.readouterr().err
+    assert code == 1 and sent == protocol.PING
+    assert err.count("\n") == 1 and "timeout: no reply for 0.2 s waiting for the ping" in err
+
+
+def test_host_missing_port_and_bad_files(small_model, capsys):
+    _, d = small_model
+    args = ["run", "--images", "1", "--dataset", "random", "--qmodel", str(d / "qmodel.npz"),
+            "--accel", str(d / "accel.json")]
+    assert host.main(args + ["--port", "/dev/ttyNOPE9"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot open serial port /dev/ttyNOPE9") and \
+        err.count("\n") == 1
+    assert host.main(args[:-1] + [str(d / "missing.json"), "--port", "x"]) == 2
+    assert "no such accelerator config" in capsys.readouterr().err
+
+
+def test_flash_missing_tool(tmp_path, monkeypatch, capsys):
+    bitstream = tmp_path / "top.bit"
+    bitstream.write_bytes(b"\0")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    assert flash.main(["--board", "ulx3s-85f", "--bitstream", str(bitstream)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: openFPGALoader not found; install it (apt install openfpgaloader) "
+                   "or set $OPENFPGALOADER\n")
+    monkeypatch.delenv("ICEPROG", raising=False)
+    assert flash.main(["--board", "icebreaker", "--bitstream", str(bitstream)]) == 2
+    assert "iceprog not found; install it (apt install fpga-icestorm)" in capsys.readouterr().err
+
+
+def test_flash_no_board_and_no_bitstream(tmp_path, monkeypatch, capsys):
+    """A programmer that finds no board: one line, exit 2; a missing bitstream: exit 1."""
+    fake = tmp_path / "iceprog"
+    fake.write_text("#!/bin/sh\necho \"init..\"\necho \"Can't find iCE FTDI USB device "
+                    "(vendor_id 0x0403, device_id 0x6010 or 0x6014).\" >&2\nexit 2\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("ICEPROG", str(fake))
+    bitstream = tmp_path / "top.bin"
+    bitstream.write_bytes(b"\0")
+    assert flash.main(["--board", "icebreaker", "--bitstream", str(bitstream)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no iCEBreaker found by iceprog") and err.count("\n") == 1
+    assert flash.main(["--board", "icebreaker", "--bitstream", str(tmp_path / "x.bin")]) == 1
+    assert "no bitstream at" in capsys.readouterr().err
+
+
+def test_build_cli_errors(small_model, tmp_path, capsys):
+    _, d = small_model
+    with pytest.raises(SystemExit):
+        build_main(["--board", "icebreaker", "--out", str(tmp_path)])
+    assert "give --accel ACCEL_JSON" in capsys.readouterr().err
+    assert build_main(["--board", "icebreaker", "--out", str(tmp_path), "--accel",
+                       str(d / "accel.json"), "--qmodel", str(d / "qmodel.npz"),
+                       "--baud", "5000000"]) == 1
+    assert capsys.readouterr().err == \
+        "error: baud 5000000 is too fast for a 12 MHz clock (needs at least 4 clocks per bit)\n"
+
+
+@pytest.mark.slow
+def test_build_board_top_ulx3s_85f(small_model, tmp_path):
+    """The board top of a small accelerator builds for the ECP5-85F with a 40 MHz PLL
+    and its report has the figures."""
+    _, d = small_model
+    out = tmp_path / "ulx3s"
+    assert build_main(["--board", "ulx3s-85f", "--out", str(out), "--accel",
+                       str(d / "accel.json"), "--qmodel", str(d / "qmodel.npz")]) == 0
+    data = json.loads((out / "top.report.json").read_text())
+    assert data["passed"] and data["clock"]["mhz"] == 40.0 and data["divisor"] == 40
+    assert data["resources"]["dsp"]["used"] > 0 and data["resources"]["bram"]["used"] > 0
+    assert all(c["fmax_mhz"] >= 40 for c in data["clocks"])
+    assert data["images_per_s"] > 0 and data["uart_images_per_s"] > 0
