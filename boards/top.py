@@ -102,8 +102,10 @@ class BoardTop(Elaboratable):
             else:
                 m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
                 clk_in = clk_buf.i
-            m.submodules.pll = pll_instance(self.pll, clk_in, cd_sync.clk, lock)
-            platform.add_clock_constraint(cd_sync.clk, self.clk_hz)
+            pll_clk = Signal()         # a top-level net, so the constraint finds its name
+            m.submodules.pll = pll_instance(self.pll, clk_in, pll_clk, lock)
+            m.d.comb += cd_sync.clk.eq(pll_clk)
+            platform.add_clock_constraint(pll_clk, self.clk_hz)
 
         # power-on reset: POR_US after configuration, and while the PLL is not locked
         m.domains.por = ClockDomain("por", reset_less=True, local=True)

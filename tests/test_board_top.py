@@ -93,9 +93,11 @@ def test_board_top_clock_choice():
     with pytest.raises(ValueError, match="baud 6000000 is too fast for a 12 MHz clock"):
         BoardTop(SMALL, ice, None, baud=6_000_000)
     # elaborates for the platforms (no build), with the PLL primitive and its constraint
-    for board, primitive in ((ice, "SB_PLL40_PAD"), (ulx3s, "EHXPLLL")):
+    for board, primitive, constraints, line in (
+            (ice, "SB_PLL40_PAD", "t.pcf", "set_frequency pll_clk 30.0"),
+            (ulx3s, "EHXPLLL", "t.lpf", 'FREQUENCY NET "pll_clk" 30000000.0 HZ;')):
         files = board.platform().prepare(BoardTop(SMALL, board, 30), name="t").files
-        assert primitive in files["t.il"]
+        assert primitive in files["t.il"] and line in files[constraints].splitlines()
 
 
 def test_throughput_figures(small_model):
