@@ -144,10 +144,12 @@ class LayerEngine(wiring.Component):
         s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "pad": 1,
                                        "byte": range(V), "out": a_shape, "ch": 10}))
         s2 = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
-        shadow = Signal(data.ArrayLayout(signed(self.acc_width), lanes))
+        shadow = Signal(data.ArrayLayout(signed(self.acc_width), lanes))   # shifts out lane 0
         drain_left = Signal(range(lanes + 1))
-        drain_lane = Signal(range(lanes))
-        drain_ch, drain_out = Signal(10), Signal(a_shape)
+        # running addresses of the lane being drained (registers: no adder before a memory)
+        drain_ch, drain_out, drain_res = Signal(10), Signal(a_shape), Signal(a_shape)
+        drain_p = Signal.like(d.p_base)
+        res_off = Signal(a_shape)                            # res_base - out_base
         d1 = Signal(data.StructLayout({"valid": 1, "acc": signed(self.acc_width),
                                        "out": a_shape, "byte": range(V)}))
         d2 = Signal(rq.i.payload.shape())        # stage 2b: registered requantiser input
@@ -256,25 +258,27 @@ class LayerEngine(wiring.Component):
             m.d.sync += [s2.out.eq(beat_tag.out), s2.ch.eq(beat_tag.ch)]
 
         # ---- stage 2: sums to the shadow; drain one lane per cycle -------------------------
-        lane_ch = drain_ch + drain_lane
-        lane_out = drain_out + (drain_lane << d.wide)
-        res_addr = lane_out - d.out_base + d.res_base
         draining = drain_left != 0
         m.d.comb += [
-            self.p_rd.addr.eq(d.p_base + lane_ch), self.p_rd.en.eq(draining),
-            self.res_rd.addr.eq(res_addr[ws:]), self.res_rd.en.eq(draining),
+            self.p_rd.addr.eq(drain_p), self.p_rd.en.eq(draining),
+            self.res_rd.addr.eq(drain_res[ws:]), self.res_rd.en.eq(draining),
         ]
         m.d.sync += [
-            d1.valid.eq(draining & (lane_ch < d.out_c)),
-            d1.acc.eq(shadow[drain_lane]),
-            d1.out.eq(lane_out),
-            d1.byte.eq(res_addr[:ws] if ws else 0),
+            res_off.eq(d.res_base - d.out_base),
+            d1.valid.eq(draining & (drain_ch < d.out_c)),
+            d1.acc.eq(shadow[0]),
+            d1.out.eq(drain_out),
+            d1.byte.eq(drain_res[:ws] if ws else 0),
         ]
         with m.If(row.o.valid):
             m.d.sync += [shadow.eq(row.o.payload), drain_left.eq(d.out_chan_step),
-                         drain_lane.eq(0), drain_out.eq(s2.out), drain_ch.eq(s2.ch)]
+                         drain_out.eq(s2.out), drain_res.eq(s2.out + res_off),
+                         drain_ch.eq(s2.ch), drain_p.eq(d.p_base + s2.ch)]
         with m.Elif(draining):
-            m.d.sync += [drain_left.eq(drain_left - 1), drain_lane.eq(drain_lane + 1)]
+            step = Mux(d.wide, 2, 1)
+            m.d.sync += [drain_left.eq(drain_left - 1), shadow.eq(shadow.as_value() >> self.acc_width),
+                         drain_out.eq(drain_out + step), drain_res.eq(drain_res + step),
+                         drain_ch.eq(drain_ch + 1), drain_p.eq(drain_p + 1)]
 
         # ---- stage 3: register the parameters and residual, requantise, write the byte -----
         res_byte = self.res_rd.data[d1.byte] if V > 1 else self.res_rd.data[0]
