@@ -239,7 +239,7 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             if s * sized.act_bytes // V > 1 << 16:
                 continue
             act = R.act_usage(fam, V, sized.act_bytes, s)
-            use = {r: sum(cols[c][:, USE[r]] for c in present) + shared[r] + act[r]
+            use = {r: np.round(sum(cols[c][:, USE[r]] for c in present) + shared[r] + act[r])
                    for r in R.RESOURCES}
             total = busy.sum(0)
             cycles = total if s == 1 else np.maximum(busy.max(0), np.ceil(total / s))
@@ -247,14 +247,14 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             ok = np.all([use[r] <= have[r] for r in R.RESOURCES], 0)
             k_small = int(np.argmin(use["logic"]))
             if smallest is None or use["logic"][k_small] < smallest["logic"]:
-                smallest = {r: int(v[k_small]) for r, v in use.items()}
+                smallest = {r: round(v[k_small]) for r, v in use.items()}
             if not ok.any():
                 continue
             order = np.lexsort((use["logic"], score))
             k = int(order[np.flatnonzero(ok[order])[0]])
             point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
                           V, s, int(cycles[k]), float(cycles[k]) / fmax, float(pj[k]),
-                          {r: int(v[k]) for r, v in use.items()})
+                          {r: round(v[k]) for r, v in use.items()})
             if best is None or (point.score(objective), point.usage["logic"]) < \
                     (best.score(objective), best.usage["logic"]):
                 best = point

