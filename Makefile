@@ -74,5 +74,10 @@ flash: ## program BOARD with the bitstream of `make bitstream` (iceprog / openFP
 
 demo: rtl sim bitstream ## the main job on the bundled default network: rtl + sim + bitstream
 
+bench: $(STAMP) ## print the figures: accuracy table, NASA comparison (hybrid vs mul-only), accelerator
+	-$(PY) bench/accuracy.py
+	-$(PY) bench/nasa.py
+	-$(PY) bench/accel.py --no-build
+
 clean: ## remove generated files (build/); keeps .venv and data
 	rm -rf $(BUILD) sim_build
