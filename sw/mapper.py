@@ -25,8 +25,9 @@ the widest requantisation intermediate; memories are cut to the next power of tw
 what the program uses.
 
 Outputs in ``--out``: ``accel.json`` (the single source of truth for the generators),
-``map_report.json`` (per-layer schedule: chunk, tiling, cycles, utilisation, energy;
-resources vs budget) and ``map.png`` (per-layer cycles by chunk, resources vs budget).
+``program.json`` (the layer descriptors the controller runs, decoded), ``map_report.json``
+(per-layer schedule: chunk, tiling, cycles, utilisation, energy; resources vs budget) and
+``map.png`` (per-layer cycles by chunk, resources vs budget).
 A network that fits nowhere gets one line per resource that falls short and by how much.
 """
 import argparse
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.accel import CHUNK_ID
 from hw.config import CHUNK_OF_OP, AccelConfig, ChunkConfig, ConfigError
 from sw import energy as E
 from sw import resources as R
@@ -273,6 +275,19 @@ def default_config(qm, board, slots=None, rule="search", objective="latency",
     return size_config(qm, p.lanes, p.word_bytes, p.slots)
 
 
+def program_listing(prog, cfg):
+    """The program the controller runs, decoded from its memory image: per entry the
+    chunk, the image offset ``delta`` and the layer descriptor's fields."""
+    from hw.accel import program_layout
+    from hw.payload import unpack
+    chunk_of = {v: k for k, v in CHUNK_ID.items()}
+    entries = []
+    for L, word in zip(prog.layers, prog.images["prog"][0]):
+        entry = unpack(program_layout(cfg), word)
+        entries.append({"layer": L.name, "chunk": chunk_of[entry.pop("chunk")], **entry})
+    return entries
+
+
 def layer_report(qm, cfg):
     """Per-layer rows of the schedule ``cfg`` runs ``qm`` with: chunk, mode, tiling, cycles,
     PE utilisation and energy."""
@@ -398,10 +413,12 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "accel.json")
     (out / "map_report.json").write_text(json.dumps(rep, indent=1) + "\n")
+    (out / "program.json").write_text(json.dumps(
+        program_listing(compile_model(qm, cfg), cfg), indent=1) + "\n")
     print_report(rep)
     if not args.no_plot:
         plot(rep, out / "map.png")
-    print(f"wrote {out / 'accel.json'}, {out / 'map_report.json'}"
+    print(f"wrote {out / 'accel.json'}, {out / 'map_report.json'}, {out / 'program.json'}"
           + ("" if args.no_plot else f", {out / 'map.png'}"))
     return 0
 

@@ -118,6 +118,10 @@ def test_cli_map_report_generate_and_errors(qmodel_path, tmp_path, capsys):
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
     cfg = AccelConfig.load(tmp_path / "accel.json")
     assert rep["accel"] == cfg.to_dict()
+    listing = json.loads((tmp_path / "program.json").read_text())
+    assert [e["chunk"] for e in listing] == [r["chunk"] for r in rep["layers"]]
+    assert [e["last"] for e in listing] == [0] * (len(SPECS) - 1) + [1]
+    assert listing[0]["desc"]["kernel"] == 3 and listing[-1]["desc"]["out_c"] == 10
     assert generate.main(["--accel", str(tmp_path / "accel.json"), "--out", str(tmp_path)]) == 0
     assert "module accel" in (tmp_path / "accel.v").read_text()
     bad = tmp_path / "bad.json"
