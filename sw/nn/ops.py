@@ -154,6 +154,11 @@ class HybridOp(nn.Module):
         return self._forward4d(x)
 
     def _forward4d(self, x):
+        return self.run(x, self.weight, self.groups, self.bias)
+
+    def run(self, x, weight, groups, bias=None):
+        """This operator on a 4-D ``x`` with another ``weight`` (e.g. a channel slice of
+        ``self.weight``, as the search's weight-shared supernet uses) and ``groups``."""
         raise NotImplementedError
 
     def extra_repr(self):
@@ -174,8 +179,8 @@ class Conv2d(HybridOp):
 
     kind = "conv"
 
-    def _forward4d(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
+    def run(self, x, weight, groups, bias=None):
+        return F.conv2d(x, weight, bias, self.stride, self.padding, 1, groups)
 
 
 class ShiftConv2d(HybridOp):
@@ -196,9 +201,9 @@ class ShiftConv2d(HybridOp):
     def sign_exponent(self):
         return shift_sign_exponent(self.weight, self.p_min, self.p_max)
 
-    def _forward4d(self, x):
-        w = shift_quantize_ste(self.weight, self.p_min, self.p_max)
-        return F.conv2d(x, w, self.bias, self.stride, self.padding, 1, self.groups)
+    def run(self, x, weight, groups, bias=None):
+        w = shift_quantize_ste(weight, self.p_min, self.p_max)
+        return F.conv2d(x, w, bias, self.stride, self.padding, 1, groups)
 
     def extra_repr(self):
         return super().extra_repr() + f", p=[{self.p_min}, {self.p_max}]"
@@ -219,12 +224,12 @@ class AdderConv2d(HybridOp):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def _forward4d(self, x):
+    def run(self, x, weight, groups, bias=None):
         from sw.kernels import adder2d
-        w = adaptive_grad_scale(self.weight, self.eta)
-        y = adder2d(x, w, stride=self.stride, padding=self.padding, groups=self.groups)
-        if self.bias is not None:
-            y = y + self.bias[:, None, None]
+        w = adaptive_grad_scale(weight, self.eta)
+        y = adder2d(x, w, stride=self.stride, padding=self.padding, groups=groups)
+        if bias is not None:
+            y = y + bias[:, None, None]
         return y
 
     def extra_repr(self):

@@ -1,0 +1,297 @@
+"""One search run: data, PGP + search epochs with checkpoint/resume, the derived network,
+its one-shot evaluation beside reference and random networks, and the output files.
+
+Every epoch draws its randomness (data order, augmentation, paths, Gumbel noise) from a
+generator seeded by (seed, epoch), so a run resumed after any epoch reproduces an
+uninterrupted one. Files in ``out_dir``: ``checkpoint.pt`` (after every epoch),
+``log.jsonl`` (one JSON object per epoch, then one per evaluated network), ``result.json``
+and ``pareto.png``; the network goes to ``arch_path``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sw import arch as arch_mod
+from sw.train import REPO, evaluate, load_data, to_input
+
+from .hwcost import BOARDS, HwCost, HwError, arch_cost, mapper_lanes, merge_lanes
+from .pgp import PHASES, WeightTrainer, pgp_epoch
+from .search import CostTerm, derive, probs, search_epoch
+from .space import CHOICES, Space, SpaceError
+from .supernet import Supernet
+
+FORMAT = "nasa-fpga-search-checkpoint"
+REFERENCES = ("default", "all-conv", "all-shift", "all-adder")
+
+
+class SearchError(RuntimeError):
+    """A bad option, budget or checkpoint (one-line message)."""
+
+
+@dataclass
+class SearchConfig:
+    dataset: str = "fashion-mnist"
+    board: str = "icebreaker"
+    budget: float | None = None        # cycles (flops with cost=flops); None: the macro's
+    objective: str = "latency"         # latency | energy
+    cost: str = "model"                # model | flops
+    space: str = "hybrid"
+    seed: int = 0
+    macro: str = "archs/default/arch.json"
+    train_images: int = 20000          # subset of the train split (halves for the search)
+    test_images: int = 10000
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+    pgp: list = field(default_factory=lambda: [["cs-wide", 2], ["cs-all", 2],
+                                               ["adder-wide", 1], ["adder-all", 1],
+                                               ["all", 2]])
+    search_epochs: int = 6
+    alpha_lr: float = 0.02
+    tau0: float = 5.0
+    tau_end: float = 0.5
+    lam0: float = 1.0
+    energy_weight: float = 0.5
+    calib_images: int = 512
+    random_samples: int = 8
+
+    @classmethod
+    def quick(cls, **kw):
+        """< 5 minutes on 2 shared cores: a 2000-image subset, one epoch per phase."""
+        base = dict(train_images=2000, test_images=1000, batch_size=64,
+                    pgp=[[p, 1] for p in PHASES], search_epochs=2, alpha_lr=0.05,
+                    calib_images=256, random_samples=4)
+        return cls(**{**base, **kw})
+
+
+def _generator(seed, epoch):
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + epoch * 7919 + 12345) % (2 ** 63))
+    return g
+
+
+def plan(cfg, space):
+    """The phase of every epoch."""
+    has_adder = any(CHOICES[j][0] == "adder" for js in space.allowed for j in js)
+    out = [p for p, n in cfg.pgp for _ in range(n) if has_adder or not p.startswith("adder")]
+    return out + ["search"] * cfg.search_epochs
+
+
+def resolve_budget(cfg, space):
+    """The budget: the given one, or the macro network's own cost."""
+    if cfg.budget is not None:
+        return cfg.budget
+    return arch_cost(space.macro, cfg.board, "flops" if cfg.cost == "flops" else "cycles")
+
+
+def _data(cfg, data):
+    (tr_x, tr_y), (te_x, te_y) = data or (load_data(cfg.dataset, "train"),
+                                          load_data(cfg.dataset, "test"))
+    idx = torch.randperm(len(tr_y), generator=_generator(cfg.seed, -1))[:cfg.train_images]
+    idx = idx.numpy()
+    half = len(idx) // 2
+    split_w = (tr_x[idx[:half]], tr_y[idx[:half]])
+    split_a = (tr_x[idx[half:]], tr_y[idx[half:]])
+    return split_w, split_a, (te_x[:cfg.test_images], te_y[:cfg.test_images])
+
+
+@torch.no_grad()
+def recalibrate(net, images, batch_size=256):
+    """Batch-norm statistics of ``net`` re-estimated on ``images`` (cumulative average)."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    for i in range(0, len(images), batch_size):
+        net(to_input(images[i:i + batch_size]))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+    return net.eval()
+
+
+def one_shot(supernet, choices, calib, test):
+    """Test accuracy of a sub-network with the supernet's weights (BN recalibrated)."""
+    net = recalibrate(supernet.extract(choices), calib)
+    return evaluate(net, test)["accuracy"]
+
+
+def hw_figures(arch, boards=BOARDS):
+    """Predicted cycles and energy (uJ) on ``boards`` at the mapper's lanes (None where
+    the network does not map), and the FLOPs proxy."""
+    out = {}
+    for board in boards:
+        try:
+            lanes = mapper_lanes(arch, board)
+        except HwError:
+            lanes = None
+        out[f"cycles_{board}"] = lanes and arch_cost(arch, board, "cycles", lanes)
+        out[f"energy_uj_{board}"] = lanes and arch_cost(arch, board, "energy", lanes) / 1e6
+    out["flops_proxy"] = arch_cost(arch, BOARDS[0], "flops")
+    out["macs"] = arch.summary()["macs_total"]
+    return out
+
+
+def _save(path, state):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load(path, cfg):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged files
+        raise SearchError(f"{path}: not a readable checkpoint ({type(e).__name__}); delete "
+                          "it or drop --resume") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise SearchError(f"{path}: not a sw.search checkpoint")
+    old = state["config"]
+    for key, value in dataclasses.asdict(cfg).items():
+        if old.get(key) != value:
+            raise SearchError(f"{path}: was run with {key} = {old.get(key)!r}, this run has "
+                              f"{value!r}; use the same options or drop --resume")
+    return state
+
+
+def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print):
+    """Run (or resume) a search; writes the arch and the outputs, returns result.json's
+    dict."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    macro = arch_mod.load(Path(cfg.macro) if Path(cfg.macro).is_absolute()
+                          else REPO / cfg.macro)
+    if cfg.dataset != "synthetic":
+        macro = macro.replace(dataset=cfg.dataset)
+    space = Space.from_arch(macro, cfg.space)
+    hw = HwCost(space, cfg.board)
+    cfg = dataclasses.replace(cfg, budget=resolve_budget(cfg, space))
+    split_w, split_a, test = _data(cfg, data)
+    phases = plan(cfg, space)
+    both = tuple(torch.cat([torch.as_tensor(a), torch.as_tensor(b)]).numpy()
+                 for a, b in zip(split_w, split_a))
+    n_train = len(split_w[1]) + len(split_a[1])
+    steps = [math.ceil((n_train if p != "search" else len(split_w[1])) / cfg.batch_size)
+             for p in phases]
+    torch.manual_seed(cfg.seed)
+    net = Supernet(space)
+    trainer = WeightTrainer(net, cfg, sum(steps), steps[0] // 2)
+    alpha = torch.full((space.n_blocks, len(CHOICES)), 1e-3, requires_grad=True)
+    alpha_opt = torch.optim.Adam([alpha], lr=cfg.alpha_lr, betas=(0.5, 0.999))
+    cost = CostTerm(hw, cfg, cfg.budget, arch_cost(macro, cfg.board, "energy"))
+    start, lam, history = 0, cfg.lam0, []
+    lanes = None if cost.metric == "flops" else mapper_lanes(macro, cfg.board)
+    ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
+    if resume and ckpt.is_file():
+        state = _load(ckpt, cfg)
+        net.load_state_dict(state["supernet"])
+        trainer.opt.load_state_dict(state["opt"])
+        with torch.no_grad():
+            alpha.copy_(state["alpha"])
+        alpha_opt.load_state_dict(state["alpha_opt"])
+        start, lam, history = state["epoch"], state["lam"], state["history"]
+        lanes = state["lanes"]
+        log(f"resuming {ckpt} after epoch {start}/{len(phases)}")
+    else:
+        log_path.write_text("")
+    log(f"search {name}: {cfg.space} space, {space.n_blocks} blocks, board {cfg.board}, "
+        f"budget {cfg.budget:.0f} {cost.metric}, objective {cfg.objective}; "
+        f"{len(phases)} epochs ({', '.join(phases)}); {n_train} train images")
+    metric = cost.metric
+    for epoch in range(start, len(phases)):
+        phase, gen, t0 = phases[epoch], _generator(cfg.seed, epoch), time.perf_counter()
+        flip = cfg.dataset == "fashion-mnist"
+        first = sum(steps[:epoch])
+        if phase == "search":
+            cost.refresh(lanes)
+            stats = search_epoch(trainer, alpha, alpha_opt, cost, space, split_w, split_a, gen,
+                                 first, epoch - phases.index("search"), lam, flip)
+            choices, derived = derive(space, alpha, cfg.board, metric, math.inf, lanes)
+            stats.update(derived=[_label(j) for j in choices], derived_cost=derived,
+                         lanes=lanes and lanes[0])
+            lam = lam * 2 if derived > cfg.budget else max(lam / 2, 1e-3)
+            if lanes and math.isfinite(derived):
+                lanes = merge_lanes(lanes, mapper_lanes(space.arch(choices), cfg.board))
+        else:
+            stats = pgp_epoch(trainer, space, phase, both, gen, first, flip)
+        stats.update(epoch=epoch + 1, phase=phase, seconds=time.perf_counter() - t0)
+        history.append(stats)
+        with log_path.open("a") as f:
+            f.write(json.dumps(stats) + "\n")
+        log(_progress(stats, len(phases), metric))
+        _save(ckpt, {"format": FORMAT, "config": dataclasses.asdict(cfg), "epoch": epoch + 1,
+                     "supernet": net.state_dict(), "opt": trainer.opt.state_dict(),
+                     "alpha": alpha.detach(), "alpha_opt": alpha_opt.state_dict(),
+                     "lam": lam, "lanes": lanes, "history": history})
+    return _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, history,
+                   lanes, log)
+
+
+def _label(j):
+    op, k, e = CHOICES[j]
+    return "skip" if op == "skip" else f"{op}-k{k}-e{e}"
+
+
+def _progress(s, total, metric):
+    line = (f"epoch {s['epoch']:2d}/{total} {s['phase']:10s} loss {s['loss']:.4f}  train "
+            f"{100 * s['train_acc']:5.1f}%  {s['seconds']:6.1f} s")
+    if s["phase"] == "search":
+        line += (f"  tau {s['tau']:.2f} lam {s['lam']:.3g} E[{metric}] "
+                 f"{s['expected_cost']:.0f} derived {s['derived_cost']:.0f}")
+    return line
+
+
+def _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, history, lanes,
+            log):
+    """Derive, evaluate beside the references and random networks, write the outputs."""
+    from .plot import pareto
+    metric = "flops" if cfg.cost == "flops" else "cycles"
+    choices, cost = derive(space, alpha, cfg.board, metric, cfg.budget, lanes)
+    arch = space.arch(choices, name)
+    calib = split_w[0][:cfg.calib_images]
+    gen = _generator(cfg.seed, 10 ** 6)
+    candidates = [("searched", choices)]
+    for ref in REFERENCES:
+        try:
+            candidates.append((ref, space.choices_of(arch_mod.load(REPO / "archs" / ref /
+                                                                    "arch.json"))))
+            space.arch(candidates[-1][1])
+        except (SpaceError, arch_mod.ArchError):
+            candidates = [c for c in candidates if c[0] != ref]
+    candidates += [(f"random-{i}", space.random(gen)) for i in range(cfg.random_samples)]
+    rows = []
+    with (out_dir / "log.jsonl").open("a") as f:
+        for label, ch in candidates:
+            a = space.arch(ch, name)
+            row = {"net": label, "blocks": [_label(j) for j in ch],
+                   "one_shot_accuracy": one_shot(net, ch, calib, test),
+                   **hw_figures(a, (cfg.board,) if label.startswith("random") else BOARDS)}
+            rows.append(row)
+            f.write(json.dumps(row) + "\n")
+    arch_mod.save(arch, arch_path)
+    p = probs(alpha.detach(), space.mask())
+    result = {"name": name, "config": dataclasses.asdict(cfg), "arch_file": str(arch_path),
+              "blocks": [_label(j) for j in choices], "cost": cost, "metric": metric,
+              "within_budget": cost <= cfg.budget, "probabilities": p.tolist(),
+              "seconds": sum(h["seconds"] for h in history), "networks": rows}
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    pareto(result, out_dir / "pareto.png")
+    s = rows[0]
+    if cost > cfg.budget:
+        log(f"warning: no network of the space found within the budget {cfg.budget:.0f} "
+            f"{metric}; the closest costs {cost:.0f}")
+    log(f"searched {name}: {' '.join(result['blocks'])}; {s['cycles_' + cfg.board]:.0f} cycles "
+        f"on {cfg.board} (budget {cfg.budget:.0f} {metric}), one-shot accuracy "
+        f"{100 * s['one_shot_accuracy']:.2f}%; wrote {arch_path}, {out_dir}/result.json, "
+        f"pareto.png")
+    return result
