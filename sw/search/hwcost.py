@@ -78,13 +78,6 @@ def layer_work(L):
     return L.layer.out_c * oh * ow * L.layer.taps()
 
 
-def chunk_work(layers):
-    work = {"clp": 0, "slp": 0, "alp": 0}
-    for L in layers:
-        work[L.chunk] += layer_work(L)
-    return work
-
-
 def shape_qmodel(arch):
     """An integer model of ``arch`` with zero weights and shape-derived widths (the
     generic accumulator bound): what the mapper needs to size an accelerator."""

@@ -164,9 +164,12 @@ def _load(path, cfg):
     return state
 
 
-def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print):
+def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print,
+               stop_after=None):
     """Run (or resume) a search; writes the arch and the outputs, returns result.json's
-    dict."""
+    dict. ``data``: ((train images, labels), (test images, labels)) instead of loading
+    ``cfg.dataset``; ``stop_after``: run at most this many epochs now (returns None;
+    resume later)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     macro = arch_mod.load(Path(cfg.macro) if Path(cfg.macro).is_absolute()
@@ -208,7 +211,8 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
         f"budget {cfg.budget:.0f} {cost.metric}, objective {cfg.objective}; "
         f"{len(phases)} epochs ({', '.join(phases)}); {n_train} train images")
     metric = cost.metric
-    for epoch in range(start, len(phases)):
+    end = len(phases) if stop_after is None else min(len(phases), start + stop_after)
+    for epoch in range(start, end):
         phase, gen, t0 = phases[epoch], _generator(cfg.seed, epoch), time.perf_counter()
         flip = cfg.dataset == "fashion-mnist"
         first = sum(steps[:epoch])
@@ -233,6 +237,8 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
                      "supernet": net.state_dict(), "opt": trainer.opt.state_dict(),
                      "alpha": alpha.detach(), "alpha_opt": alpha_opt.state_dict(),
                      "lam": lam, "lanes": lanes, "history": history})
+    if end < len(phases):
+        return None
     return _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, history,
                    lanes, log)
 

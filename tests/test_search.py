@@ -1,0 +1,249 @@
+"""sw.search: weight sharing, the space, cost tables vs the cost model, the cost gradient,
+resume, the CLI's refusals, and a micro search whose network quantises and maps.
+
+A tiny macro (3 blocks) on the synthetic data set keeps every test to seconds, except the
+mapper calls (a few seconds each, on the ULX3S: the space is costed at its lanes)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sw import arch as arch_mod
+from sw import mapper
+from sw.compile import compile_model
+from sw.costmodel import program_cycles
+from sw.energy import layer_energy_pj
+from sw.golden import model as gm
+from sw.search import __main__ as cli
+from sw.search import hwcost as H
+from sw.search.run import SearchConfig, run_search
+from sw.search.search import CostTerm, probs
+from sw.search.space import CHOICES, SKIP, Space, SpaceError, choice_index
+from sw.search.supernet import Supernet
+from sw.train import REPO, synthetic_data
+
+BOARD = "ulx3s-85f"
+TINY = {"name": "tiny", "dataset": "mnist", "stem": {"channels": 8},
+        "blocks": [{"op": "conv", "kernel": 3, "expansion": 1, "stride": 2, "out_channels": 8},
+                   {"op": "shift", "kernel": 3, "expansion": 3, "stride": 2,
+                    "out_channels": 16},
+                   {"op": "adder", "kernel": 3, "expansion": 3, "stride": 1,
+                    "out_channels": 16},
+                   {"op": "conv", "kernel": 3, "expansion": 3, "stride": 1,
+                    "out_channels": 16}]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return Space.from_arch(arch_mod.Arch.from_dict(TINY))
+
+
+def micro_cfg(**kw):
+    base = dict(dataset="synthetic", board=BOARD, macro=str(REPO / "archs/default/arch.json"),
+                train_images=64, test_images=32, batch_size=16, pgp=[["cs-wide", 1],
+                                                                     ["adder-all", 1]],
+                search_epochs=2, calib_images=32, random_samples=1, lr=0.05)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def tiny_macro(tmp_path):
+    p = tmp_path / "macro.json"
+    p.write_text(json.dumps(TINY))
+    return str(p)
+
+
+def micro_data():
+    x, y = synthetic_data(96, seed=3)
+    return (x[:64], y[:64]), (x[64:], y[64:])
+
+
+# ----------------------------------------------------------------------------------------
+def test_space_choices_and_masks(space):
+    assert len(CHOICES) == 19 and CHOICES[SKIP][0] == "skip"
+    # NASA: no adders in the first and the last block
+    for i in (0, space.n_blocks - 1):
+        assert not any(CHOICES[j][0] == "adder" for j in space.allowed[i])
+    assert len(space.allowed[1]) == 19
+    with pytest.raises(SpaceError, match=r"choices\[0\].*not allowed"):
+        space.arch([choice_index("adder", 3, 1)] + [SKIP] * 3)
+    conv = Space.from_arch(space.macro, "conv")
+    assert all(CHOICES[j][0] in ("conv", "skip") for js in conv.allowed for j in js)
+    free = Space.from_arch(space.macro, "mult-free")
+    assert not any(CHOICES[j][0] == "conv" for js in free.allowed for j in js)
+    with pytest.raises(SpaceError, match="space"):
+        Space.from_arch(space.macro, "bogus")
+
+
+def test_sampled_arch_validates_and_round_trips(space):
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        choices = space.random(gen)
+        arch = space.arch(choices, "s")
+        again = arch_mod.loads(arch_mod.dumps(arch))
+        assert again == arch and space.choices_of(again) == choices
+        assert [b.out_channels for b in arch.blocks] == [8, 16, 16, 16]
+
+
+def test_weight_sharing_slices_weights_and_batch_norms(space):
+    torch.manual_seed(0)
+    net = Supernet(space)
+    j = choice_index("shift", 3, 3)
+    fam = net.blocks[1].families["shift3"]
+    assert fam.expand.op.weight.shape[0] == 8 * 6          # only the widest module exists
+    x = torch.rand(4, 1, 28, 28)
+    mixes = [[(choice_index("conv", 3, 1), None)], [(j, None)], [(SKIP, None)],
+             [(choice_index("conv", 5, 6), None)]]
+    before = fam.expand.bn.running_mean.clone()
+    net.train()(x, mixes)
+    moved = (fam.expand.bn.running_mean != before)
+    assert moved[:24].all() and not moved[24:].any()        # e = 3: the first 3 * 8 only
+    net.eval()
+    sub = net.extract([m[0][0] for m in mixes]).eval()
+    assert torch.equal(sub.blocks[1].expand.op.weight, fam.expand.op.weight[:24])
+    assert torch.equal(sub.blocks[1].project.op.weight, fam.project.op.weight[:, :24])
+    assert torch.equal(sub.blocks[1].depthwise.bn.running_var,
+                       fam.depthwise.bn.running_var[:24])
+    assert sub.blocks[0].expand is None and sub.blocks[2].proj is None
+    assert torch.allclose(sub(x), net(x, mixes), atol=1e-6)
+    # training the e=3 path moves only its slice of the shared weight
+    w0 = fam.depthwise.op.weight.detach().clone()
+    net.train()
+    net(x, mixes).sum().backward()
+    g = fam.depthwise.op.weight.grad
+    assert g[:24].abs().sum() > 0 and torch.all(g[24:] == 0)
+    assert torch.equal(w0, fam.depthwise.op.weight)
+
+
+def test_layers_and_lanes_match_the_compiler_and_mapper():
+    arch = arch_mod.load(REPO / "archs/default/arch.json")
+    qm = gm.load(REPO / "archs/default/qmodel.npz")
+    cfg = mapper.default_config(qm, BOARD)
+    prog = compile_model(qm, cfg)
+    mine = H.arch_layers(arch)
+    assert [L.layer for L in prog.layers] == [L.layer for L in mine]
+    assert [L.chunk for L in prog.layers] == [L.chunk for L in mine]
+    lanes, wb = H.mapper_lanes(arch, BOARD)       # from the shape-only integer model
+    assert lanes == {c: cfg.chunk(c).lanes for c in lanes} and wb == cfg.word_bytes
+    assert H.arch_cost(arch, BOARD, "cycles") == program_cycles(prog, cfg)[1]
+
+
+def test_cost_tables_equal_the_cost_model(space):
+    hw = H.HwCost(space, BOARD)
+    lanes = ({"clp": 8, "slp": 12, "alp": 16}, 4)
+    tables = {m: hw.table(m, lanes) for m in H.METRICS}
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        choices = space.random(gen)
+        arch = space.arch(choices)
+        layers = H.arch_layers(arch)
+        for metric, (fixed, table) in tables.items():
+            got = fixed + sum(float(table[i, j]) for i, j in enumerate(choices))
+            assert got == pytest.approx(H.arch_cost(arch, BOARD, metric, lanes), rel=1e-12)
+        cycles = sum(mapper.layer_cycles(L.layer, lanes[0][L.chunk], 4) + 4 for L in layers)
+        assert tables["cycles"][0] + sum(float(tables["cycles"][1][i, j])
+                                         for i, j in enumerate(choices)) == cycles
+        pj = sum(layer_energy_pj(L.layer, L.chunk, lanes=lanes[0][L.chunk], word_bytes=4,
+                                 residual=L.residual) for L in layers)
+        assert tables["energy"][0] + sum(float(tables["energy"][1][i, j])
+                                         for i, j in enumerate(choices)) == pytest.approx(pj)
+        macs = arch.summary()["macs"]
+        assert H.arch_cost(arch, BOARD, "flops") == pytest.approx(
+            macs["conv"] + macs["shift"] / 8 + macs["adder"] / 5)
+
+
+def test_expected_cost_gradient_reaches_alpha(space):
+    hw = H.HwCost(space, BOARD)
+    cfg = micro_cfg()
+    term = CostTerm(hw, cfg, budget=1.0, energy_ref=1.0)      # every network is over it
+    term.refresh(({"clp": 8, "slp": 8, "alp": 8}, 4))
+    alpha = torch.zeros(space.n_blocks, len(CHOICES), requires_grad=True)
+    mask = space.mask()
+    pen, e = term.penalty(probs(alpha, mask), lam=1.0)
+    pen.backward()
+    g = alpha.grad
+    assert torch.all(g[~mask] == 0) and g[mask].abs().sum() > 0
+    fixed, table = term.tables["cycles"]
+    # the gradient prefers cheap choices: in block 1 skip beats the widest conv 5x5
+    assert g[1, SKIP] < 0 < g[1, choice_index("conv", 5, 6)]
+    with torch.no_grad():
+        alpha -= 0.5 * g / g.abs().max()
+    assert term.expected(probs(alpha, mask)) < e
+    assert e == pytest.approx(fixed + float((probs(alpha.detach() * 0, mask).double()
+                                             * table).sum()))
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = micro_cfg(macro=tiny_macro(tmp_path), random_samples=0)
+    quiet = lambda s: None  # noqa: E731
+    full = run_search(cfg, tmp_path / "a", tmp_path / "a.json", "m", data=micro_data(),
+                      log=quiet)
+    assert run_search(cfg, tmp_path / "b", tmp_path / "b.json", "m", data=micro_data(),
+                      log=quiet, stop_after=3) is None
+    logs = []
+    resumed = run_search(cfg, tmp_path / "b", tmp_path / "b.json", "m", data=micro_data(),
+                         log=logs.append, resume=True)
+    assert any("after epoch 3/4" in s for s in logs)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert torch.equal(a["alpha"], b["alpha"]) and a["lam"] == b["lam"]
+    for key, value in a["supernet"].items():
+        assert torch.equal(value, b["supernet"][key]), key
+    assert resumed["blocks"] == full["blocks"] and resumed["networks"] == full["networks"]
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    lines = [json.loads(s) for s in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [x["phase"] for x in lines[:4]] == ["cs-wide", "adder-all", "search", "search"]
+    # a different option refuses to resume
+    with pytest.raises(Exception, match="seed = 0, this run has 1"):
+        run_search(micro_cfg(macro=cfg.macro, random_samples=0, seed=1), tmp_path / "b",
+                   tmp_path / "b.json", "m", data=micro_data(), log=quiet, resume=True)
+
+
+def test_cli_refuses_to_overwrite_and_bad_budget(capsys):
+    before = (REPO / "archs/default/arch.json").read_text()
+    assert cli.main(["--name", "default", "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--force" in err and "\n" not in err
+    assert (REPO / "archs/default/arch.json").read_text() == before
+    assert cli.main(["--name", "nonexistent-x", "--budget", "5ms"]) == 2
+    assert "--fmax" in capsys.readouterr().err
+    assert cli.main(["--name", "nonexistent-x", "--budget", "lots"]) == 2
+    assert "expected cycles" in capsys.readouterr().err
+    assert cli.parse_budget("2ms", 50.0) == 100000.0
+    assert not (REPO / "archs/nonexistent-x").exists()
+
+
+def test_micro_search_within_budget_quantises_and_maps(tmp_path):
+    """The search's network trains, quantises and is accepted by the mapper."""
+    from sw.quant import core, pipeline
+    from sw.train import TrainConfig, load_model, train
+    macro = tiny_macro(tmp_path)
+    space = Space.from_arch(arch_mod.load(macro))
+    budget = 0.8 * H.arch_cost(space.macro, BOARD, "cycles")
+    res = run_search(micro_cfg(macro=macro, budget=budget), tmp_path / "s",
+                     tmp_path / "arch.json", "micro", data=micro_data(), log=lambda s: None)
+    assert res["within_budget"] and res["cost"] <= budget
+    arch = arch_mod.load(tmp_path / "arch.json")
+    assert arch.name == "micro" and H.arch_cost(arch, BOARD, "cycles") == res["cost"]
+    assert res["networks"][0]["net"] == "searched" and (tmp_path / "s/pareto.png").is_file()
+    assert 0 <= res["networks"][0]["one_shot_accuracy"] <= 1
+    (tr_x, tr_y), test = micro_data()
+    train(arch, TrainConfig(dataset="synthetic", epochs=1, batch_size=16), tmp_path / "t",
+          data=((tr_x, tr_y), test), log=lambda s: None)
+    net, _, _ = load_model(tmp_path / "t" / "checkpoint.pt")
+    nodes, tq, qcfg, _ = pipeline.quantize(net, tr_x, tr_y, calib_n=32, val_n=0,
+                                           log=lambda s: None)
+    qm = core.export(nodes, tq, qcfg, {"name": "micro"})
+    cfg = mapper.default_config(qm, BOARD)
+    assert sum(cfg.chunk(c).lanes for c in ("clp", "slp", "alp")) > 0
+    logits = gm.forward(qm, test[0][:4])
+    assert logits.shape == (4, 10) and np.isfinite(logits).all()
