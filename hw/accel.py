@@ -68,7 +68,7 @@ class Accelerator(wiring.Component):
                          for name, e in self.engines.items()}
         self.mem_bits = memory_bits(cfg)
         self.host = HostBridge(self.mem_bits, 8 * cfg.word_bytes, cfg.slots,
-                               (cfg.act_bytes // cfg.word_bytes - 1).bit_length())
+                               (cfg.slot_words - 1).bit_length())
         super().__init__({
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),
@@ -134,8 +134,9 @@ class Accelerator(wiring.Component):
         m.d.comb += host.done.eq(Cat(*finished.values()).all())
 
         # ---- memory ports: each bank to the chunk working on its image, else the host -----
-        host_bank = host.wr_addr[(bank_words - 1).bit_length():] if S > 1 else 0
-        host_rd_bank = host.rd_addr[(bank_words - 1).bit_length():] if S > 1 else 0
+        slot_bits = (cfg.slot_words - 1).bit_length()    # slot s: host words s << slot_bits
+        host_bank = host.wr_addr[slot_bits:] if S > 1 else 0
+        host_rd_bank = host.rd_addr[slot_bits:] if S > 1 else 0
         rd_data = []
         for s, bank in enumerate(banks):
             rd, res, wr = bank.read_port(), bank.read_port(), bank.write_port(granularity=1)

@@ -51,7 +51,7 @@ class ChunkConfig:
 class AccelConfig:
     """Sizes and widths of the whole accelerator."""
     word_bytes: int = 4           # activation memory word (bytes)
-    act_bytes: int = 1 << 16      # activation memory per image slot (bytes)
+    act_bytes: int = 1 << 16      # activation memory per image slot (bytes, a multiple of 64)
     slots: int = 1                # image slots: images in flight through the chunks
     p_words: int = 1024           # requantisation parameters (one per output channel)
     prog_words: int = 64          # layer descriptors
@@ -63,10 +63,12 @@ class AccelConfig:
 
     def __post_init__(self):
         _pow2("word_bytes", self.word_bytes, 1, 16)
-        _pow2("act_bytes", self.act_bytes, 64, 1 << 22)
+        _int("act_bytes", self.act_bytes, 64, 1 << 22)
+        if self.act_bytes % 64:
+            raise ConfigError(f"act_bytes: {self.act_bytes} is not a multiple of 64")
         _pow2("slots", self.slots, 1, 8)
-        if self.slots * self.act_bytes // self.word_bytes > 1 << 16:
-            raise ConfigError(f"act_bytes: {self.slots} slots of {self.act_bytes} bytes exceed "
+        if self.slots * self.slot_words > 1 << 16:
+            raise ConfigError(f"act_bytes: {self.slots} slots of {self.slot_words} words exceed "
                               f"the host protocol's 65536 activation words")
         _pow2("p_words", self.p_words, 2, 1 << 16)
         _pow2("prog_words", self.prog_words, 2, 4096)
@@ -85,6 +87,12 @@ class AccelConfig:
         """Present chunks as ``(name, kind, ChunkConfig)``, in a fixed order."""
         return [(name, kind, self.chunk(name)) for name, kind in KIND_OF_CHUNK.items()
                 if self.chunk(name).lanes]
+
+    @property
+    def slot_words(self):
+        """Activation words between the starts of two slots on the host bus: the next power
+        of two of a slot's ``act_bytes / word_bytes``."""
+        return 1 << (self.act_bytes // self.word_bytes - 1).bit_length()
 
     @property
     def act_addr_bits(self):

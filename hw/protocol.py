@@ -11,7 +11,8 @@ All multi-byte fields are little-endian. Commands (one byte each) and their repl
 
 Anything else is answered ``E`` + the byte, and the bridge waits for the next command.
 A run streams ``n`` images through ``slots`` activation slots (slot ``s`` starts at word
-``s * act_bytes / word_bytes``; offsets are within a slot). Before ``X`` the host writes
+``s * slot_words``, ``slot_words`` the next power of two of ``act_bytes / word_bytes``:
+``AccelConfig.slot_words``; offsets are within a slot). Before ``X`` the host writes
 the inputs of images ``0 .. slots-1`` into their slots; after each ``O`` reply (image
 ``i`` done) the bridge takes the input of image ``i + slots`` for that slot, so the host
 may send all remaining inputs right after ``X``: flow control paces them.

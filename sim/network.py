@@ -65,7 +65,7 @@ def session(prog, cfg, images):
     inputs follow the run command; the bridge paces them)."""
     bits = dict(zip(protocol.MEMORIES, memory_bits(cfg)))
     V = cfg.word_bytes
-    slot_words = cfg.act_bytes // V
+    slot_words = cfg.slot_words
     cmds = [(protocol.PING, 4)]
     for mem, blocks in prog.images.items():
         for base, words in blocks.items():

@@ -123,7 +123,7 @@ def size_config(qm, lanes, word_bytes, slots):
     return replace(
         roomy,
         slots=slots,
-        act_bytes=_pow2(prog.act_bytes_used, 64),
+        act_bytes=-(-prog.act_bytes_used // 64) * 64,    # banks need not be powers of two
         p_words=_pow2(sum(len(w) for w in prog.images["param"].values())),
         prog_words=_pow2(len(prog.layers)),
         **{c: replace(roomy.chunk(c), w_words=_pow2(used_w[c])) for c in CHUNKS if lanes[c]})

@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 
 from hw.accel import Accelerator
-from hw.config import AccelConfig, ChunkConfig
+from hw.config import AccelConfig, ChunkConfig, ConfigError
 from sim.runner import run_testbench, selected_simulators
 
 SMALL = AccelConfig(word_bytes=4, act_bytes=4096, p_words=256, prog_words=16,
@@ -23,8 +23,19 @@ def test_random_hybrid_network_bit_exact(sim):
 
 def test_pipelined_slots_bit_exact():
     """Two image slots, five images streamed: the chunks work on different images at once
-    and the bridge refills slots during the run."""
-    cfg = replace(SMALL, slots=2)
+    and the bridge refills slots during the run. The banks hold 832 bytes (208 words, not a
+    power of two: the host still addresses slot 1 from word 256)."""
+    cfg = replace(SMALL, slots=2, act_bytes=832)
     run_testbench(Accelerator(cfg), name="accel_slots2", test_module="sim.tb_accel",
                   sim=selected_simulators()[0],
                   params=dict(cfg=cfg.to_dict(), specs=HYBRID, seed=4, images=5))
+
+
+def test_config_activation_banks():
+    """Banks need not be powers of two; slots are addressed at power-of-two strides."""
+    cfg = replace(SMALL, slots=4, act_bytes=832)
+    assert cfg.slot_words == 256 and cfg.act_addr_bits == 10
+    with pytest.raises(ConfigError, match="act_bytes: 100 is not a multiple of 64"):
+        replace(SMALL, act_bytes=100)
+    with pytest.raises(ConfigError, match="act_bytes: 8 slots of 16384 words exceed"):
+        replace(SMALL, slots=8, act_bytes=40000)
