@@ -24,6 +24,7 @@ from hw.config import AccelConfig, ConfigError
 from hw.export import to_verilog
 from sim.runner import _tool_env
 from sw.compile import compile_model, execution_order
+from sw import schedule
 from sw.costmodel import program_cycles
 from sw.golden import model as golden
 from sw.program import ProgramError
@@ -153,9 +154,10 @@ def print_report(prog, cfg, measured, cycles, acc, n):
     print(f"overall PE utilisation {sum(macs.values()) / total_pe_cycles:.1%} (work-weighted); "
           f"{per_image} cycles per image with {cfg.slots} image slot(s) "
           f"({n} images in one run of {cycles[0]} cycles)")
-    if cfg.slots == 1:
-        print(f"cost model: {predicted_total} cycles per image predicted, "
-              f"{abs(per_image - predicted_total) / per_image:.2%} off")
+    run = schedule.run_cycles(prog, cfg, n)
+    print(f"cost model: this run {run} cycles predicted ({run / n:.0f} per image), "
+          f"{abs(cycles[0] - run) / cycles[0]:.2%} off; one image's layers {predicted_total} "
+          f"cycles; steady state {schedule.interval(prog, cfg):.0f} cycles per image")
     if acc is not None:
         print(f"accuracy on {n} test images: RTL {acc[0]:.2%}, golden model {acc[1]:.2%}")
 

@@ -43,7 +43,8 @@ from hw.accel import CHUNK_ID
 from hw.config import CHUNK_OF_OP, AccelConfig, ChunkConfig, ConfigError
 from sw import energy as E
 from sw import resources as R
-from sw.compile import compile_model
+from sw import schedule
+from sw.compile import compile_model, pipeline_deltas
 from sw.costmodel import CONTROL, layer_cycles
 from sw.golden import model as golden
 from sw.program import ProgramError
@@ -56,6 +57,7 @@ KIND = {"clp": "mul", "slp": "shift", "alp": "adder"}
 PE_COST = {"clp": 1.0, "slp": 1 / 1.88, "alp": 1 / 1.88}
 MAX_LANES = 128
 SLOTS = (1, 2, 4, 8)
+MAX_EXACT = 4000         # exact pipeline replays per word size and slot count, at most
 
 
 class MapError(ValueError):
@@ -237,25 +239,52 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             cols = {c: tables[c][g.ravel()] for c, g in zip(present, grid)}
         busy = np.stack([cols[c][:, CYCLES] for c in present])
         pj = sum(cols[c][:, PJ] for c in present) + E.offchip_pj(prog)
+        chunks = [L.chunk for L in prog.layers]
+        in_bytes = schedule.input_bytes(prog, V)
+        exact_cache = {}
+
+        def exact(k, s):
+            """Steady-state cycles per image of candidate ``k`` with ``s`` slots."""
+            lanes = {c: int(cols[c][k, LANES]) for c in present}
+            key = (tuple(lanes.values()), s)
+            if key not in exact_cache:
+                cyc = [layer_cycles(L.layer, lanes[L.chunk], V) for L in prog.layers]
+                exact_cache[key] = schedule.steady_interval(
+                    chunks, pipeline_deltas(chunks, s), cyc, s, in_bytes, prog.output_bytes, V)
+            return exact_cache[key]
+
         for s in (SLOTS if slots is None else (slots,)):
             if s * sized.act_bytes // V > 1 << 16:
                 continue
             act = R.act_usage(fam, V, sized.act_bytes, s)
             use = {r: np.round(sum(cols[c][:, USE[r]] for c in present) + shared[r] + act[r])
                    for r in R.RESOURCES}
-            total = busy.sum(0)
-            cycles = total if s == 1 else np.maximum(busy.max(0), np.ceil(total / s))
-            score = {"latency": cycles, "energy": pj, "edp": cycles * pj}[objective]
+            bound = schedule.lower_bound(busy, s)
             ok = np.all([use[r] <= have[r] for r in R.RESOURCES], 0)
             k_small = int(np.argmin(use["logic"]))
             if smallest is None or use["logic"][k_small] < smallest["logic"]:
                 smallest = {r: round(v[k_small]) for r, v in use.items()}
             if not ok.any():
                 continue
-            order = np.lexsort((use["logic"], score))
-            k = int(order[np.flatnonzero(ok[order])[0]])
+            weight = pj if objective == "edp" else 1.0
+            first = pj if objective == "energy" else bound * weight
+            order = np.lexsort((use["logic"], first))
+            order = order[ok[order]]
+            if objective == "energy":
+                k = int(order[0])
+                found = (pj[k], exact(k, s))
+            else:
+                # branch and bound: the bound never exceeds the exact interval
+                found, k = (np.inf, None), None
+                for j in order[:MAX_EXACT]:
+                    if first[j] >= found[0]:
+                        break
+                    cyc = exact(j, s)
+                    if cyc * (weight[j] if objective == "edp" else 1) < found[0]:
+                        found, k = (cyc * (weight[j] if objective == "edp" else 1), cyc), int(j)
+            cycles = found[1]
             point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
-                          V, s, int(cycles[k]), float(cycles[k]) / fmax, float(pj[k]),
+                          V, s, round(cycles), cycles / fmax, float(pj[k]),
                           {r: round(v[k]) for r, v in use.items()})
             if best is None or (point.score(objective), point.usage["logic"]) < \
                     (best.score(objective), best.usage["logic"]):
@@ -315,7 +344,7 @@ def report(qm, cfg, board, objective, headroom=R.HEADROOM):
     busy = {c: sum(r["cycles"] + CONTROL for r in rows if r["chunk"] == c)
             for c in CHUNKS if cfg.chunk(c).lanes}
     image = sum(busy.values())
-    interval = image if cfg.slots == 1 else max(max(busy.values()), -(-image // cfg.slots))
+    interval = round(schedule.interval(compile_model(qm, cfg), cfg))
     usage = R.estimate(cfg, board)
     fmax = R.fmax_mhz(board)
     macs = sum(r["macs"] for r in rows)

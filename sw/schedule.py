@@ -1,0 +1,95 @@
+"""Cycle model of a streaming run with several image slots: the chunks' controllers, their
+dependencies and the host bridge's refills, replayed event by event (``hw/accel.py``).
+
+Each chunk's controller walks the whole program once per iteration ``k``; entry ``pc``
+(on chunk ``c``, image offset ``delta``) is its own when ``c`` runs it, and then runs image
+``k - delta`` once that image is in its slot with layer ``pc - 1`` done. A walk step over
+another chunk's entry costs ``SKIP`` cycles (fetch, load, decide, next); an own entry
+``FETCH`` cycles before it may start, its layer's cycles (``sw.costmodel.layer_cycles``),
+then ``AFTER`` cycles until the controller moves on. When image ``i`` is done (and images
+before it were served) the host bridge sends ``O`` + its logits, then takes the input of
+image ``i + slots`` into the same slot, one byte per cycle each way (the simulation
+harness's pace; a UART is slower).
+
+Every dependency points to an earlier ``(k, pc)``, so one pass in that order settles all
+times. :func:`run_cycles` gives a run's cycles; :func:`interval` the steady-state cycles
+per image, which :func:`lower_bound` (the busiest chunk, or all layers / slots) never
+exceeds.
+"""
+import numpy as np
+
+from sw.costmodel import layer_cycles
+from sw.program import cpad
+
+SKIP, FETCH, AFTER, HANDOVER = 4, 3, 3, 2
+
+
+def layer_times(prog, cfg):
+    return [layer_cycles(L.layer, cfg.chunk(L.chunk).lanes, cfg.word_bytes)
+            for L in prog.layers]
+
+
+def run_cycles(prog, cfg, images, cycles=None):
+    """Cycles of one streaming run of ``images`` images of ``prog`` on ``cfg``
+    (``cycles``: per-layer cycles, default the cost model's)."""
+    return _run([L.chunk for L in prog.layers], prog.deltas,
+                cycles or layer_times(prog, cfg), cfg.slots, input_bytes(prog, cfg.word_bytes),
+                prog.output_bytes, images, cfg.word_bytes)
+
+
+def interval(prog, cfg, cycles=None):
+    """Steady-state cycles per image with ``cfg.slots`` slots."""
+    return steady_interval([L.chunk for L in prog.layers], prog.deltas,
+                           cycles or layer_times(prog, cfg), cfg.slots,
+                           input_bytes(prog, cfg.word_bytes), prog.output_bytes, cfg.word_bytes)
+
+
+def steady_interval(chunks, deltas, cycles, slots, in_bytes, out_bytes, word_bytes):
+    """Cycles per image in the steady state: the difference of runs of ``n`` and ``2n``
+    images, so the pipeline's fill and drain cancel."""
+    n = 4 * slots + 4
+    return (_run(chunks, deltas, cycles, slots, in_bytes, out_bytes, 2 * n, word_bytes)
+            - _run(chunks, deltas, cycles, slots, in_bytes, out_bytes, n, word_bytes)) / n
+
+
+def _run(chunks, deltas, cycles, S, in_bytes, out_bytes, images, word_bytes):
+    P = len(chunks)
+    # the bridge: 'O', then per logits word a read, a wait and two cycles per byte sent;
+    # per input word one cycle per byte received and one to store it
+    out_cycles = 2 + out_bytes // word_bytes * (2 * word_bytes + 3)
+    in_cycles = in_bytes // word_bytes * (word_bytes + 1) + 1
+    clock = {c: 0 for c in set(chunks)}
+    done = {}                                  # (image, layer) -> cycle the layer is done
+    ready = {i: 0 for i in range(min(S, images))}   # image -> cycle it is in its slot
+    served = 0                                 # the bridge is free from this cycle on
+    for k in range(images + S - 1):
+        for pc in range(P):
+            img = k - deltas[pc]
+            for c in clock:
+                if c != chunks[pc] or not 0 <= img < images:
+                    clock[c] += SKIP
+                    continue
+                dep = ready[img] if pc == 0 else done[(img, pc - 1)] + HANDOVER
+                start = max(clock[c] + FETCH, dep)
+                done[(img, pc)] = start + cycles[pc]
+                clock[c] = done[(img, pc)] + AFTER
+                if pc == P - 1:                # the bridge serves images in order
+                    served = max(served, done[(img, pc)] + HANDOVER) + out_cycles
+                    if img + S < images:
+                        served += in_cycles
+                        ready[img + S] = served
+    return served + 5                          # D + cycles
+
+
+def input_bytes(prog, word_bytes):
+    """Bytes of one input image in the activation memory (what a refill transfers)."""
+    c, h, w = prog.input_shape
+    return h * w * cpad(c, word_bytes)
+
+
+def lower_bound(busy, slots):
+    """Cycles per image no schedule beats: each chunk's work (``busy``: per chunk, with
+    hand-overs) and each image's layers in sequence, ``slots`` images at a time."""
+    busy = np.asarray(busy, float)
+    total = busy.sum(0)
+    return total if slots == 1 else np.maximum(busy.max(0), total / slots)
