@@ -7,22 +7,22 @@ cycles, energy and resources.
 Design space: lanes per chunk (CLP multipliers, SLP shifters, ALP adders; a chunk the
 network does not use gets 0), the activation word ``word_bytes`` (the lanes a depthwise
 layer uses: a power of two <= the smallest chunk, <= 16) and the image slots (images in
-flight, 1 .. 8). Every point is costed exactly and vectorised:
+flight, 1 .. 8). Every point is costed exactly:
 
-- cycles per layer by ``sw.costmodel`` (equal to the RTL's); cycles per image: the sum
-  over layers with one slot, else the pipeline's interval ``max(slowest chunk, total /
-  slots)``; latency = cycles / fmax (``sw.resources``);
+- cycles per layer by ``sw.costmodel`` (equal to the RTL's); cycles per image: the
+  steady-state interval of a streaming run, replayed by ``sw.schedule`` (branch and bound
+  under its lower bound); latency = cycles / fmax (``sw.resources``);
 - energy per image by ``sw.energy`` (45 nm compute + memory traffic);
 - logic, FFs, DSPs, block RAM and SPRAM by ``sw.resources``, kept within the board's
   budget (data-sheet totals less ``--headroom`` of logic and FFs).
 
 ``--rule search`` (default) takes the point that minimises the objective (``latency``,
 ``energy`` or ``edp``, ties to less logic); ``--rule proportional`` is NASA's rule: lanes
-in proportion to each chunk's work weighted by PE cost (``PE_COST``), scaled up as far as
-the budget allows. Widths: each chunk's accumulator is the widest its layers need (the
-proven ``acc_bits``), the shift chunk's exponent the widest ``exp_bits``, ``rq_width``
-the widest requantisation intermediate; memories are cut to the next power of two of
-what the program uses.
+in proportion to each chunk's work, scaled up as far as the budget and the objective
+want. Widths: each chunk's accumulator is the widest its layers need (the proven
+``acc_bits``), the shift chunk's exponent the widest ``exp_bits``, ``rq_width`` the
+widest requantisation intermediate; memories are cut to what the program uses (weights,
+parameters and program to the next power of two, activation banks to 64 bytes).
 
 Outputs in ``--out``: ``accel.json`` (the single source of truth for the generators),
 ``program.json`` (the layer descriptors the controller runs, decoded), ``map_report.json``
@@ -31,7 +31,6 @@ Outputs in ``--out``: ``accel.json`` (the single source of truth for the generat
 A network that fits nowhere gets one line per resource that falls short and by how much.
 """
 import argparse
-import itertools
 import json
 import sys
 from dataclasses import dataclass, replace
@@ -52,7 +51,6 @@ from sw.program import ProgramError
 OBJECTIVES = ("latency", "energy", "edp")
 RULES = ("search", "proportional")
 CHUNKS = ("clp", "slp", "alp")
-KIND = {"clp": "mul", "slp": "shift", "alp": "adder"}
 # NASA's area ratio: a shift or adder PE costs 1/1.88 of a multiplier PE
 PE_COST = {"clp": 1.0, "slp": 1 / 1.88, "alp": 1 / 1.88}
 MAX_LANES = 128
@@ -103,19 +101,18 @@ def chunk_widths(qm):
     return widths, min(64, rq)
 
 
-def _roomy(qm, lanes, word_bytes, slots=1):
+def _roomy(qm, lanes, word_bytes):
     """A config with memories large enough for anything (to compile and measure)."""
     widths, rq = chunk_widths(qm)
     return AccelConfig(word_bytes=word_bytes, act_bytes=min(1 << 18, word_bytes << 16),
-                       p_words=1 << 16,
-                       prog_words=4096, rq_width=rq, slots=1,
+                       p_words=1 << 16, prog_words=4096, rq_width=rq, slots=1,
                        **{c: ChunkConfig(lanes[c], *widths[c], 1 << 16) if lanes[c]
                           else ChunkConfig(0) for c in CHUNKS})
 
 
 def size_config(qm, lanes, word_bytes, slots):
-    """The accelerator with ``lanes`` per chunk: widths from the network, every memory cut
-    to the next power of two of what the program uses."""
+    """The accelerator with ``lanes`` per chunk and ``slots`` image slots: widths from the
+    network, every memory cut to what the program uses."""
     roomy = _roomy(qm, lanes, word_bytes)
     prog = compile_model(qm, roomy)
     used_w = {c: 0 for c in CHUNKS}
