@@ -138,7 +138,7 @@ def run(args, log):
         if v_qat >= v_ptq:
             final = (nodes2, tq, qm2, ev_qat)
             report["method"] = "qat"
-            qat_ckpt = REPO / "build" / arch.name / "quant" / "qat_checkpoint.pt"
+            qat_ckpt = out / "qat_checkpoint.pt"
             qat_ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"arch": arch.to_dict(), "model": net2.state_dict(),
                         "quant": cfg.to_dict()}, qat_ckpt)
