@@ -4,8 +4,8 @@ Run: .venv/bin/python bench/accuracy.py [--nets all-conv,default] [--train EPOCH
                                         [--dataset mnist]
 
 It reads existing reports; it does not train unless asked. Per net: the bundled reports
-archs/<net>/{train_report,quant_report}.json when both exist for the dataset (archs/default
-ships them; --no-bundled skips them), else <build>/<net>/train/report.json (sw.train) and
+archs/<net>/{train_report,quant_report}.json (archs/<net>/<dataset>/ for a dataset other
+than fashion-mnist) when both exist for the dataset (--no-bundled skips them), else <build>/<net>/train/report.json (sw.train) and
 <build>/<net>/quant/quant_report.json (sw.quant); <build>/<net>-<dataset>/ for a --dataset
 other than fashion-mnist. With --train EPOCHS, every selected net without reports is first
 trained (sw.train --resume, so an interrupted run continues) and quantised (sw.quant: PTQ,
@@ -39,7 +39,7 @@ def out_dir(net, build):
 
 def report_paths(net, build, bundled=True):
     """(train report, quant report) this net is read from."""
-    arch_dir = REPO / "archs" / net
+    arch_dir = REPO / "archs" / net / ("" if DATASET == "fashion-mnist" else DATASET)
     t, q = arch_dir / "train_report.json", arch_dir / "quant_report.json"
     if bundled and t.exists() and q.exists() and load(t).get("dataset") == DATASET:
         return t, q
