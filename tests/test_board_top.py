@@ -106,6 +106,8 @@ def test_throughput_figures(small_model):
     cycles = figures["cycles_per_image"]
     assert figures["images_per_s"] == round(10e6 / cycles, 1)
     assert figures["images_per_s_at_fmax"] == round(20e6 / cycles, 1)
+    # one slot: streaming adds the byte-stream transfers to the sequential cycles
+    assert cycles < figures["interval_cycles"] < 1.5 * cycles
     # 8x8 one-channel input padded to 4-byte words; 'O' + 10 16-bit logits (20 bytes)
     assert figures["uart_bytes_per_image"] == {"in": 64 * 4, "out": 21}
     assert figures["uart_images_per_s"] == round(100_000 / (256 + 21), 1)
