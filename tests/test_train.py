@@ -189,3 +189,20 @@ def test_arch_argument_forms():
     assert T.resolve_arch_path(str(T.REPO / "archs" / "default")) == \
         T.REPO / "archs" / "default" / "arch.json"
     assert T.resolve_arch_path("x/y.json") == T.Path("x/y.json")
+
+
+def test_recalibrated_batch_norm_is_the_plain_average(data):
+    arch = A.Arch.from_dict(TINY)
+    model = T.build_model(arch, seed=1).eval()
+    images = data[0][0]
+    stem_bn = model.stem.bn
+    stem_bn.running_mean.fill_(123.0)                 # stale statistics
+    T.recalibrate_bn(model, images, seed=3, batches=3, batch_size=50)
+    assert not model.training and stem_bn.momentum == 0.1
+    g = torch.Generator()
+    g.manual_seed(3 + 99991)
+    idx = torch.randperm(len(images), generator=g)[:150]
+    with torch.no_grad():
+        x = model.stem.op(T.to_input(torch.as_tensor(images)[idx]))
+    means = x.mean((0, 2, 3))
+    assert torch.allclose(stem_bn.running_mean, means, atol=1e-4)
