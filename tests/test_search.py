@@ -98,8 +98,9 @@ def test_weight_sharing_slices_weights_and_batch_norms(space):
     torch.manual_seed(0)
     net = Supernet(space)
     j = choice_index("shift", 3, 3)
-    fam = net.blocks[1].families["shift3"]
+    fam = net.blocks[1].families["shift"]
     assert fam.expand.op.weight.shape[0] == 8 * 6          # only the widest module exists
+    assert fam.depthwise.op.weight.shape[1:] == (1, 5, 5)
     x = torch.rand(4, 1, 28, 28)
     mixes = [[(choice_index("conv", 3, 1), None)], [(j, None)], [(SKIP, None)],
              [(choice_index("conv", 5, 6), None)]]
@@ -111,6 +112,9 @@ def test_weight_sharing_slices_weights_and_batch_norms(space):
     sub = net.extract([m[0][0] for m in mixes]).eval()
     assert torch.equal(sub.blocks[1].expand.op.weight, fam.expand.op.weight[:24])
     assert torch.equal(sub.blocks[1].project.op.weight, fam.project.op.weight[:, :24])
+    # kernel 3: the centre of the shared 5x5 depthwise weight
+    assert torch.equal(sub.blocks[1].depthwise.op.weight, fam.depthwise.op.weight[:24, :,
+                                                                                  1:4, 1:4])
     assert torch.equal(sub.blocks[1].depthwise.bn.running_var,
                        fam.depthwise.bn.running_var[:24])
     assert sub.blocks[0].expand is None and sub.blocks[2].proj is None
@@ -120,7 +124,8 @@ def test_weight_sharing_slices_weights_and_batch_norms(space):
     net.train()
     net(x, mixes).sum().backward()
     g = fam.depthwise.op.weight.grad
-    assert g[:24].abs().sum() > 0 and torch.all(g[24:] == 0)
+    assert g[:24, :, 1:4, 1:4].abs().sum() > 0 and torch.all(g[24:] == 0)
+    assert torch.all(g[:, :, 0] == 0) and torch.all(g[:, :, :, 4] == 0)
     assert torch.equal(w0, fam.depthwise.op.weight)
 
 

@@ -156,9 +156,10 @@ class HybridOp(nn.Module):
     def _forward4d(self, x):
         return self.run(x, self.weight, self.groups, self.bias)
 
-    def run(self, x, weight, groups, bias=None):
-        """This operator on a 4-D ``x`` with another ``weight`` (e.g. a channel slice of
-        ``self.weight``, as the search's weight-shared supernet uses) and ``groups``."""
+    def run(self, x, weight, groups, bias=None, padding=None):
+        """This operator on a 4-D ``x`` with another ``weight`` (e.g. a slice of
+        ``self.weight``, as the search's weight-shared supernet uses), ``groups`` and
+        ``padding`` (default ``self.padding``)."""
         raise NotImplementedError
 
     def extra_repr(self):
@@ -179,8 +180,9 @@ class Conv2d(HybridOp):
 
     kind = "conv"
 
-    def run(self, x, weight, groups, bias=None):
-        return F.conv2d(x, weight, bias, self.stride, self.padding, 1, groups)
+    def run(self, x, weight, groups, bias=None, padding=None):
+        pad = self.padding if padding is None else padding
+        return F.conv2d(x, weight, bias, self.stride, pad, 1, groups)
 
 
 class ShiftConv2d(HybridOp):
@@ -201,9 +203,10 @@ class ShiftConv2d(HybridOp):
     def sign_exponent(self):
         return shift_sign_exponent(self.weight, self.p_min, self.p_max)
 
-    def run(self, x, weight, groups, bias=None):
+    def run(self, x, weight, groups, bias=None, padding=None):
         w = shift_quantize_ste(weight, self.p_min, self.p_max)
-        return F.conv2d(x, w, bias, self.stride, self.padding, 1, groups)
+        pad = self.padding if padding is None else padding
+        return F.conv2d(x, w, bias, self.stride, pad, 1, groups)
 
     def extra_repr(self):
         return super().extra_repr() + f", p=[{self.p_min}, {self.p_max}]"
@@ -224,10 +227,11 @@ class AdderConv2d(HybridOp):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def run(self, x, weight, groups, bias=None):
+    def run(self, x, weight, groups, bias=None, padding=None):
         from sw.kernels import adder2d
         w = adaptive_grad_scale(weight, self.eta)
-        y = adder2d(x, w, stride=self.stride, padding=self.padding, groups=groups)
+        pad = self.padding if padding is None else padding
+        y = adder2d(x, w, stride=self.stride, padding=pad, groups=groups)
         if bias is not None:
             y = y + bias[:, None, None]
         return y

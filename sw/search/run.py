@@ -24,7 +24,7 @@ from sw.train import REPO, evaluate, load_data, to_input
 
 from .hwcost import BOARDS, HwCost, HwError, arch_cost, mapper_lanes, merge_lanes
 from .pgp import PHASES, WeightTrainer, pgp_epoch
-from .search import CostTerm, derive, probs, search_epoch
+from .search import CostTerm, derive, next_lam, probs, search_epoch
 from .space import CHOICES, Space, SpaceError
 from .supernet import Supernet
 
@@ -46,20 +46,21 @@ class SearchConfig:
     space: str = "hybrid"
     seed: int = 0
     macro: str = "archs/default/arch.json"
-    train_images: int = 20000          # subset of the train split (halves for the search)
-    test_images: int = 10000
-    batch_size: int = 128
+    train_images: int = 12000          # subset of the train split (halves for the search)
+    test_images: int = 2000           # one-shot evaluations (bench/search.py trains)
+    batch_size: int = 64
     lr: float = 0.1
     weight_decay: float = 1e-4
     grad_clip: float = 5.0
-    pgp: list = field(default_factory=lambda: [["cs-wide", 2], ["cs-all", 2],
+    pgp: list = field(default_factory=lambda: [["cs-wide", 1], ["cs-all", 2],
                                                ["adder-wide", 1], ["adder-all", 1],
                                                ["all", 2]])
-    search_epochs: int = 6
-    alpha_lr: float = 0.02
+    search_epochs: int = 4
+    alpha_lr: float = 0.1
     tau0: float = 5.0
     tau_end: float = 0.5
     lam0: float = 1.0
+    window: float = 0.85               # lam adapts to keep the derived net in [w*B, B]
     energy_weight: float = 0.5
     calib_images: int = 512
     random_samples: int = 8
@@ -67,9 +68,8 @@ class SearchConfig:
     @classmethod
     def quick(cls, **kw):
         """< 5 minutes on 2 shared cores: a 2000-image subset, one epoch per phase."""
-        base = dict(train_images=2000, test_images=1000, batch_size=64,
-                    pgp=[[p, 1] for p in PHASES], search_epochs=2, alpha_lr=0.05,
-                    calib_images=256, random_samples=4)
+        base = dict(train_images=2000, test_images=1000, pgp=[[p, 1] for p in PHASES],
+                    search_epochs=2, calib_images=256, random_samples=4)
         return cls(**{**base, **kw})
 
 
@@ -93,11 +93,16 @@ def resolve_budget(cfg, space):
     return arch_cost(space.macro, cfg.board, "flops" if cfg.cost == "flops" else "cycles")
 
 
+def train_order(cfg, n):
+    """The order of the ``n`` training images; the search uses the first
+    ``cfg.train_images`` (the rest is held out, e.g. for bench/search.py)."""
+    return torch.randperm(n, generator=_generator(cfg.seed, -1)).numpy()
+
+
 def _data(cfg, data):
     (tr_x, tr_y), (te_x, te_y) = data or (load_data(cfg.dataset, "train"),
                                           load_data(cfg.dataset, "test"))
-    idx = torch.randperm(len(tr_y), generator=_generator(cfg.seed, -1))[:cfg.train_images]
-    idx = idx.numpy()
+    idx = train_order(cfg, len(tr_y))[:cfg.train_images]
     half = len(idx) // 2
     split_w = (tr_x[idx[:half]], tr_y[idx[:half]])
     split_a = (tr_x[idx[half:]], tr_y[idx[half:]])
@@ -164,6 +169,29 @@ def _load(path, cfg):
     return state
 
 
+def load_search(out_dir):
+    """(config, space, supernet, alpha) of a search's checkpoint in ``out_dir``."""
+    path = Path(out_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise SearchError(f"{path}: no such checkpoint; run python -m sw.search first")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise SearchError(f"{path}: not a sw.search checkpoint")
+    cfg = SearchConfig(**state["config"])
+    space = _space(cfg)
+    net = Supernet(space)
+    net.load_state_dict(state["supernet"])
+    return cfg, space, net.eval(), state["alpha"]
+
+
+def _space(cfg):
+    macro = arch_mod.load(Path(cfg.macro) if Path(cfg.macro).is_absolute()
+                          else REPO / cfg.macro)
+    if cfg.dataset != "synthetic":
+        macro = macro.replace(dataset=cfg.dataset)
+    return Space.from_arch(macro, cfg.space)
+
+
 def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print,
                stop_after=None):
     """Run (or resume) a search; writes the arch and the outputs, returns result.json's
@@ -172,11 +200,8 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
     resume later)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    macro = arch_mod.load(Path(cfg.macro) if Path(cfg.macro).is_absolute()
-                          else REPO / cfg.macro)
-    if cfg.dataset != "synthetic":
-        macro = macro.replace(dataset=cfg.dataset)
-    space = Space.from_arch(macro, cfg.space)
+    space = _space(cfg)
+    macro = space.macro
     hw = HwCost(space, cfg.board)
     cfg = dataclasses.replace(cfg, budget=resolve_budget(cfg, space))
     split_w, split_a, test = _data(cfg, data)
@@ -223,7 +248,7 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
             choices, derived = derive(space, alpha, cfg.board, metric, math.inf, lanes)
             stats.update(derived=[_label(j) for j in choices], derived_cost=derived,
                          lanes=lanes and lanes[0])
-            lam = lam * 2 if derived > cfg.budget else max(lam / 2, 1e-3)
+            lam = next_lam(lam, derived, cfg.budget, cfg.window)
             if lanes and math.isfinite(derived):
                 lanes = merge_lanes(lanes, mapper_lanes(space.arch(choices), cfg.board))
         else:

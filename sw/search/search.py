@@ -6,12 +6,13 @@ Each search step:
 1. weight step on a batch of split A: one path per block sampled from softmax(alpha);
 2. alpha step on a batch of split B: Gumbel-softmax weights ``g = softmax((alpha + G) /
    tau)``, the top-2 paths of each block run and are mixed with ``g`` renormalised over
-   them; loss ``CE + lam * relu(E[cost] / budget - 1)`` (+ ``mu * E[energy] / energy_ref``
-   for the energy objective), ``E[.]`` under ``p = softmax(alpha)`` from the cost tables.
+   them; loss ``CE + lam * |E[cost] / budget - 1|`` (TuNAS' absolute reward: the budget is
+   a target to use, not only a cap; + ``mu * E[energy] / energy_ref`` for the energy
+   objective), ``E[.]`` under ``p = softmax(alpha)`` from the cost tables.
 
 ``tau`` anneals geometrically from ``tau0`` to ``tau_end`` over the search epochs; ``lam``
-doubles after an epoch whose derived network (argmax) is over the budget and halves
-otherwise (NASA's adaptive weight). :func:`derive` takes the argmax and, while it is over
+doubles after an epoch whose derived network (argmax) lies outside the window
+``[window * budget, budget]`` and halves inside it (NASA's adaptive FLOPs window). :func:`derive` takes the argmax and, while it is over
 the budget, swaps the block choice that saves the most cost per lost log-probability.
 """
 from __future__ import annotations
@@ -81,7 +82,7 @@ class CostTerm:
 
     def penalty(self, p, lam):
         e = self.expected(p)
-        loss = lam * F.relu(e / self.budget - 1.0)
+        loss = lam * (e / self.budget - 1.0).abs()
         if self.cfg.objective == "energy":
             loss = loss + self.cfg.energy_weight * self.expected(p, "energy") / self.energy_ref
         return loss.float(), e.item()
@@ -118,6 +119,11 @@ def _cost(space, choices, board, metric):
         return arch_cost(space.arch(choices), board, metric)
     except HwError:
         return math.inf
+
+
+def next_lam(lam, derived, budget, window):
+    """NASA's adaptive weight: double outside ``[window * budget, budget]``, else halve."""
+    return lam * 2 if not window * budget <= derived <= budget else max(lam / 2, 1e-3)
 
 
 def derive(space, alpha, board, metric, budget, lanes):

@@ -1,13 +1,16 @@
 """The weight-sharing supernet over a :class:`~sw.search.space.Space`.
 
-Per block and per (operator type, kernel) one :class:`Family` holds the widest
-inverted residual (expansion ``e_max``); expansion ``e`` uses the first ``e * C_in``
+Per block and per operator type one :class:`Family` holds the widest inverted residual
+(expansion ``e_max``, kernel ``k_max``). Expansion ``e`` uses the first ``e * C_in``
 hidden channels: rows of the expand weight, channels of the depthwise weight, columns of
 the project weight, and the same slice of the expand and depthwise batch norms (weights,
-biases and running statistics). The project batch norm (``C_out`` wide) is shared.
-Expansion 1 has no expand layer (the depthwise layer reads the block input), as in
-``sw.nn.InvertedResidual``. Module names follow ``sw.nn.Net`` so that :meth:`Supernet.extract`
-copies a sub-network into a stand-alone ``Net`` for ``sw.train`` / ``sw.quant``.
+biases and running statistics); the project batch norm (``C_out`` wide) is shared.
+Kernel ``k`` uses the centre ``k x k`` of the depthwise weight (padding ``k // 2``), as in
+Once-for-All: NASA keeps one module per (type, kernel), but separate kernels halved the
+supernet's learning speed in our CPU budget (docs/search.md). Expansion 1 has no expand
+layer (the depthwise layer reads the block input), as in ``sw.nn.InvertedResidual``.
+Module names follow ``sw.nn.Net`` so that :meth:`Supernet.extract` copies a sub-network
+into a stand-alone ``Net`` for ``sw.train`` / ``sw.quant``.
 """
 from __future__ import annotations
 
@@ -34,17 +37,21 @@ def _bn(bn, x, n):
 
 
 class Family(nn.Module):
-    """All expansions of one (operator type, kernel) in one block, sharing weights."""
+    """All kernels and expansions of one operator type in one block, sharing weights."""
 
-    def __init__(self, kind, in_ch, out_ch, kernel, stride, e_max, **cfg):
+    def __init__(self, kind, in_ch, out_ch, k_max, stride, e_max, **cfg):
         super().__init__()
         wide = in_ch * e_max
-        self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
+        self.in_ch, self.out_ch, self.stride, self.k_max = in_ch, out_ch, stride, k_max
         self.expand = OpBN(kind, in_ch, wide, 1, **cfg) if e_max > 1 else None
-        self.depthwise = OpBN(kind, wide, wide, kernel, stride, groups=wide, **cfg)
+        self.depthwise = OpBN(kind, wide, wide, k_max, stride, groups=wide, **cfg)
         self.project = OpBN(kind, wide, out_ch, 1, relu=False, **cfg)
 
-    def forward(self, x, e):
+    def _dw_slice(self, n, k):
+        c = (self.k_max - k) // 2
+        return slice(0, n), slice(None), slice(c, c + k), slice(c, c + k)
+
+    def forward(self, x, k, e):
         n = self.in_ch * e
         if e > 1:
             w = self.expand.op.weight[:n]
@@ -52,18 +59,21 @@ class Family(nn.Module):
         else:
             x_in = x
         dw = self.depthwise
-        y = _bn(dw.bn, dw.op.run(x_in, dw.op.weight[:n], n), n).relu()
+        y = dw.op.run(x_in, dw.op.weight[self._dw_slice(n, k)], n, padding=k // 2)
+        y = _bn(dw.bn, y, n).relu()
         y = self.project.bn(self.project.op.run(y, self.project.op.weight[:, :n], 1))
         return y + x if self.in_ch == self.out_ch and self.stride == 1 else y
 
-    def slices(self, e):
-        """{sub-module path in a sw.nn block: (source tensor name, slice)} for expansion e."""
+    def slices(self, k, e):
+        """{sub-module path in a sw.nn block: (source tensor name, slice)} for kernel k,
+        expansion e."""
         n = self.in_ch * e
         out = {}
         for part, sl in (("expand", slice(0, n)), ("depthwise", slice(0, n))):
             if part == "expand" and e == 1:
                 continue
-            out[f"{part}.op.weight"] = (f"{part}.op.weight", sl)
+            out[f"{part}.op.weight"] = (f"{part}.op.weight",
+                                        self._dw_slice(n, k) if part == "depthwise" else sl)
             for s in ("weight", "bias", "running_mean", "running_var"):
                 out[f"{part}.bn.{s}"] = (f"{part}.bn.{s}", sl)
             out[f"{part}.bn.num_batches_tracked"] = (f"{part}.bn.num_batches_tracked", None)
@@ -79,19 +89,20 @@ class MixedBlock(nn.Module):
     def __init__(self, in_ch, out_ch, stride, allowed, **cfg):
         super().__init__()
         self.allowed = tuple(allowed)
-        fams = {}
+        fams = {}                                   # op -> (k_max, e_max)
         for j in allowed:
             op, k, e = CHOICES[j]
             if op != "skip":
-                fams[f"{op}{k}"] = max(fams.get(f"{op}{k}", 1), e)
+                k0, e0 = fams.get(op, (k, e))
+                fams[op] = (max(k0, k), max(e0, e))
         self.families = nn.ModuleDict({
-            key: Family(key[:-1], in_ch, out_ch, int(key[-1]), stride, e_max, **cfg)
-            for key, e_max in fams.items()})
+            op: Family(op, in_ch, out_ch, k_max, stride, e_max, **cfg)
+            for op, (k_max, e_max) in fams.items()})
         self.skip = SkipBlock(in_ch, out_ch, stride) if SKIP in allowed else None
 
     def path(self, x, j):
         op, k, e = CHOICES[j]
-        return self.skip(x) if op == "skip" else self.families[f"{op}{k}"](x, e)
+        return self.skip(x) if op == "skip" else self.families[op](x, k, e)
 
     def forward(self, x, mix):
         out = None
@@ -145,8 +156,8 @@ class Supernet(nn.Module):
                     if key.startswith(f"blocks.{i}."):
                         state[key] = mine[f"blocks.{i}.skip.{key[len(f'blocks.{i}.'):]}"]
                 continue
-            for dst, (src, sl) in self.blocks[i].families[f"{op}{k}"].slices(e).items():
-                v = mine[f"blocks.{i}.families.{op}{k}.{src}"]
+            for dst, (src, sl) in self.blocks[i].families[op].slices(k, e).items():
+                v = mine[f"blocks.{i}.families.{op}.{src}"]
                 state[f"blocks.{i}.{dst}"] = v if sl is None else v[sl]
         net.load_state_dict({k: v.clone() for k, v in state.items()})
         return net

@@ -1,0 +1,177 @@
+"""Baselines at the search's budget, in one table (issue 6's figures).
+
+Run: .venv/bin/python bench/search.py --search build/search/NAME [--epochs 3]
+         [--train-images 12000] [--test-images 10000] [--random 12] [--int] [--threads 2]
+         [--conv-search DIR] [--mult-free-search DIR]
+
+Networks, all on the search's macro and within its budget (cycles at the mapper's lanes
+on the search's board):
+
+- ``searched``: the network of the search in ``--search``;
+- ``random``: random search in the same (hybrid) space: the best of ``--random`` random
+  networks within the budget, ranked by one-shot accuracy (the search's supernet weights,
+  batch norm recalibrated) on held-out training images (not test images);
+- ``conv space`` (FBNet-like) and ``mult-free space`` (shift + adder): the network of a
+  ``--space conv`` / ``--space mult-free`` search when given, else the best-of-N random
+  network of that space, ranked the same way (the table says which);
+- ``default``: the hand-made ``archs/default``.
+
+Each is trained from scratch by sw.train for the same ``--epochs`` on the same
+``--train-images`` (seed 0), evaluated on ``--test-images`` Fashion-MNIST test images and,
+with ``--int``, quantised (sw.quant PTQ) and evaluated as the integer model. Predicted
+cycles and energy come from sw.search.hwcost at the mapper's lanes on icebreaker and
+ulx3s-85f. Writes ``build/search/bench/<search name>.{json,md}`` and redraws the search's
+Pareto plot with the trained points; trained runs resume when interrupted.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from sw import arch as arch_mod  # noqa: E402
+from sw.search.hwcost import BOARDS, HwError, arch_cost, mapper_lanes  # noqa: E402
+from sw.search.plot import pareto  # noqa: E402
+from sw.search.run import hw_figures, load_search, one_shot, train_order  # noqa: E402
+from sw.search.space import Space  # noqa: E402
+from sw.train import TrainConfig, load_data, load_model, train  # noqa: E402
+
+
+def in_budget(space, choices, board, budget):
+    try:
+        return arch_cost(space.arch(choices), board, "cycles",
+                         mapper_lanes(space.arch(choices), board)) <= budget
+    except HwError:
+        return False
+
+
+def best_random(net, space, n, cfg, calib, val, seed):
+    """The best of ``n`` random in-budget networks of ``space`` by one-shot accuracy."""
+    gen = torch.Generator().manual_seed(seed)
+    best, tried = None, 0
+    found = 0
+    while found < n and tried < 50 * n:
+        tried += 1
+        choices = space.random(gen)
+        if not in_budget(space, choices, cfg.board, cfg.budget):
+            continue
+        found += 1
+        acc = one_shot(net, choices, calib, val)
+        if best is None or acc > best[0]:
+            best = (acc, choices)
+    return best
+
+
+def searched_choices(space, search_dir):
+    result = json.loads((Path(search_dir) / "result.json").read_text())
+    return space.choices_of(arch_mod.load(result["arch_file"])), result
+
+
+def quantised_accuracy(out, train_xy, test_xy):
+    from sw.golden import model as gm
+    from sw.quant import core, pipeline
+    net, _, _ = load_model(out / "checkpoint.pt")
+    nodes, tq, qcfg, _ = pipeline.quantize(net, *train_xy, calib_n=512, val_n=0,
+                                           log=lambda s: None)
+    qm = core.export(nodes, tq, qcfg, {"name": "bench"})
+    pred = gm.forward(qm, test_xy[0]).argmax(1)
+    return float((pred == test_xy[1]).mean())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--search", required=True, help="a search's output dir (build/search/NAME)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--train-images", type=int, default=12000)
+    ap.add_argument("--test-images", type=int, default=10000)
+    ap.add_argument("--random", type=int, default=12, help="random networks per space")
+    ap.add_argument("--val-images", type=int, default=2000)
+    ap.add_argument("--int", action="store_true", help="also the integer (PTQ) accuracy")
+    ap.add_argument("--conv-search", default=None, help="a --space conv search's dir")
+    ap.add_argument("--mult-free-search", default=None, help="a --space mult-free search's dir")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    cfg, space, net, _ = load_search(args.search)
+    tr_x, tr_y = load_data(cfg.dataset, "train")
+    te_x, te_y = load_data(cfg.dataset, "test")
+    order = train_order(cfg, len(tr_y))
+    held = order[cfg.train_images:cfg.train_images + args.val_images]
+    val = (tr_x[held], tr_y[held])
+    calib = tr_x[order[:cfg.calib_images]]
+    choices, result = searched_choices(space, args.search)
+    nets = [("searched", "hybrid (searched)", choices)]
+    for kind, given in (("hybrid", None), ("conv", args.conv_search),
+                        ("mult-free", args.mult_free_search)):
+        sp = Space.from_arch(space.macro, kind)
+        if given:
+            nets.append((f"{kind} space", f"{kind} (searched)", searched_choices(sp, given)[0]))
+            continue
+        best = best_random(net, sp, args.random, cfg, calib, val, seed=1)
+        label = "random" if kind == "hybrid" else f"{kind} space"
+        if best:
+            nets.append((label, f"{kind} (best of {args.random} random)", best[1]))
+            log(f"{label}: best one-shot {100 * best[0]:.2f}% of {args.random} in budget")
+        else:
+            log(f"{label}: no random network within the budget")
+    nets.append(("default", "hand-made", space.choices_of(
+        arch_mod.load(REPO / "archs/default/arch.json"))))
+    train_xy = (tr_x[order[:args.train_images]], tr_y[order[:args.train_images]])
+    test_xy = (te_x[:args.test_images], te_y[:args.test_images])
+    name = Path(args.search).name
+    out_root = REPO / "build" / "search" / "bench" / name
+    rows = []
+    for label, how, ch in nets:
+        arch = space.arch(ch, label.replace(" ", "-"))
+        out = out_root / arch.name
+        rep = train(arch, TrainConfig(dataset=cfg.dataset, epochs=args.epochs, seed=0), out,
+                    resume=True, data=(train_xy, test_xy), log=log)
+        row = {"net": label, "how": how, "blocks": [
+            "skip" if b.op == "skip" else f"{b.op}-k{b.kernel}-e{b.expansion}"
+            for b in arch.blocks], "one_shot_val": one_shot(net, ch, calib, val),
+            "accuracy": rep["test_accuracy"], "epochs": rep["epochs"],
+            "params": rep["params"]["total"], **hw_figures(arch, BOARDS)}
+        if args.int:
+            row["integer_accuracy"] = quantised_accuracy(out, train_xy, test_xy)
+        rows.append(row)
+        log(f"{label}: {100 * row['accuracy']:.2f}% after {row['epochs']} epochs")
+    out_root.mkdir(parents=True, exist_ok=True)
+    (out_root.parent / f"{name}.json").write_text(json.dumps(
+        {"search": args.search, "board": cfg.board, "budget": cfg.budget,
+         "epochs": args.epochs, "train_images": args.train_images,
+         "test_images": args.test_images, "rows": rows}, indent=1) + "\n")
+    table = markdown(rows, cfg, args)
+    (out_root.parent / f"{name}.md").write_text(table)
+    pareto(result, Path(args.search) / "pareto.png", trained=rows)
+    print(table)
+    return 0
+
+
+def _fmt(v, scale=1.0, digits=0):
+    return "-" if v is None else f"{v * scale:,.{digits}f}"
+
+
+def markdown(rows, cfg, args):
+    head = (f"Budget {cfg.budget:,.0f} cycles on {cfg.board}; {args.epochs} epochs on "
+            f"{args.train_images} Fashion-MNIST training images, {args.test_images} test "
+            "images.\n\n| net | how | blocks | one-shot val | float | integer | params | "
+            + " | ".join(f"cycles {b} | uJ {b}" for b in BOARDS) + " |\n|"
+            + "---|" * (7 + 2 * len(BOARDS)) + "\n")
+    lines = [f"| {r['net']} | {r['how']} | {' '.join(r['blocks'])} | "
+             f"{_fmt(r['one_shot_val'], 100, 2)}% | {_fmt(r['accuracy'], 100, 2)}% | "
+             f"{_fmt(r.get('integer_accuracy'), 100, 2)}% | {r['params']:,} | "
+             + " | ".join(f"{_fmt(r[f'cycles_{b}'])} | {_fmt(r[f'energy_uj_{b}'], 1, 1)}"
+                          for b in BOARDS) + " |" for r in rows]
+    return head + "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
