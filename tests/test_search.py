@@ -24,6 +24,7 @@ from sw.search.supernet import Supernet
 from sw.train import REPO, synthetic_data
 
 BOARD = "ulx3s-85f"
+LANES = ({"clp": 8, "slp": 12, "alp": 16}, 4)     # a fixed accelerator: no mapper calls
 TINY = {"name": "tiny", "dataset": "mnist", "stem": {"channels": 8},
         "blocks": [{"op": "conv", "kernel": 3, "expansion": 1, "stride": 2, "out_channels": 8},
                    {"op": "shift", "kernel": 3, "expansion": 3, "stride": 2,
@@ -129,6 +130,7 @@ def test_weight_sharing_slices_weights_and_batch_norms(space):
     assert torch.equal(w0, fam.depthwise.op.weight)
 
 
+@pytest.mark.slow
 def test_layers_and_lanes_match_the_compiler_and_mapper():
     arch = arch_mod.load(REPO / "archs/default/arch.json")
     qm = gm.load(REPO / "archs/default/qmodel.npz")
@@ -191,12 +193,12 @@ def test_resume_continues_exactly(tmp_path):
     cfg = micro_cfg(macro=tiny_macro(tmp_path), random_samples=0)
     quiet = lambda s: None  # noqa: E731
     full = run_search(cfg, tmp_path / "a", tmp_path / "a.json", "m", data=micro_data(),
-                      log=quiet)
+                      log=quiet, lanes=LANES)
     assert run_search(cfg, tmp_path / "b", tmp_path / "b.json", "m", data=micro_data(),
-                      log=quiet, stop_after=3) is None
+                      log=quiet, stop_after=3, lanes=LANES) is None
     logs = []
     resumed = run_search(cfg, tmp_path / "b", tmp_path / "b.json", "m", data=micro_data(),
-                         log=logs.append, resume=True)
+                         log=logs.append, resume=True, lanes=LANES)
     assert any("after epoch 3/4" in s for s in logs)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
@@ -210,7 +212,8 @@ def test_resume_continues_exactly(tmp_path):
     # a different option refuses to resume
     with pytest.raises(Exception, match="seed = 0, this run has 1"):
         run_search(micro_cfg(macro=cfg.macro, random_samples=0, seed=1), tmp_path / "b",
-                   tmp_path / "b.json", "m", data=micro_data(), log=quiet, resume=True)
+                   tmp_path / "b.json", "m", data=micro_data(), log=quiet, resume=True,
+                   lanes=LANES)
 
 
 def test_cli_refuses_to_overwrite_and_bad_budget(capsys):
@@ -233,12 +236,14 @@ def test_micro_search_within_budget_quantises_and_maps(tmp_path):
     from sw.train import TrainConfig, load_model, train
     macro = tiny_macro(tmp_path)
     space = Space.from_arch(arch_mod.load(macro))
-    budget = 0.8 * H.arch_cost(space.macro, BOARD, "cycles")
+    budget = 0.8 * H.arch_cost(space.macro, BOARD, "cycles", LANES)
     res = run_search(micro_cfg(macro=macro, budget=budget), tmp_path / "s",
-                     tmp_path / "arch.json", "micro", data=micro_data(), log=lambda s: None)
-    assert res["within_budget"] and res["cost"] <= budget
+                     tmp_path / "arch.json", "micro", data=micro_data(), log=lambda s: None,
+                     lanes=LANES)
+    assert res["within_budget"] and res["cost"] <= budget and res["mapped"] is None
     arch = arch_mod.load(tmp_path / "arch.json")
-    assert arch.name == "micro" and H.arch_cost(arch, BOARD, "cycles") == res["cost"]
+    assert arch.name == "micro" and H.arch_cost(arch, BOARD, "cycles", LANES) == res["cost"]
+    assert res["networks"][0]["cycles_" + BOARD] == res["cost"]
     assert res["networks"][0]["net"] == "searched" and (tmp_path / "s/pareto.png").is_file()
     assert 0 <= res["networks"][0]["one_shot_accuracy"] <= 1
     (tr_x, tr_y), test = micro_data()

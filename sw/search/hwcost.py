@@ -11,7 +11,8 @@ its operator). Metrics per image, at given lanes per chunk:
 
 Lanes: :func:`mapper_lanes` asks ``sw.mapper.default_config`` (the accelerator the mapper
 sizes for the board) about a shape-only integer model of the network (zero weights,
-shape-derived widths; :func:`shape_qmodel`). A block's layers do not depend on the other
+shape-derived widths; :func:`shape_qmodel`); the search costs every candidate on the
+accelerator sized for its macro network (one mapper call per board: they take seconds). A block's layers do not depend on the other
 blocks' choices (the macro fixes every width and stride), so at fixed lanes the cost of
 a network is ``fixed + sum_i table[i, choice_i]`` and, with choice probabilities ``p``,
 the expected cost ``fixed + (p * table).sum()`` is differentiable (:class:`HwCost`).
@@ -143,13 +144,6 @@ def _mapper_lanes(text, board):
     except (ConfigError, ProgramError, ValueError) as e:
         raise HwError(f"mapper: {e}") from None
     return {c: cfg.chunk(c).lanes for c in CHUNK.values()}, cfg.word_bytes
-
-
-def merge_lanes(old, new):
-    """``new`` (lanes, word_bytes), keeping ``old``'s lanes for the chunks ``new`` lacks
-    (so every choice keeps a cost); a chunk in neither gets ``word_bytes`` lanes."""
-    lanes, wb = new
-    return {c: lanes[c] or (old[0].get(c) if old else 0) or wb for c in lanes}, wb
 
 
 def layer_cost(L, metric, lanes, word_bytes):

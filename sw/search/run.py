@@ -22,7 +22,7 @@ import torch
 from sw import arch as arch_mod
 from sw.train import REPO, evaluate, load_data, to_input
 
-from .hwcost import BOARDS, HwCost, HwError, arch_cost, mapper_lanes, merge_lanes
+from .hwcost import BOARDS, HwCost, HwError, arch_cost, mapper_lanes
 from .pgp import PHASES, WeightTrainer, pgp_epoch
 from .search import CostTerm, derive, next_lam, probs, search_epoch
 from .space import CHOICES, Space, SpaceError
@@ -86,11 +86,12 @@ def plan(cfg, space):
     return out + ["search"] * cfg.search_epochs
 
 
-def resolve_budget(cfg, space):
-    """The budget: the given one, or the macro network's own cost."""
+def resolve_budget(cfg, space, lanes):
+    """The budget: the given one, or the macro network's own cost at ``lanes``."""
     if cfg.budget is not None:
         return cfg.budget
-    return arch_cost(space.macro, cfg.board, "flops" if cfg.cost == "flops" else "cycles")
+    return arch_cost(space.macro, cfg.board, "flops" if cfg.cost == "flops" else "cycles",
+                     lanes)
 
 
 def train_order(cfg, n):
@@ -131,17 +132,18 @@ def one_shot(supernet, choices, calib, test):
     return evaluate(net, test)["accuracy"]
 
 
-def hw_figures(arch, boards=BOARDS):
-    """Predicted cycles and energy (uJ) on ``boards`` at the mapper's lanes (None where
-    the network does not map), and the FLOPs proxy."""
+def hw_figures(arch, lanes=None):
+    """Predicted cycles and energy (uJ) per board at ``lanes`` ({board: (lanes,
+    word_bytes)}; default: the mapper's accelerator for ``arch``, None where it does not
+    map), and the FLOPs proxy."""
     out = {}
-    for board in boards:
+    for board in BOARDS:
         try:
-            lanes = mapper_lanes(arch, board)
+            at = lanes[board] if lanes else mapper_lanes(arch, board)
         except HwError:
-            lanes = None
-        out[f"cycles_{board}"] = lanes and arch_cost(arch, board, "cycles", lanes)
-        out[f"energy_uj_{board}"] = lanes and arch_cost(arch, board, "energy", lanes) / 1e6
+            at = None
+        out[f"cycles_{board}"] = at and arch_cost(arch, board, "cycles", at)
+        out[f"energy_uj_{board}"] = at and arch_cost(arch, board, "energy", at) / 1e6
     out["flops_proxy"] = arch_cost(arch, BOARDS[0], "flops")
     out["macs"] = arch.summary()["macs_total"]
     return out
@@ -192,18 +194,35 @@ def _space(cfg):
     return Space.from_arch(macro, cfg.space)
 
 
+def reference_lanes(macro, board, lanes=None):
+    """{board: (lanes, word_bytes)}: the accelerators the mapper sizes for the macro
+    network (None on another board where it does not map; HwError on ``board``). Given
+    ``lanes`` are used on every board instead: no mapper calls."""
+    out = {}
+    for b in BOARDS:
+        try:
+            out[b] = lanes or mapper_lanes(macro, b)
+        except HwError:
+            if b == board:
+                raise
+            out[b] = None
+    return out
+
+
 def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print,
-               stop_after=None):
+               stop_after=None, lanes=None):
     """Run (or resume) a search; writes the arch and the outputs, returns result.json's
     dict. ``data``: ((train images, labels), (test images, labels)) instead of loading
     ``cfg.dataset``; ``stop_after``: run at most this many epochs now (returns None;
-    resume later)."""
+    resume later); ``lanes``: (lanes, word_bytes) of the accelerator to cost networks on
+    (default: the mapper's for the macro network on each board)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     space = _space(cfg)
     macro = space.macro
     hw = HwCost(space, cfg.board)
-    cfg = dataclasses.replace(cfg, budget=resolve_budget(cfg, space))
+    ref = reference_lanes(macro, cfg.board, lanes)
+    cfg = dataclasses.replace(cfg, budget=resolve_budget(cfg, space, ref[cfg.board]))
     split_w, split_a, test = _data(cfg, data)
     phases = plan(cfg, space)
     both = tuple(torch.cat([torch.as_tensor(a), torch.as_tensor(b)]).numpy()
@@ -216,9 +235,10 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
     trainer = WeightTrainer(net, cfg, sum(steps), steps[0] // 2)
     alpha = torch.full((space.n_blocks, len(CHOICES)), 1e-3, requires_grad=True)
     alpha_opt = torch.optim.Adam([alpha], lr=cfg.alpha_lr, betas=(0.5, 0.999))
-    cost = CostTerm(hw, cfg, cfg.budget, arch_cost(macro, cfg.board, "energy"))
+    cost = CostTerm(hw, cfg, cfg.budget, arch_cost(macro, cfg.board, "energy",
+                                                   ref[cfg.board]))
+    cost.refresh(ref[cfg.board])
     start, lam, history = 0, cfg.lam0, []
-    lanes = None if cost.metric == "flops" else mapper_lanes(macro, cfg.board)
     ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     if resume and ckpt.is_file():
         state = _load(ckpt, cfg)
@@ -228,7 +248,6 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
             alpha.copy_(state["alpha"])
         alpha_opt.load_state_dict(state["alpha_opt"])
         start, lam, history = state["epoch"], state["lam"], state["history"]
-        lanes = state["lanes"]
         log(f"resuming {ckpt} after epoch {start}/{len(phases)}")
     else:
         log_path.write_text("")
@@ -242,15 +261,11 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
         flip = cfg.dataset == "fashion-mnist"
         first = sum(steps[:epoch])
         if phase == "search":
-            cost.refresh(lanes)
             stats = search_epoch(trainer, alpha, alpha_opt, cost, space, split_w, split_a, gen,
                                  first, epoch - phases.index("search"), lam, flip)
-            choices, derived = derive(space, alpha, cfg.board, metric, math.inf, lanes)
-            stats.update(derived=[_label(j) for j in choices], derived_cost=derived,
-                         lanes=lanes and lanes[0])
+            choices, derived = derive(space, alpha, *cost.tables[metric], math.inf)
+            stats.update(derived=[_label(j) for j in choices], derived_cost=derived)
             lam = next_lam(lam, derived, cfg.budget, cfg.window)
-            if lanes and math.isfinite(derived):
-                lanes = merge_lanes(lanes, mapper_lanes(space.arch(choices), cfg.board))
         else:
             stats = pgp_epoch(trainer, space, phase, both, gen, first, flip)
         stats.update(epoch=epoch + 1, phase=phase, seconds=time.perf_counter() - t0)
@@ -261,11 +276,11 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
         _save(ckpt, {"format": FORMAT, "config": dataclasses.asdict(cfg), "epoch": epoch + 1,
                      "supernet": net.state_dict(), "opt": trainer.opt.state_dict(),
                      "alpha": alpha.detach(), "alpha_opt": alpha_opt.state_dict(),
-                     "lam": lam, "lanes": lanes, "history": history})
+                     "lam": lam, "history": history})
     if end < len(phases):
         return None
     return _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, history,
-                   lanes, log)
+                   ref, cost, log, mapped=lanes is None)
 
 
 def _label(j):
@@ -282,31 +297,32 @@ def _progress(s, total, metric):
     return line
 
 
-def _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, history, lanes,
-            log):
-    """Derive, evaluate beside the references and random networks, write the outputs."""
+def _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, history, ref,
+            cost_term, log, mapped):
+    """Derive, evaluate beside the references and random networks (costed on the reference
+    accelerators ``ref``), write the outputs; ``mapped``: also cost the searched network
+    on the accelerators the mapper sizes for it."""
     from .plot import pareto
-    metric = "flops" if cfg.cost == "flops" else "cycles"
-    choices, cost = derive(space, alpha, cfg.board, metric, cfg.budget, lanes)
+    metric = cost_term.metric
+    choices, cost = derive(space, alpha, *cost_term.tables[metric], cfg.budget)
     arch = space.arch(choices, name)
     calib = split_w[0][:cfg.calib_images]
     gen = _generator(cfg.seed, 10 ** 6)
     candidates = [("searched", choices)]
-    for ref in REFERENCES:
+    for known in REFERENCES:
         try:
-            candidates.append((ref, space.choices_of(arch_mod.load(REPO / "archs" / ref /
-                                                                    "arch.json"))))
+            candidates.append((known, space.choices_of(
+                arch_mod.load(REPO / "archs" / known / "arch.json"))))
             space.arch(candidates[-1][1])
         except (SpaceError, arch_mod.ArchError):
-            candidates = [c for c in candidates if c[0] != ref]
+            candidates = [c for c in candidates if c[0] != known]
     candidates += [(f"random-{i}", space.random(gen)) for i in range(cfg.random_samples)]
     rows = []
     with (out_dir / "log.jsonl").open("a") as f:
         for label, ch in candidates:
             a = space.arch(ch, name)
             row = {"net": label, "blocks": [_label(j) for j in ch],
-                   "one_shot_accuracy": one_shot(net, ch, calib, test),
-                   **hw_figures(a, (cfg.board,) if label.startswith("random") else BOARDS)}
+                   "one_shot_accuracy": one_shot(net, ch, calib, test), **hw_figures(a, ref)}
             rows.append(row)
             f.write(json.dumps(row) + "\n")
     arch_mod.save(arch, arch_path)
@@ -314,6 +330,9 @@ def _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, his
     result = {"name": name, "config": dataclasses.asdict(cfg), "arch_file": str(arch_path),
               "blocks": [_label(j) for j in choices], "cost": cost, "metric": metric,
               "within_budget": cost <= cfg.budget, "probabilities": p.tolist(),
+              "reference_lanes": {b: v and {"lanes": v[0], "word_bytes": v[1]}
+                                  for b, v in ref.items()},
+              "mapped": hw_figures(arch) if mapped else None,
               "seconds": sum(h["seconds"] for h in history), "networks": rows}
     (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     pareto(result, out_dir / "pareto.png")
@@ -322,7 +341,8 @@ def _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, his
         log(f"warning: no network of the space found within the budget {cfg.budget:.0f} "
             f"{metric}; the closest costs {cost:.0f}")
     log(f"searched {name}: {' '.join(result['blocks'])}; {s['cycles_' + cfg.board]:.0f} cycles "
-        f"on {cfg.board} (budget {cfg.budget:.0f} {metric}), one-shot accuracy "
+        f"on {cfg.board}'s reference accelerator (budget {cfg.budget:.0f} {metric}), one-shot "
+        f"accuracy "
         f"{100 * s['one_shot_accuracy']:.2f}%; wrote {arch_path}, {out_dir}/result.json, "
         f"pareto.png")
     return result

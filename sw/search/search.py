@@ -12,8 +12,9 @@ Each search step:
 
 ``tau`` anneals geometrically from ``tau0`` to ``tau_end`` over the search epochs; ``lam``
 doubles after an epoch whose derived network (argmax) lies outside the window
-``[window * budget, budget]`` and halves inside it (NASA's adaptive FLOPs window). :func:`derive` takes the argmax and, while it is over
-the budget, swaps the block choice that saves the most cost per lost log-probability.
+``[window * budget, budget]`` and halves inside it (NASA's adaptive FLOPs window).
+:func:`derive` takes the argmax and, while it is over the budget, swaps the block choice
+that saves the most cost per lost log-probability.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .hwcost import HwError, arch_cost, mapper_lanes
 from .pgp import batches, set_trainable
 
 NEG = -1e9
@@ -113,44 +113,31 @@ def search_epoch(trainer, alpha, alpha_opt, cost, space, split_w, split_a, gen, 
             "tau": tau, "lam": lam, "expected_cost": expected}
 
 
-def _cost(space, choices, board, metric):
-    """``metric`` of a network at its own mapper lanes (inf where it does not map)."""
-    try:
-        return arch_cost(space.arch(choices), board, metric)
-    except HwError:
-        return math.inf
-
-
 def next_lam(lam, derived, budget, window):
     """NASA's adaptive weight: double outside ``[window * budget, budget]``, else halve."""
     return lam * 2 if not window * budget <= derived <= budget else max(lam / 2, 1e-3)
 
 
-def derive(space, alpha, board, metric, budget, lanes):
-    """(choices, cost): argmax of alpha, repaired greedily to ``budget`` (``metric`` at the
-    mapper's lanes of each candidate; a swap is scored at the current network's lanes, or
-    ``lanes`` when it does not map)."""
+def derive(space, alpha, fixed, table, budget):
+    """(choices, cost): argmax of alpha, repaired greedily to ``budget`` by the cost table
+    (``fixed``, ``table``): while over it, swap the block choice that saves the most cost
+    per lost log-probability."""
     mask = space.mask()
     logp = torch.log_softmax(masked(alpha.detach(), mask), -1)
     choices = [int(j) for j in logp.argmax(-1)]
-    cost = _cost(space, choices, board, metric)
-    for _ in range(space.n_blocks * len(space.allowed[0])):
-        if cost <= budget:
-            break
-        if math.isfinite(cost):
-            lanes = mapper_lanes(space.arch(choices), board)
-        now = arch_cost(space.arch(choices), board, metric, lanes)
+    table = table.clone().masked_fill_(~mask, math.inf)
+
+    def cost_of(ch):
+        return fixed + sum(float(table[i, j]) for i, j in enumerate(ch))
+
+    while cost_of(choices) > budget:
         best = None
-        for i, js in enumerate(space.allowed):
-            for j in js:
-                trial = choices[:i] + [j] + choices[i + 1:]
-                saved = now - arch_cost(space.arch(trial), board, metric, lanes)
-                if saved > 0:
-                    score = float(logp[i, choices[i]] - logp[i, j]) / saved
-                    if best is None or score < best[0]:
-                        best = (score, trial)
+        for i, j in (mask & (table < table[range(len(choices)), choices][:, None])).nonzero():
+            score = float(logp[i, choices[i]] - logp[i, j]) / float(
+                table[i, choices[i]] - table[i, j])
+            if best is None or score < best[0]:
+                best = (score, int(i), int(j))
         if best is None:
             break
-        choices = best[1]
-        cost = _cost(space, choices, board, metric)
-    return choices, cost
+        choices[best[1]] = best[2]
+    return choices, cost_of(choices)

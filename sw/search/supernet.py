@@ -14,7 +14,6 @@ into a stand-alone ``Net`` for ``sw.train`` / ``sw.quant``.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
