@@ -5,7 +5,7 @@ Run: .venv/bin/python bench/accel.py [--images 40] [--no-build] [--boards icebre
 
 1. Simulation (Verilator, ``sim.network``'s harness): one streaming run of ``--images``
    Fashion-MNIST test images on the default config of the first board, every logit checked
-   against the golden model; cycles per image (run cycles / images), each layer's cycles
+   against the golden model (on the first board with a default config); cycles per image (run cycles / images), each layer's cycles
    (measured = cost model), PE utilisation per chunk (useful terms / (lanes x busy cycles),
    and / (lanes x cycles per image)) and overall (all terms / (all lanes x cycles per
    image): work-weighted), and the simulation speed in images per minute.
@@ -39,7 +39,7 @@ from sim import network  # noqa: E402
 from sw.compile import compile_model  # noqa: E402
 from sw.costmodel import program_cycles  # noqa: E402
 from sw.golden import model as golden  # noqa: E402
-from sw.mapper import default_config  # noqa: E402
+from sw.mapper import MapError, default_config  # noqa: E402
 
 QMODEL = REPO / "archs/default/qmodel.npz"
 OUT = REPO / "build/bench-accel"
@@ -72,7 +72,7 @@ def ooc_build(cfg, board, out, log=print):
         return None
     log(f"{board}: nextpnr ({time.time() - t0:.0f} s so far) ...")
     subprocess.run([tool(pnr), *device, "--json", "accel.json", "--freq", str(mhz),
-                    "--timing-allow-fail", "--log", "pnr.log"],
+                    "--timing-allow-fail", "--router", "router2", "--log", "pnr.log"],
                    cwd=out, capture_output=True, text=True)
     log(f"{board}: done in {time.time() - t0:.0f} s")
     return parse_nextpnr_log((out / "pnr.log").read_text()) if (out / "pnr.log").exists() \
@@ -149,18 +149,23 @@ def main(argv=None):
                     "default (with one --boards entry)")
     args = ap.parse_args(argv)
     qm = golden.load(QMODEL)
-    cfgs = {board: AccelConfig.load(args.accel) if args.accel else default_config(qm, board)
-            for board in args.boards}
+    cfgs = {}
+    for board in args.boards:
+        try:
+            cfgs[board] = AccelConfig.load(args.accel) if args.accel else \
+                default_config(qm, board)
+        except MapError as e:
+            print(f"{board}: no default config: {e}")
     ok = True
-    if not args.build_only:
-        board = args.boards[0]
+    if not args.build_only and cfgs:
+        board = next(iter(cfgs))
         ok = report_sim(qm, cfgs[board], board, args.images)
-    if not args.no_build:
+    if not args.no_build and cfgs:
         print("\n## Builds (out of context: accelerator ports on pins)")
         print("| board | logic | FFs | block RAM | SPRAM | DSP | fmax MHz | fits |")
         print("|---|---|---|---|---|---|---|---|")
-        for board in args.boards:
-            report_build(cfgs[board], board)
+        for board, cfg in cfgs.items():
+            report_build(cfg, board)
     return 0 if ok else 1
 
 

@@ -141,9 +141,14 @@ class Accelerator(wiring.Component):
         for s, bank in enumerate(banks):
             rd, res, wr = bank.read_port(), bank.read_port(), bank.write_port(granularity=1)
             rd_data.append((rd.data, res.data))
+            # Owner flags are registered (from the start pulse on), so a bank's port muxes
+            # select from flip-flops; a flag outlives its layer by one idle cycle.
             engine_on_bank = Signal(name=f"act{s}_engine")
             for name, engine in self.engines.items():
-                with m.If(running & engine.busy & (slot_of[name] == s)):
+                owner = Signal(name=f"act{s}_{name}")
+                m.d.sync += owner.eq(running & (engine.start | engine.busy)
+                                     & (slot_of[name] == s))
+                with m.If(owner):
                     m.d.comb += [
                         engine_on_bank.eq(1),
                         rd.addr.eq(engine.act_rd.addr), rd.en.eq(engine.act_rd.en),

@@ -24,9 +24,11 @@ Activations are bytes in ``word_bytes``-wide words, HWC order, channel stride ``
 (a multiple of ``word_bytes``). Memories are outside: the engine drives two activation
 read ports (operands, residuals), one byte-granular activation write port, a weight read
 port (one word = ``lanes`` weights) and a parameter read port (``{m, b}`` per channel).
-All reads are synchronous (data the cycle after the address); operands, parameters and
-residuals are registered once more before the PEs and the requantiser, so a memory
-output never shares a cycle with an adder.
+All reads are synchronous (data the cycle after the address) and enabled every cycle;
+every memory output is registered as it arrives, before any logic (byte select, slot
+mux outside, PEs, requantiser), so a far block RAM only drives a wire to a flip-flop.
+Latency from a tap's issue to its PE beat: 3 cycles; from a drained lane to its byte write:
+6 cycles.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
@@ -143,6 +145,9 @@ class LayerEngine(wiring.Component):
         # ---- pipeline registers -----------------------------------------------------------
         s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "pad": 1,
                                        "byte": range(V), "out": a_shape, "ch": 10}))
+        s1q = Signal.like(s1)                                   # stage 1b: data registered
+        act_q = Signal.like(self.act_rd.data)
+        w_q = Signal.like(self.w_rd.data)
         s2 = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
         shadow = Signal(data.ArrayLayout(signed(self.acc_width), lanes))   # shifts out lane 0
         drain_left = Signal(range(lanes + 1))
@@ -152,22 +157,26 @@ class LayerEngine(wiring.Component):
         res_off = Signal(a_shape)                            # res_base - out_base
         d1 = Signal(data.StructLayout({"valid": 1, "acc": signed(self.acc_width),
                                        "out": a_shape, "byte": range(V)}))
-        d2 = Signal(rq.i.payload.shape())        # stage 2b: registered requantiser input
+        d1q = Signal.like(d1)                    # stage 2b: parameters and residual registered
+        p_q = Signal.like(self.p_rd.data)
+        res_q = Signal.like(self.res_rd.data)
+        d2 = Signal(rq.i.payload.shape())        # stage 2c: registered requantiser input
         d2_valid, d2_out = Signal(), Signal(a_shape)
         w_pipe = [Signal(a_shape, name=f"waddr{i}") for i in range(3)]   # requant latency
 
         # A last tap may issue only when its sums cannot land on an undrained shadow.
-        beat = Signal(row.i.payload.shape())          # stage 1b: registered PE operands
+        beat = Signal(row.i.payload.shape())          # stage 1c: registered PE operands
         beat_valid = Signal()
         beat_tag = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
-        sums_in_flight = (s1.valid & s1.last) | (beat_valid & beat.last) | row.o.valid
+        sums_in_flight = ((s1.valid & s1.last) | (s1q.valid & s1q.last) | (beat_valid & beat.last)
+                          | row.o.valid)
         issue = Signal()
         m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > 1) | sums_in_flight)))
 
         pad = (iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)
         m.d.comb += [
-            self.act_rd.addr.eq(a_c[ws:]), self.act_rd.en.eq(issue),
-            self.w_rd.addr.eq(w_t), self.w_rd.en.eq(issue),
+            self.act_rd.addr.eq(a_c[ws:]), self.act_rd.en.eq(1),
+            self.w_rd.addr.eq(w_t), self.w_rd.en.eq(1),
         ]
         m.d.sync += [
             s1.valid.eq(issue), s1.first.eq(first_tap), s1.last.eq(last_tap),
@@ -229,29 +238,29 @@ class LayerEngine(wiring.Component):
                             m.d.sync += running.eq(0)
                             m.next = "FLUSH"
             with m.State("FLUSH"):
-                empty = (~s1.valid & ~beat_valid & ~row.o.valid & (drain_left == 0) & ~d1.valid
-                         & ~d2_valid)
+                empty = (~s1.valid & ~s1q.valid & ~beat_valid & ~row.o.valid & (drain_left == 0)
+                         & ~d1.valid & ~d1q.valid & ~d2_valid)
                 with m.If(empty & ~rq_busy.any()):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
-        # ---- stage 1: operands arrive and are registered (memory -> PE is one stage) -------
-        act = self.act_rd.data
+        # ---- stage 1: memory outputs registered, then bytes selected and registered ----------
+        m.d.sync += [s1q.eq(s1), act_q.eq(self.act_rd.data), w_q.eq(self.w_rd.data)]
         x_lanes = Signal(data.ArrayLayout(signed(8), lanes))
         with m.If(d.lanewise):
             for lane in range(min(lanes, V)):
-                m.d.comb += x_lanes[lane].eq(act[lane])
+                m.d.comb += x_lanes[lane].eq(act_q[lane])
         with m.Else():
-            byte = act[s1.byte] if V > 1 else act[0]
+            byte = act_q[s1q.byte] if V > 1 else act_q[0]
             for lane in range(lanes):
                 m.d.comb += x_lanes[lane].eq(byte)
         m.d.sync += [
-            beat_valid.eq(s1.valid),
-            beat.first.eq(s1.first),
-            beat.last.eq(s1.last),
-            beat.w.eq(self.w_rd.data),
-            beat.x.eq(Mux(s1.pad, 0, x_lanes)),
-            beat_tag.out.eq(s1.out), beat_tag.ch.eq(s1.ch),
+            beat_valid.eq(s1q.valid),
+            beat.first.eq(s1q.first),
+            beat.last.eq(s1q.last),
+            beat.w.eq(w_q),
+            beat.x.eq(Mux(s1q.pad, 0, x_lanes)),
+            beat_tag.out.eq(s1q.out), beat_tag.ch.eq(s1q.ch),
         ]
         m.d.comb += [row.i.valid.eq(beat_valid), row.i.payload.eq(beat)]
         with m.If(beat_valid & beat.last):
@@ -260,8 +269,8 @@ class LayerEngine(wiring.Component):
         # ---- stage 2: sums to the shadow; drain one lane per cycle -------------------------
         draining = drain_left != 0
         m.d.comb += [
-            self.p_rd.addr.eq(drain_p), self.p_rd.en.eq(draining),
-            self.res_rd.addr.eq(drain_res[ws:]), self.res_rd.en.eq(draining),
+            self.p_rd.addr.eq(drain_p), self.p_rd.en.eq(1),
+            self.res_rd.addr.eq(drain_res[ws:]), self.res_rd.en.eq(1),
         ]
         m.d.sync += [
             res_off.eq(d.res_base - d.out_base),
@@ -280,11 +289,12 @@ class LayerEngine(wiring.Component):
                          drain_out.eq(drain_out + step), drain_res.eq(drain_res + step),
                          drain_ch.eq(drain_ch + 1), drain_p.eq(drain_p + 1)]
 
-        # ---- stage 3: register the parameters and residual, requantise, write the byte -----
-        res_byte = self.res_rd.data[d1.byte] if V > 1 else self.res_rd.data[0]
+        # ---- stage 3: parameters and residual registered, requantise, write the byte ------
+        m.d.sync += [d1q.eq(d1), p_q.eq(self.p_rd.data), res_q.eq(self.res_rd.data)]
+        res_byte = res_q[d1q.byte] if V > 1 else res_q[0]
         m.d.sync += [
-            d2_valid.eq(d1.valid), d2_out.eq(d1.out),
-            d2.acc.eq(d1.acc), d2.m.eq(self.p_rd.data.m), d2.b.eq(self.p_rd.data.b),
+            d2_valid.eq(d1q.valid), d2_out.eq(d1q.out),
+            d2.acc.eq(d1q.acc), d2.m.eq(p_q.m), d2.b.eq(p_q.b),
             d2.res.eq(Mux(d.has_res, res_byte, 0)),
         ]
         m.d.comb += [
