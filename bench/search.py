@@ -4,8 +4,8 @@ Run: .venv/bin/python bench/search.py --search build/search/NAME [--epochs 3]
          [--train-images 12000] [--test-images 10000] [--random 12] [--int] [--threads 2]
          [--conv-search DIR] [--mult-free-search DIR]
 
-Networks, all on the search's macro and within its budget (cycles at the mapper's lanes
-on the search's board):
+Networks, all on the search's macro and within its budget (cycles on the search's
+reference accelerator: the one the mapper sized for the macro network on its board):
 
 - ``searched``: the network of the search in ``--search``;
 - ``random``: random search in the same (hybrid) space: the best of ``--random`` random
@@ -19,9 +19,11 @@ on the search's board):
 Each is trained from scratch by sw.train for the same ``--epochs`` on the same
 ``--train-images`` (seed 0), evaluated on ``--test-images`` Fashion-MNIST test images and,
 with ``--int``, quantised (sw.quant PTQ) and evaluated as the integer model. Predicted
-cycles and energy come from sw.search.hwcost at the mapper's lanes on icebreaker and
-ulx3s-85f. Writes ``build/search/bench/<search name>.{json,md}`` and redraws the search's
-Pareto plot with the trained points; trained runs resume when interrupted.
+cycles and energy come from sw.search.hwcost on icebreaker and ulx3s-85f, on the
+reference accelerators (the same hardware for every network) and on the accelerator the
+mapper sizes for each network ("own"; "-" where it does not map). Writes
+``build/search/bench/<search name>.{json,md}`` and redraws the search's Pareto plot with
+the trained points; trained runs resume when interrupted.
 """
 import argparse
 import json
@@ -37,22 +39,14 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from sw import arch as arch_mod  # noqa: E402
-from sw.search.hwcost import BOARDS, HwError, arch_cost, mapper_lanes  # noqa: E402
+from sw.search.hwcost import BOARDS, arch_cost  # noqa: E402
 from sw.search.plot import pareto  # noqa: E402
 from sw.search.run import hw_figures, load_search, one_shot, train_order  # noqa: E402
 from sw.search.space import Space  # noqa: E402
 from sw.train import TrainConfig, load_data, load_model, train  # noqa: E402
 
 
-def in_budget(space, choices, board, budget):
-    try:
-        return arch_cost(space.arch(choices), board, "cycles",
-                         mapper_lanes(space.arch(choices), board)) <= budget
-    except HwError:
-        return False
-
-
-def best_random(net, space, n, cfg, calib, val, seed):
+def best_random(net, space, n, cfg, ref, calib, val, seed):
     """The best of ``n`` random in-budget networks of ``space`` by one-shot accuracy."""
     gen = torch.Generator().manual_seed(seed)
     best, tried = None, 0
@@ -60,7 +54,7 @@ def best_random(net, space, n, cfg, calib, val, seed):
     while found < n and tried < 50 * n:
         tried += 1
         choices = space.random(gen)
-        if not in_budget(space, choices, cfg.board, cfg.budget):
+        if arch_cost(space.arch(choices), cfg.board, "cycles", ref[cfg.board]) > cfg.budget:
             continue
         found += 1
         acc = one_shot(net, choices, calib, val)
@@ -108,6 +102,8 @@ def main(argv=None):
     val = (tr_x[held], tr_y[held])
     calib = tr_x[order[:cfg.calib_images]]
     choices, result = searched_choices(space, args.search)
+    ref = {b: v and (v["lanes"], v["word_bytes"])
+           for b, v in result["reference_lanes"].items()}
     nets = [("searched", "hybrid (searched)", choices)]
     for kind, given in (("hybrid", None), ("conv", args.conv_search),
                         ("mult-free", args.mult_free_search)):
@@ -115,7 +111,7 @@ def main(argv=None):
         if given:
             nets.append((f"{kind} space", f"{kind} (searched)", searched_choices(sp, given)[0]))
             continue
-        best = best_random(net, sp, args.random, cfg, calib, val, seed=1)
+        best = best_random(net, sp, args.random, cfg, ref, calib, val, seed=1)
         label = "random" if kind == "hybrid" else f"{kind} space"
         if best:
             nets.append((label, f"{kind} (best of {args.random} random)", best[1]))
@@ -138,7 +134,8 @@ def main(argv=None):
             "skip" if b.op == "skip" else f"{b.op}-k{b.kernel}-e{b.expansion}"
             for b in arch.blocks], "one_shot_val": one_shot(net, ch, calib, val),
             "accuracy": rep["test_accuracy"], "epochs": rep["epochs"],
-            "params": rep["params"]["total"], **hw_figures(arch, BOARDS)}
+            "params": rep["params"]["total"], **hw_figures(arch, ref),
+            **{f"own_{k}": v for k, v in hw_figures(arch).items() if k.endswith(BOARDS)}}
         if args.int:
             row["integer_accuracy"] = quantised_accuracy(out, train_xy, test_xy)
         rows.append(row)
@@ -163,13 +160,13 @@ def markdown(rows, cfg, args):
     head = (f"Budget {cfg.budget:,.0f} cycles on {cfg.board}; {args.epochs} epochs on "
             f"{args.train_images} Fashion-MNIST training images, {args.test_images} test "
             "images.\n\n| net | how | blocks | one-shot val | float | integer | params | "
-            + " | ".join(f"cycles {b} | uJ {b}" for b in BOARDS) + " |\n|"
-            + "---|" * (7 + 2 * len(BOARDS)) + "\n")
+            + " | ".join(f"cycles {b} | uJ {b} | own cycles {b}" for b in BOARDS) + " |\n|"
+            + "---|" * (7 + 3 * len(BOARDS)) + "\n")
     lines = [f"| {r['net']} | {r['how']} | {' '.join(r['blocks'])} | "
              f"{_fmt(r['one_shot_val'], 100, 2)}% | {_fmt(r['accuracy'], 100, 2)}% | "
              f"{_fmt(r.get('integer_accuracy'), 100, 2)}% | {r['params']:,} | "
-             + " | ".join(f"{_fmt(r[f'cycles_{b}'])} | {_fmt(r[f'energy_uj_{b}'], 1, 1)}"
-                          for b in BOARDS) + " |" for r in rows]
+             + " | ".join(f"{_fmt(r[f'cycles_{b}'])} | {_fmt(r[f'energy_uj_{b}'], 1, 1)} | "
+                          f"{_fmt(r[f'own_cycles_{b}'])}" for b in BOARDS) + " |" for r in rows]
     return head + "\n".join(lines) + "\n"
 
 

@@ -12,10 +12,11 @@ its operator). Metrics per image, at given lanes per chunk:
 Lanes: :func:`mapper_lanes` asks ``sw.mapper.default_config`` (the accelerator the mapper
 sizes for the board) about a shape-only integer model of the network (zero weights,
 shape-derived widths; :func:`shape_qmodel`); the search costs every candidate on the
-accelerator sized for its macro network (one mapper call per board: they take seconds). A block's layers do not depend on the other
-blocks' choices (the macro fixes every width and stride), so at fixed lanes the cost of
-a network is ``fixed + sum_i table[i, choice_i]`` and, with choice probabilities ``p``,
-the expected cost ``fixed + (p * table).sum()`` is differentiable (:class:`HwCost`).
+accelerator sized for its macro network (one mapper call per board: they take seconds).
+A block's layers do not depend on the other blocks' choices (the macro fixes every width
+and stride), so at fixed lanes the cost of a network is ``fixed + sum_i table[i,
+choice_i]`` and, with choice probabilities ``p``, the expected cost ``fixed + (p *
+table).sum()`` is differentiable (:class:`HwCost`).
 """
 from __future__ import annotations
 
