@@ -113,6 +113,12 @@ def _roomy(qm, lanes, word_bytes):
 def size_config(qm, lanes, word_bytes, slots):
     """The accelerator with ``lanes`` per chunk and ``slots`` image slots: widths from the
     network, every memory cut to what the program uses."""
+    return _size(qm, lanes, word_bytes, slots)[0]
+
+
+def _size(qm, lanes, word_bytes, slots):
+    """:func:`size_config` and the program compiled on the roomy config (its layers,
+    shapes and peak activation use are those of the sized one)."""
     roomy = _roomy(qm, lanes, word_bytes)
     prog = compile_model(qm, roomy)
     used_w = {c: 0 for c in CHUNKS}
@@ -125,7 +131,8 @@ def size_config(qm, lanes, word_bytes, slots):
         act_bytes=-(-prog.act_bytes_used // 64) * 64,    # banks need not be powers of two
         p_words=_pow2(sum(len(w) for w in prog.images["param"].values())),
         prog_words=_pow2(len(prog.layers)),
-        **{c: replace(roomy.chunk(c), w_words=_pow2(used_w[c])) for c in CHUNKS if lanes[c]})
+        **{c: replace(roomy.chunk(c), w_words=_pow2(used_w[c])) for c in CHUNKS if lanes[c]}), \
+        prog
 
 
 def residual_layers(qm):
@@ -214,10 +221,9 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
     for V in (1, 2, 4, 8, 16):
         probe = {c: max(V, 16) if c in present else 0 for c in CHUNKS}
         try:
-            sized = size_config(qm, probe, V, 1)
+            sized, prog = _size(qm, probe, V, 1)
         except (ProgramError, ConfigError):
             continue
-        prog = compile_model(qm, sized)
         shared = R.shared_usage(sized, fam)
         tables = {c: chunk_table(qm, prog.layers, c, sized, fam, range(V, MAX_LANES + 1))
                   for c in present}

@@ -47,7 +47,7 @@ def interval(prog, cfg, cycles=None):
 def steady_interval(chunks, deltas, cycles, slots, in_bytes, out_bytes, word_bytes):
     """Cycles per image in the steady state: the difference of runs of ``n`` and ``2n``
     images, so the pipeline's fill and drain cancel."""
-    n = 4 * slots + 4
+    n = 2 * slots + 4
     return (_run(chunks, deltas, cycles, slots, in_bytes, out_bytes, 2 * n, word_bytes)
             - _run(chunks, deltas, cycles, slots, in_bytes, out_bytes, n, word_bytes)) / n
 
