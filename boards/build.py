@@ -2,7 +2,7 @@
 fmax and throughput.
 
     python -m boards.build --accel build/default-ulx3s-85f/accel.json --board ulx3s-85f \
-        --out build/default-ulx3s-85f [--mhz 40] [--baud 1000000] [--qmodel Q]
+        --out build/default-ulx3s-85f [--mhz 30] [--baud 1000000] [--qmodel Q]
     python -m boards.build --smoke --board icebreaker --out build/icebreaker [--kind all] [--pes 4]
 
 Exits 1 with a one-line message when the design does not fit, fails timing or a tool
@@ -172,7 +172,7 @@ def main(argv=None):
     top.add_argument("--accel", type=Path, help="accelerator config (accel.json from make map)")
     top.add_argument("--qmodel", type=Path, default=DEFAULT_QMODEL,
                      help=f"integer model, for cycles and bytes per image (default: {DEFAULT_QMODEL})")
-    top.add_argument("--mhz", type=float, help="clock (default: 40 on ULX3S, the board clock "
+    top.add_argument("--mhz", type=float, help="clock (default: 30 on ULX3S, the board clock "
                      "on iCEBreaker); a PLL makes it unless it is the board clock")
     top.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                      help=f"UART baud rate (default: {DEFAULT_BAUD})")

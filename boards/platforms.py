@@ -47,7 +47,7 @@ BOARDS = {board.name: board for board in [
     Board("icebreaker", ICEBreakerPlatform, "bin", dsp_opts="-dsp",
           leds=(("led_g", 0), ("led_g", 1), ("led_g", 2), ("led_r", 0)),
           extra_resources="break_off_pmod"),
-    *(Board(f"ulx3s-{size}", platform, "bit", nodsp_opts="-nodsp", top_mhz=40.0)
+    *(Board(f"ulx3s-{size}", platform, "bit", nodsp_opts="-nodsp", top_mhz=30.0)
       for size, platform in (("12f", ULX3S_12F_Platform), ("25f", ULX3S_25F_Platform),
                              ("45f", ULX3S_45F_Platform), ("85f", ULX3S_85F_Platform))),
 ]}
