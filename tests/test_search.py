@@ -257,3 +257,27 @@ def test_micro_search_within_budget_quantises_and_maps(tmp_path):
     assert sum(cfg.chunk(c).lanes for c in ("clp", "slp", "alp")) > 0
     logits = gm.forward(qm, test[0][:4])
     assert logits.shape == (4, 10) and np.isfinite(logits).all()
+
+
+@pytest.mark.slow
+def test_quick_cli_end_to_end(tmp_path, capsys):
+    """``python -m sw.search --quick`` (a few minutes): progress lines, files, the arch."""
+    name = "test-quick-search"
+    arch_dir = REPO / "archs" / name
+    assert not arch_dir.exists()
+    try:
+        assert cli.main(["--quick", "--name", name, "--board", BOARD, "--out",
+                         str(tmp_path), "--threads", "1"]) == 0
+        out = capsys.readouterr().out
+        assert "epoch  7/7 search" in out and "searched test-quick-search" in out
+        arch = arch_mod.load(arch_dir / "arch.json")
+        res = json.loads((tmp_path / "result.json").read_text())
+        assert res["within_budget"] and (tmp_path / "pareto.png").is_file()
+        assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 7 + len(
+            res["networks"])
+        assert H.arch_cost(arch, BOARD, "cycles", tuple(
+            res["reference_lanes"][BOARD].values())) == res["cost"] <= res["config"]["budget"]
+        assert cli.main(["--quick", "--name", name]) == 2          # exists now
+    finally:
+        import shutil
+        shutil.rmtree(arch_dir, ignore_errors=True)
