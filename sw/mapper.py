@@ -259,7 +259,7 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
         for s in (SLOTS if slots is None else (slots,)):
             if s * sized.slot_words > 1 << 16:         # the host protocol's address space
                 continue
-            act = R.act_usage(fam, V, sized.act_bytes, s)
+            act = R.act_usage(fam, V, sized.act_bytes, s, len(present))
             use = {r: np.round(sum(cols[c][:, USE[r]] for c in present) + shared[r] + act[r])
                    for r in R.RESOURCES}
             bound = schedule.lower_bound(busy, s)

