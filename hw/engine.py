@@ -285,7 +285,8 @@ class LayerEngine(wiring.Component):
                          drain_ch.eq(s2.ch), drain_p.eq(d.p_base + s2.ch)]
         with m.Elif(draining):
             step = Mux(d.wide, 2, 1)
-            m.d.sync += [drain_left.eq(drain_left - 1), shadow.eq(shadow.as_value() >> self.acc_width),
+            m.d.sync += [drain_left.eq(drain_left - 1),
+                         shadow.eq(shadow.as_value() >> self.acc_width),
                          drain_out.eq(drain_out + step), drain_res.eq(drain_res + step),
                          drain_ch.eq(drain_ch + 1), drain_p.eq(drain_p + 1)]
 
