@@ -155,7 +155,7 @@ def _save(path, state):
     os.replace(tmp, path)
 
 
-def _load(path, cfg):
+def _load(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for damaged files
@@ -163,12 +163,14 @@ def _load(path, cfg):
                           "it or drop --resume") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SearchError(f"{path}: not a sw.search checkpoint")
-    old = state["config"]
+    return state
+
+
+def _check_resume(path, old, cfg):
     for key, value in dataclasses.asdict(cfg).items():
         if old.get(key) != value:
             raise SearchError(f"{path}: was run with {key} = {old.get(key)!r}, this run has "
                               f"{value!r}; use the same options or drop --resume")
-    return state
 
 
 def load_search(out_dir):
@@ -176,9 +178,7 @@ def load_search(out_dir):
     path = Path(out_dir) / "checkpoint.pt"
     if not path.is_file():
         raise SearchError(f"{path}: no such checkpoint; run python -m sw.search first")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise SearchError(f"{path}: not a sw.search checkpoint")
+    state = _load(path)
     cfg = SearchConfig(**state["config"])
     space = _space(cfg)
     net = Supernet(space)
@@ -222,6 +222,10 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
     macro = space.macro
     hw = HwCost(space, cfg.board)
     ref = reference_lanes(macro, cfg.board, lanes)
+    ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
+    state = _load(ckpt) if resume and ckpt.is_file() else None
+    if state and cfg.budget is None:          # the budget the run resolved when it began
+        cfg = dataclasses.replace(cfg, budget=state["config"].get("budget"))
     cfg = dataclasses.replace(cfg, budget=resolve_budget(cfg, space, ref[cfg.board]))
     split_w, split_a, test = _data(cfg, data)
     phases = plan(cfg, space)
@@ -239,9 +243,8 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
                                                    ref[cfg.board]))
     cost.refresh(ref[cfg.board])
     start, lam, history = 0, cfg.lam0, []
-    ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
-    if resume and ckpt.is_file():
-        state = _load(ckpt, cfg)
+    if state:
+        _check_resume(ckpt, state["config"], cfg)
         net.load_state_dict(state["supernet"])
         trainer.opt.load_state_dict(state["opt"])
         with torch.no_grad():
