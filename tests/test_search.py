@@ -281,3 +281,20 @@ def test_quick_cli_end_to_end(tmp_path, capsys):
     finally:
         import shutil
         shutil.rmtree(arch_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("option", [{"cost": "flops"}, {"objective": "energy"}])
+def test_flops_proxy_and_energy_objective_run(tmp_path, option):
+    macro = tiny_macro(tmp_path)
+    cfg = micro_cfg(macro=macro, pgp=[["all", 1]], search_epochs=1, random_samples=0,
+                    **option)
+    res = run_search(cfg, tmp_path / "s", tmp_path / "a.json", "o", data=micro_data(),
+                     log=lambda s: None, lanes=LANES)
+    arch = arch_mod.load(tmp_path / "a.json")
+    metric = "flops" if option.get("cost") == "flops" else "cycles"
+    assert res["metric"] == metric and res["within_budget"]
+    assert res["cost"] == pytest.approx(H.arch_cost(arch, BOARD, metric, LANES))
+    # default budget: the macro network's own cost in that metric
+    macro_arch = arch_mod.load(macro)
+    assert res["config"]["budget"] == pytest.approx(H.arch_cost(macro_arch, BOARD, metric,
+                                                                LANES))
