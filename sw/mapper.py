@@ -14,7 +14,7 @@ flight, 1 .. 8). Every point is costed exactly:
   under its lower bound); latency = cycles / fmax (``sw.resources``);
 - energy per image by ``sw.energy`` (45 nm compute + memory traffic);
 - logic, FFs, DSPs, block RAM and SPRAM by ``sw.resources``, kept within the board's
-  budget (data-sheet totals less ``--headroom`` of logic and FFs).
+  budget (data-sheet totals less ``--headroom`` of logic, FFs and block RAM).
 
 ``--rule search`` (default) takes the point that minimises the objective (``latency``,
 ``energy`` or ``edp``, ties to less logic); ``--rule proportional`` is NASA's rule: lanes
@@ -410,7 +410,8 @@ def plot(rep, path):
     shares = [rep["resources"][r] / rep["part_totals"][r] for r in res]
     b.bar(res, shares, color=["tab:orange" if rep["resources"][r] > rep["budget"][r]
                                else "tab:gray" for r in res])
-    b.axhline(1 - rep["headroom"], ls="--", color="k", lw=0.8, label="budget (logic, FFs)")
+    b.axhline(1 - rep["headroom"], ls="--", color="k", lw=0.8,
+              label="budget (logic, FFs, block RAM)")
     b.set_ylabel("share of the part")
     b.set_title(f"resources on {rep['part']}")
     b.legend(fontsize=7)
@@ -430,7 +431,7 @@ def main(argv=None):
     ap.add_argument("--slots", type=int, default=None,
                     help="images in flight (default: searched, 1/2/4/8)")
     ap.add_argument("--headroom", type=float, default=R.HEADROOM,
-                    help="share of logic and FFs kept free (default 0.1)")
+                    help="share of logic, FFs and block RAM kept free (default 0.1)")
     ap.add_argument("--no-plot", action="store_true", help="skip map.png")
     args = ap.parse_args(argv)
     try:
