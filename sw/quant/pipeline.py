@@ -12,7 +12,7 @@ from sw.golden import model as gm
 from .core import QConfig, calibrate, export, fakequant_forward, make_scales, pixels_to_q
 from .graph import build_graph, float_forward
 
-PERCENTILES = (99.9, 99.99, 99.999, 100.0)
+PERCENTILES = (99.5, 99.7, 99.9, 99.99, 99.999, 100.0)
 
 
 @torch.no_grad()
