@@ -19,14 +19,7 @@ SHAPES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny shapes: one thread is faster and immune to load from other jobs (the threaded
-    kernel path has its own test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def naive(x, w, stride, padding, groups, term=lambda d: d.abs()):

@@ -35,12 +35,7 @@ TINY = {"name": "tiny", "dataset": "mnist", "stem": {"channels": 8},
                     "out_channels": 16}]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
