@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw.config import AccelConfig
+from sim.network import input_wire_bytes
 from sw import schedule
 from sw.compile import compile_model
 from sw.costmodel import program_cycles
@@ -99,11 +100,12 @@ def throughput(cfg, qm, clk_mhz, fmax_mhz, baud):
     """Images/s of ``qm`` on ``cfg``: compute-bound at ``clk_mhz`` and at ``fmax_mhz``
     (``sw.costmodel.program_cycles``: one image, layers one after another), streaming
     through ``cfg.slots`` slots at ``clk_mhz`` (``sw.schedule.interval``), and UART-bound
-    (8N1: ``baud / 10`` bytes/s over an image's input bytes plus its logits frame)."""
+    (8N1: ``baud / 10`` bytes/s over an image's input bytes, one per pixel for a grey image,
+    plus its logits frame)."""
     prog = compile_model(qm, cfg)
     _, cycles = program_cycles(prog, cfg)
     interval = schedule.interval(prog, cfg)
-    in_bytes = schedule.input_bytes(prog, cfg.word_bytes)
+    in_bytes = input_wire_bytes(prog)
     out_bytes = 1 + prog.output_bytes
     return {"cycles_per_image": cycles, "interval_cycles": round(interval),
             "images_per_s": round(clk_mhz * 1e6 / cycles, 1),

@@ -34,7 +34,7 @@ from sw.program import ProgramError
 __all__ = ["HostError", "Step", "uart_steps", "SerialLink", "SimLink", "run_session", "main"]
 
 STREAM_HARNESS = Path(__file__).resolve().parent.parent / "sim" / "verilator_stream.cpp"
-RUN_HEADER = len(protocol.run(0, 0, 0, 0, 0))
+RUN_HEADER = len(protocol.run(0, 0, 0, 0, 0, 0))
 WRITE_CHUNK = 4096
 
 
@@ -146,7 +146,8 @@ def _what(step, index):
         return "the ping"
     if step.image is not None:
         return f"the logits of image {step.image}"
-    return {protocol.WRITE: "a write", protocol.RUN: "the run"}.get(step.send[:1], "the run's end")
+    return {protocol.WRITE: "a write", protocol.INPUT: "an input write",
+            protocol.RUN: "the run"}.get(step.send[:1], "the run's end")
 
 
 def read_exact(link, n, timeout, what):

@@ -2,13 +2,17 @@
 
 Decodes commands from ``i``, writes memory words through a simple bus (``wr_*``), reads
 activation words (``rd_*``, one cycle latency) and replies on ``o``; flow control both
-ways, at most one byte per cycle each way. During a run it serves the image slots in
-image order: when image ``next_image`` is finished (``out_ready``) it sends ``O`` + that
-image's logits from its slot, takes the input of image ``next_image + slots`` from the
-host into the same slot and pulses ``refill``; after the last image (and ``done``) it
-sends ``D`` + cycles and pulses ``finish``.
+ways, at most one byte per cycle each way. An input write (``I``) and a run's inputs carry
+only the low ``k`` bytes of each activation word; the bridge fills the rest of the word
+with zeros (``k = 1``: one byte per pixel of a one-channel image, the word the byte's
+value). During a run it serves the image slots in image order: when image ``next_image``
+is finished (``out_ready``) it sends ``O`` + that image's logits from its slot, takes the
+input of image ``next_image + slots`` from the host into the same slot and pulses
+``refill``; after the last image (and ``done``) it sends ``D`` + cycles and pulses
+``finish``. A word is written one cycle after its last byte arrives (``wr_en`` for one
+cycle, then the next byte is taken).
 """
-from amaranth.hdl import Array, Cat, Const, Module, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -56,8 +60,8 @@ class HostBridge(wiring.Component):
         def send(data, count):
             return [tx.eq(data), tx_left.eq(count)]
 
-        hdr = Signal(80)             # command arguments as received (little-endian)
-        hdr_left = Signal(range(11))
+        hdr = Signal(88)             # command arguments as received (little-endian)
+        hdr_left = Signal(range(12))
         cmd = Signal(8)
         mem = Signal(3)
         addr, count = Signal(16), Signal(16)
@@ -65,6 +69,12 @@ class HostBridge(wiring.Component):
         word_idx = Signal(range(self.data_bits // 8 + 1))   # next byte of the word
         nbytes = Array(Const(protocol.word_bytes(b), range(self.data_bits // 8 + 1))
                        for b in self.mem_bits + [0, 0])
+        wire_bytes = Signal.like(word_idx)   # bytes per word on the wire (the rest are 0)
+
+        def input_bytes(k):
+            """The ``k`` of an input write or run, 0 or past a word meaning a whole word."""
+            return Mux((k == 0) | (k > self.act_bytes), self.act_bytes, k)
+
         rd_left = Signal(range(self.act_bytes + 1))
         rd_word = Signal(8 * self.act_bytes)
         # run arguments: images, input and output tensors (word offsets within a slot)
@@ -85,14 +95,14 @@ class HostBridge(wiring.Component):
                     with m.Switch(byte):
                         with m.Case(protocol.PING[0]):
                             m.d.sync += send(int.from_bytes(protocol.MAGIC, "little"), 4)
-                        with m.Case(protocol.WRITE[0]):
+                        with m.Case(protocol.WRITE[0], protocol.INPUT[0]):
                             m.d.sync += hdr_left.eq(5)
                             m.next = "HEADER"
                         with m.Case(protocol.READ[0]):
                             m.d.sync += hdr_left.eq(4)
                             m.next = "HEADER"
                         with m.Case(protocol.RUN[0]):
-                            m.d.sync += hdr_left.eq(10)
+                            m.d.sync += hdr_left.eq(11)
                             m.next = "HEADER"
                         with m.Default():
                             m.d.sync += send(Cat(Const(protocol.ERROR[0], 8), byte), 2)
@@ -104,33 +114,40 @@ class HostBridge(wiring.Component):
                         m.next = "DECODE"
             with m.State("DECODE"):   # the arguments end at the top of hdr
                 with m.Switch(cmd):
-                    with m.Case(protocol.WRITE[0]):
-                        m.d.sync += [mem.eq(hdr[40:48]), addr.eq(hdr[48:64]),
-                                     count.eq(hdr[64:80]), word_idx.eq(0), in_run.eq(0)]
+                    with m.Case(protocol.WRITE[0], protocol.INPUT[0]):
+                        m.d.sync += [addr.eq(hdr[56:72]), count.eq(hdr[72:88]),
+                                     word_idx.eq(0), in_run.eq(0)]
+                        with m.If(cmd == protocol.WRITE[0]):
+                            m.d.sync += [mem.eq(hdr[48:51]), wire_bytes.eq(nbytes[hdr[48:51]])]
+                        with m.Else():
+                            m.d.sync += [mem.eq(protocol.MEM_ID["act"]),
+                                         wire_bytes.eq(input_bytes(hdr[48:56]))]
                         m.next = "DATA"
-                        with m.If(hdr[64:80] == 0):
+                        with m.If(hdr[72:88] == 0):
                             m.next = "FINISH"
                     with m.Case(protocol.READ[0]):
-                        m.d.sync += [mem.eq(0), addr.eq(hdr[48:64]), count.eq(hdr[64:80]),
+                        m.d.sync += [mem.eq(0), addr.eq(hdr[56:72]), count.eq(hdr[72:88]),
                                      in_run.eq(0)]
                         m.next = "READ"
-                        with m.If(hdr[64:80] == 0):
+                        with m.If(hdr[72:88] == 0):
                             m.next = "CMD"
                     with m.Default():     # run
                         m.d.sync += [images.eq(hdr[0:16]), in_addr.eq(hdr[16:32]),
                                      in_words.eq(hdr[32:48]), out_addr.eq(hdr[48:64]),
-                                     out_words.eq(hdr[64:80]), next_image.eq(0), in_run.eq(1)]
+                                     out_words.eq(hdr[64:80]),
+                                     wire_bytes.eq(input_bytes(hdr[80:88])),
+                                     next_image.eq(0), in_run.eq(1)]
                         m.d.comb += self.run.eq(1)
                         m.next = "RUN_WAIT"
             with m.State("DATA"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.sync += [word.word_select(word_idx, 8).eq(byte), word_idx.eq(word_idx + 1)]
-                    with m.If(word_idx == nbytes[mem] - 1):
+                    with m.If(word_idx == wire_bytes - 1):
                         m.next = "STORE"
             with m.State("STORE"):
                 m.d.comb += self.wr_en.eq(1)
-                m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), word_idx.eq(0)]
+                m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), word_idx.eq(0), word.eq(0)]
                 with m.If(count != 1):
                     m.next = "DATA"
                 with m.Elif(in_run):

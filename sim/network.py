@@ -3,8 +3,8 @@
 ``python -m sim.network --qmodel Q --accel A [--images 100] [--dataset fashion-mnist]``
 compiles the program of ``Q`` for the accelerator of ``A`` (accel.json), builds the RTL
 with Verilator and a free-running C++ harness (``sim/verilator_main.cpp``: no Python per
-cycle), sends the whole session through the host byte protocol (ping, loads, then per
-image: input, run, read logits), checks every logit against the golden model and prints
+cycle), sends the whole session through the host byte protocol (ping, loads, the first inputs,
+then one streaming run; inputs travel one byte per pixel: ``input_k``), checks every logit against the golden model and prints
 accuracy, per-layer cycles (measured from the chunks' busy signals) and PE utilisation.
 Exit status 1 when any logit differs. The cocotb testbench ``sim/tb_accel.py`` drives the
 same protocol in the test suite.
@@ -27,7 +27,7 @@ from sw.compile import compile_model, execution_order
 from sw import schedule
 from sw.costmodel import program_cycles
 from sw.golden import model as golden
-from sw.program import ProgramError
+from sw.program import ProgramError, cpad
 
 HARNESS = Path(__file__).with_name("verilator_main.cpp")
 
@@ -60,12 +60,24 @@ def build(cfg, out, harness=HARNESS):
     return exe
 
 
+def input_k(prog):
+    """Bytes of each input activation word on the wire (``hw.protocol``'s ``k``): the
+    input's channels, at most a word; 1 for a grey image (a byte per pixel)."""
+    return min(prog.input_shape[0], prog.word_bytes)
+
+
+def input_wire_bytes(prog):
+    """Bytes one input image takes on the wire (compact: :func:`input_k` per word)."""
+    c, h, w = prog.input_shape
+    return h * w * cpad(c, prog.word_bytes) // prog.word_bytes * input_k(prog)
+
+
 def session(prog, cfg, images):
     """Stimulus bytes and the reply length of each command, in order: ping, loads, the
-    inputs of the first ``slots`` images, then one streaming run of all images (the other
-    inputs follow the run command; the bridge paces them)."""
+    inputs of the first ``slots`` images (compact input writes), then one streaming run of
+    all images (the other inputs, compact, follow the run command; the bridge paces them)."""
     bits = dict(zip(protocol.MEMORIES, memory_bits(cfg)))
-    V = cfg.word_bytes
+    V, k = cfg.word_bytes, input_k(prog)
     slot_words = cfg.slot_words
     cmds = [(protocol.PING, 4)]
     for mem, blocks in prog.images.items():
@@ -74,12 +86,12 @@ def session(prog, cfg, images):
                 cmds.append((protocol.write(mem, base + at, words[at:at + 4096], bits[mem]), 1))
     in_words = [prog.input_words(image) for image in images]
     for slot, words in enumerate(in_words[:cfg.slots]):
-        cmds.append((protocol.write("act", slot * slot_words + prog.input_base // V, words,
-                                    bits["act"]), 1))
+        cmds.append((protocol.write_input(slot * slot_words + prog.input_base // V, words, k),
+                     1))
     out_words = prog.output_bytes // V
     run = protocol.run(len(images), prog.input_base // V, len(in_words[0]),
-                       prog.output_base // V, out_words)
-    run += b"".join(protocol.pack_words(w, bits["act"]) for w in in_words[cfg.slots:])
+                       prog.output_base // V, out_words, k)
+    run += b"".join(protocol.pack_input(w, k) for w in in_words[cfg.slots:])
     cmds.append((run, len(images) * (1 + out_words * V) + 5))
     return cmds
 
@@ -95,7 +107,7 @@ def parse(cmds, reply, prog, n_images):
                            f"{len(chunk)} of {size} reply bytes")
         if cmd == protocol.PING and chunk != protocol.MAGIC:
             raise SimError(f"ping answered {chunk!r}, expected {protocol.MAGIC!r}")
-        if cmd[:1] == protocol.WRITE and chunk != protocol.ACK:
+        if cmd[:1] in (protocol.WRITE, protocol.INPUT) and chunk != protocol.ACK:
             raise SimError(f"write answered {chunk!r}, expected {protocol.ACK!r}")
         if cmd[:1] == protocol.RUN:
             per = (size - 5) // n_images

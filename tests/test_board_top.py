@@ -1,11 +1,15 @@
-"""Board tops: the accelerator behind its UART (cocotb through the pins), PLL settings,
-the host CLI (RTL simulation and its error paths), flashing, and the board-top build."""
+"""Board tops: the host bridge's input writes, the accelerator behind its UART (cocotb
+through the pins), PLL settings, the host CLI (RTL simulation and its error paths),
+flashing, and the board-top build."""
 import json
 import os
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module
+from amaranth.lib import memory
+from amaranth.sim import Simulator
 
 from boards import flash, host
 from boards.build import main as build_main
@@ -14,8 +18,9 @@ from boards.platforms import get_board
 from boards.pll import ecp5_pll, ice40_pll
 from boards.top import BoardTop, UARTAccelerator
 from hw import protocol
+from hw.host import HostBridge
 from hw.config import AccelConfig, ChunkConfig
-from sim.network import session
+from sim.network import input_wire_bytes, session
 from sim.runner import run_testbench, selected_simulators
 from sw.compile import compile_model
 from sw.golden import model as golden
@@ -37,6 +42,62 @@ def small_model(tmp_path_factory):
     golden.save(qm, d / "qmodel.npz")
     SMALL.save(d / "accel.json")
     return qm, d
+
+
+def bridge_session(commands, act_bits=32, depth=8):
+    """Send ``commands`` (bytes) one after the other to a :class:`HostBridge` whose
+    activation memory is a block RAM of ``depth`` words; returns each command's reply
+    (the bytes sent back until the bridge is idle again)."""
+    m = Module()
+    m.submodules.bridge = bridge = HostBridge([act_bits, 24, 40, 64, 12, 64], act_bits)
+    m.submodules.act = act = memory.Memory(shape=act_bits, depth=depth, init=[])
+    wr, rd = act.write_port(), act.read_port()
+    m.d.comb += [wr.addr.eq(bridge.wr_addr), wr.data.eq(bridge.wr_data),
+                 wr.en.eq(bridge.wr_en & (bridge.wr_mem == protocol.MEM_ID["act"])),
+                 rd.addr.eq(bridge.rd_addr), rd.en.eq(bridge.rd_en),
+                 bridge.rd_data.eq(rd.data)]
+    replies = []
+
+    async def host(ctx):
+        ctx.set(bridge.o.ready, 1)
+        for command in commands:
+            reply = bytearray()
+            for byte in command:
+                ctx.set(bridge.i.valid, 1)
+                ctx.set(bridge.i.payload, byte)
+                await ctx.tick().until(bridge.i.ready)
+            ctx.set(bridge.i.valid, 0)
+            quiet = 0
+            while quiet < 20:
+                await ctx.tick()
+                if ctx.get(bridge.o.valid):
+                    reply.append(ctx.get(bridge.o.payload))
+                    quiet = 0
+                quiet += 1
+            replies.append(bytes(reply))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(host)
+    sim.run()
+    return replies
+
+
+def test_bridge_input_writes_expand_bytes_to_words():
+    """``I`` writes ``k`` bytes per activation word and zero-fills the rest (``k`` 0 or
+    past a word: whole words); ``W act`` still writes whole words. Read back with ``R``."""
+    replies = bridge_session([
+        protocol.write("act", 0, [0x11223344, 0x55667788, 0xDEADBEEF], 32),
+        protocol.write_input(0, [0x7F, 0x01], 1),       # over the whole words at 0 and 1
+        protocol.write_input(3, [0x030201], 3),
+        protocol.INPUT + bytes([0, 4, 0, 1, 0]) + bytes([0xDD, 0xCC, 0xBB, 0xAA]),
+        protocol.INPUT + bytes([9, 5, 0, 1, 0]) + bytes([1, 2, 3, 4]),
+        protocol.write_input(6, [], 1),
+        protocol.read(0, 6),
+    ])
+    assert replies[:6] == [protocol.ACK] * 6
+    words = [int.from_bytes(replies[6][i:i + 4], "little") for i in range(0, 24, 4)]
+    assert words == [0x7F, 0x01, 0xDEADBEEF, 0x030201, 0xAABBCCDD, 0x04030201]
 
 
 def test_board_core_over_uart_pins():
@@ -62,7 +123,8 @@ def test_uart_steps_pace_the_run():
     assert sum(s.reply for s in steps) == sum(n for _, n in cmds)
     frames = [s for s in steps if s.image is not None]
     assert [s.image for s in frames] == [0, 1, 2, 3, 4]
-    one_input = len(prog.input_words(images[0])) * cfg.word_bytes
+    one_input = 8 * 8          # one byte per pixel (a grey 8x8 image)
+    assert input_wire_bytes(prog) == one_input
     # after image i's logits, the input of image i + 2 (images 2, 3, 4), then nothing
     assert frames[0].send[:1] == protocol.RUN and len(frames[0].send) == host.RUN_HEADER
     assert [len(s.send) for s in frames[1:]] == [one_input] * 3 + [0]
@@ -108,9 +170,9 @@ def test_throughput_figures(small_model):
     assert figures["images_per_s_at_fmax"] == round(20e6 / cycles, 1)
     # one slot: streaming adds the byte-stream transfers to the sequential cycles
     assert cycles < figures["interval_cycles"] < 1.5 * cycles
-    # 8x8 one-channel input padded to 4-byte words; 'O' + 10 16-bit logits (20 bytes)
-    assert figures["uart_bytes_per_image"] == {"in": 64 * 4, "out": 21}
-    assert figures["uart_images_per_s"] == round(100_000 / (256 + 21), 1)
+    # 8x8 one-channel input, a byte per pixel; 'O' + 10 16-bit logits (20 bytes)
+    assert figures["uart_bytes_per_image"] == {"in": 64, "out": 21}
+    assert figures["uart_images_per_s"] == round(100_000 / (64 + 21), 1)
 
 
 def test_host_sim_end_to_end(small_model, capsys):
@@ -152,7 +214,7 @@ def _session_args(small_model):
 def test_host_wrong_bitstream(small_model):
     with pytest.raises(host.HostError, match=r"wrong bitstream: ping answered b'\\x00abc'"):
         host.run_session(FakeLink([b"\x00abc"]), *_session_args(small_model))
-    with pytest.raises(host.HostError, match="protocol version 9, this host 1"):
+    with pytest.raises(host.HostError, match="protocol version 9, this host 2"):
         host.run_session(FakeLink([b"NAS\x09"]), *_session_args(small_model))
 
 
