@@ -1,7 +1,7 @@
 """Baselines at the search's budget, in one table (issue 6's figures).
 
-Run: .venv/bin/python bench/search.py --search build/search/NAME [--epochs 3]
-         [--train-images 12000] [--test-images 10000] [--random 12] [--int] [--threads 2]
+Run: .venv/bin/python bench/search.py --search build/search/NAME [--epochs 8]
+         [--train-images 12000] [--test-images 10000] [--random N] [--int] [--threads 2]
          [--conv-search DIR] [--mult-free-search DIR]
 
 Networks, all on the search's macro and within its budget (cycles on the search's
@@ -10,7 +10,9 @@ reference accelerator: the one the mapper sized for the macro network on its boa
 - ``searched``: the network of the search in ``--search``;
 - ``random``: random search in the same (hybrid) space: the best of ``--random`` random
   networks within the budget, ranked by one-shot accuracy (the search's supernet weights,
-  batch norm recalibrated) on held-out training images (not test images);
+  batch norm recalibrated) on the held-out training images the search selected on (not
+  test images). ``--random`` defaults to the number of candidates the search ranked, so
+  random search gets the same number of one-shot evaluations;
 - ``conv space`` (FBNet-like) and ``mult-free space`` (shift + adder): the network of a
   ``--space conv`` / ``--space mult-free`` search when given, else the best-of-N random
   network of that space, ranked the same way (the table says which);
@@ -21,7 +23,9 @@ Each is trained from scratch by sw.train for the same ``--epochs`` on the same
 with ``--int``, quantised (sw.quant PTQ) and evaluated as the integer model. Predicted
 cycles and energy come from sw.search.hwcost on icebreaker and ulx3s-85f, on the
 reference accelerators (the same hardware for every network) and on the accelerator the
-mapper sizes for each network ("own"; "-" where it does not map). Writes
+mapper sizes for each network ("own"; "does not fit" where the mapper finds none). The
+last lines say which baselines dominate the searched network (at least as accurate,
+integer accuracy with ``--int``, at no more cycles, better in one). Writes
 ``build/search/bench/<search name>.{json,md}`` and redraws the search's Pareto plot with
 the trained points; trained runs resume when interrupted.
 """
@@ -82,11 +86,11 @@ def quantised_accuracy(out, train_xy, test_xy):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--search", required=True, help="a search's output dir (build/search/NAME)")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--train-images", type=int, default=12000)
     ap.add_argument("--test-images", type=int, default=10000)
-    ap.add_argument("--random", type=int, default=12, help="random networks per space")
-    ap.add_argument("--val-images", type=int, default=2000)
+    ap.add_argument("--random", type=int, default=None,
+                    help="random networks per space (default: as many as the search ranked)")
     ap.add_argument("--int", action="store_true", help="also the integer (PTQ) accuracy")
     ap.add_argument("--conv-search", default=None, help="a --space conv search's dir")
     ap.add_argument("--mult-free-search", default=None, help="a --space mult-free search's dir")
@@ -98,10 +102,11 @@ def main(argv=None):
     tr_x, tr_y = load_data(cfg.dataset, "train")
     te_x, te_y = load_data(cfg.dataset, "test")
     order = train_order(cfg, len(tr_y))
-    held = order[cfg.train_images:cfg.train_images + args.val_images]
+    held = order[cfg.train_images:cfg.train_images + cfg.val_images]
     val = (tr_x[held], tr_y[held])
     calib = tr_x[order[:cfg.calib_images]]
     choices, result = searched_choices(space, args.search)
+    args.random = args.random or len(result.get("selection") or ()) or cfg.random_samples
     ref = {b: v and (v["lanes"], v["word_bytes"])
            for b, v in result["reference_lanes"].items()}
     nets = [("searched", "hybrid (searched)", choices)]
@@ -145,15 +150,44 @@ def main(argv=None):
         {"search": args.search, "board": cfg.board, "budget": cfg.budget,
          "epochs": args.epochs, "train_images": args.train_images,
          "test_images": args.test_images, "rows": rows}, indent=1) + "\n")
-    table = markdown(rows, cfg, args)
+    table = markdown(rows, cfg, args) + "\n" + verdict(rows, cfg.board) + "\n"
     (out_root.parent / f"{name}.md").write_text(table)
     pareto(result, Path(args.search) / "pareto.png", trained=rows)
     print(table)
     return 0
 
 
-def _fmt(v, scale=1.0, digits=0):
-    return "-" if v is None else f"{v * scale:,.{digits}f}"
+def _fmt(v, scale=1.0, digits=0, none="-"):
+    return none if v is None else f"{v * scale:,.{digits}f}"
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def dominates(a, b, board):
+    """Whether row ``a`` dominates row ``b``: at least as accurate (integer accuracy where
+    both have it) at no more cycles on ``board``, and better in one of the two."""
+    key = "integer_accuracy" if "integer_accuracy" in a and "integer_accuracy" in b \
+        else "accuracy"
+    acc, cyc = (a[key], b[key]), (a[f"cycles_{board}"], b[f"cycles_{board}"])
+    return acc[0] >= acc[1] and cyc[0] <= cyc[1] and (acc[0] > acc[1] or cyc[0] < cyc[1])
+
+
+def verdict(rows, board):
+    """Whether the searched network (the first row) is on the Pareto front of the others,
+    and one line per baseline saying which of the two dominates the other."""
+    s = rows[0]
+    out = []
+    for r in rows[1:]:
+        rel = "dominates the searched network" if dominates(r, s, board) else \
+            "is dominated by the searched network" if dominates(s, r, board) else \
+            "and the searched network do not dominate each other"
+        out.append(f"- {r['net']} {rel}")
+    on = not any(dominates(r, s, board) for r in rows[1:])
+    every = all(dominates(s, r, board) for r in rows[1:])
+    return (f"Searched network on {board}: {'on' if on else 'NOT on'} the Pareto front of "
+            f"the baselines{'; it dominates every one' if every else ''}.\n" + "\n".join(out))
 
 
 def markdown(rows, cfg, args):
@@ -163,10 +197,12 @@ def markdown(rows, cfg, args):
             + " | ".join(f"cycles {b} | uJ {b} | own cycles {b}" for b in BOARDS) + " |\n|"
             + "---|" * (7 + 3 * len(BOARDS)) + "\n")
     lines = [f"| {r['net']} | {r['how']} | {' '.join(r['blocks'])} | "
-             f"{_fmt(r['one_shot_val'], 100, 2)}% | {_fmt(r['accuracy'], 100, 2)}% | "
-             f"{_fmt(r.get('integer_accuracy'), 100, 2)}% | {r['params']:,} | "
-             + " | ".join(f"{_fmt(r[f'cycles_{b}'])} | {_fmt(r[f'energy_uj_{b}'], 1, 1)} | "
-                          f"{_fmt(r[f'own_cycles_{b}'])}" for b in BOARDS) + " |" for r in rows]
+             f"{_pct(r['one_shot_val'])} | {_pct(r['accuracy'])} | "
+             f"{_pct(r.get('integer_accuracy'))} | {r['params']:,} | "
+             + " | ".join(f"{_fmt(r[f'cycles_{b}'], none='does not fit')} | "
+                          f"{_fmt(r[f'energy_uj_{b}'], 1, 1, '-')} | "
+                          f"{_fmt(r[f'own_cycles_{b}'], none='does not fit')}"
+                          for b in BOARDS) + " |" for r in rows]
     return head + "\n".join(lines) + "\n"
 
 

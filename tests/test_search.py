@@ -47,7 +47,8 @@ def micro_cfg(**kw):
     base = dict(dataset="synthetic", board=BOARD, macro=str(REPO / "archs/default/arch.json"),
                 train_images=64, test_images=32, batch_size=16, pgp=[["cs-wide", 1],
                                                                      ["adder-all", 1]],
-                search_epochs=2, calib_images=32, random_samples=1, lr=0.05)
+                search_epochs=2, calib_images=32, val_images=32, candidates=3,
+                random_samples=1, lr=0.05)
     base.update(kw)
     return SearchConfig(**base)
 
@@ -59,8 +60,9 @@ def tiny_macro(tmp_path):
 
 
 def micro_data():
-    x, y = synthetic_data(96, seed=3)
-    return (x[:64], y[:64]), (x[64:], y[64:])
+    """64 training images for the search, 32 held out for its selection, 32 test."""
+    x, y = synthetic_data(128, seed=3)
+    return (x[:96], y[:96]), (x[96:], y[96:])
 
 
 # ----------------------------------------------------------------------------------------

@@ -46,16 +46,17 @@ class SearchConfig:
     space: str = "hybrid"
     seed: int = 0
     macro: str = "archs/default/arch.json"
-    train_images: int = 12000          # subset of the train split (halves for the search)
-    test_images: int = 2000           # one-shot evaluations (bench/search.py trains)
+    train_images: int = 24000          # subset of the train split (halves for the search)
+    val_images: int = 2000             # the next training images: the final selection
+    test_images: int = 2000            # one-shot evaluations (bench/search.py trains)
     batch_size: int = 64
     lr: float = 0.1
     weight_decay: float = 1e-4
     grad_clip: float = 5.0
-    pgp: list = field(default_factory=lambda: [["cs-wide", 1], ["cs-all", 2],
+    pgp: list = field(default_factory=lambda: [["cs-wide", 2], ["cs-all", 3],
                                                ["adder-wide", 1], ["adder-all", 1],
-                                               ["all", 2]])
-    search_epochs: int = 4
+                                               ["all", 3]])
+    search_epochs: int = 6
     alpha_lr: float = 0.1
     tau0: float = 5.0
     tau_end: float = 0.5
@@ -63,13 +64,15 @@ class SearchConfig:
     window: float = 0.85               # lam adapts to keep the derived net in [w*B, B]
     energy_weight: float = 0.5
     calib_images: int = 512
+    candidates: int = 16               # most probable in-budget networks, ranked one-shot
     random_samples: int = 8
 
     @classmethod
     def quick(cls, **kw):
         """< 5 minutes on 2 shared cores: a 2000-image subset, one epoch per phase."""
-        base = dict(train_images=2000, test_images=1000, pgp=[[p, 1] for p in PHASES],
-                    search_epochs=2, calib_images=256, random_samples=4)
+        base = dict(train_images=2000, val_images=500, test_images=1000,
+                    pgp=[[p, 1] for p in PHASES], search_epochs=2, calib_images=256,
+                    candidates=4, random_samples=4)
         return cls(**{**base, **kw})
 
 
@@ -96,18 +99,25 @@ def resolve_budget(cfg, space, lanes):
 
 def train_order(cfg, n):
     """The order of the ``n`` training images; the search uses the first
-    ``cfg.train_images`` (the rest is held out, e.g. for bench/search.py)."""
+    ``cfg.train_images`` and selects on the next ``cfg.val_images`` (held out; the rest
+    is free, e.g. for bench/search.py)."""
     return torch.randperm(n, generator=_generator(cfg.seed, -1)).numpy()
 
 
 def _data(cfg, data):
+    """(weight half, alpha half, held-out validation, test) image/label pairs."""
     (tr_x, tr_y), (te_x, te_y) = data or (load_data(cfg.dataset, "train"),
                                           load_data(cfg.dataset, "test"))
-    idx = train_order(cfg, len(tr_y))[:cfg.train_images]
+    order = train_order(cfg, len(tr_y))
+    idx, held = order[:cfg.train_images], order[cfg.train_images:][:cfg.val_images]
+    if not len(held):
+        raise SearchError(f"--train-images {cfg.train_images} leaves none of the "
+                          f"{len(tr_y)} training images for the held-out selection")
     half = len(idx) // 2
     split_w = (tr_x[idx[:half]], tr_y[idx[:half]])
     split_a = (tr_x[idx[half:]], tr_y[idx[half:]])
-    return split_w, split_a, (te_x[:cfg.test_images], te_y[:cfg.test_images])
+    return split_w, split_a, (tr_x[held], tr_y[held]), (te_x[:cfg.test_images],
+                                                        te_y[:cfg.test_images])
 
 
 @torch.no_grad()
@@ -227,7 +237,7 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
     if state and cfg.budget is None:          # the budget the run resolved when it began
         cfg = dataclasses.replace(cfg, budget=state["config"].get("budget"))
     cfg = dataclasses.replace(cfg, budget=resolve_budget(cfg, space, ref[cfg.board]))
-    split_w, split_a, test = _data(cfg, data)
+    split_w, split_a, val, test = _data(cfg, data)
     phases = plan(cfg, space)
     both = tuple(torch.cat([torch.as_tensor(a), torch.as_tensor(b)]).numpy()
                  for a, b in zip(split_w, split_a))
@@ -266,7 +276,7 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
         if phase == "search":
             stats = search_epoch(trainer, alpha, alpha_opt, cost, space, split_w, split_a, gen,
                                  first, epoch - phases.index("search"), lam, flip)
-            choices, derived = derive(space, alpha, *cost.tables[metric], math.inf)
+            choices, derived, _ = derive(space, alpha, *cost.tables[metric], math.inf)[0]
             stats.update(derived=[_label(j) for j in choices], derived_cost=derived)
             lam = next_lam(lam, derived, cfg.budget, cfg.window)
         else:
@@ -282,8 +292,8 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
                      "lam": lam, "history": history})
     if end < len(phases):
         return None
-    return _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, history,
-                   ref, cost, log, mapped=lanes is None)
+    return _finish(cfg, space, net, alpha, split_w, val, test, out_dir, arch_path, name,
+                   history, ref, cost, log, mapped=lanes is None)
 
 
 def _label(j):
@@ -300,16 +310,32 @@ def _progress(s, total, metric):
     return line
 
 
-def _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, history, ref,
-            cost_term, log, mapped):
-    """Derive, evaluate beside the references and random networks (costed on the reference
+def select(cfg, space, net, alpha, tables, calib, val, log):
+    """The final network: of the ``cfg.candidates`` most probable networks within the
+    budget (:func:`derive`), the one with the best one-shot accuracy on the held-out
+    ``val`` images. Returns (choices, cost, [one row per candidate])."""
+    rows = []
+    for n, (ch, cost, logp) in enumerate(derive(space, alpha, *tables, cfg.budget,
+                                                cfg.candidates)):
+        rows.append({"blocks": [_label(j) for j in ch], "choices": ch, "cost": cost,
+                     "log_prob": logp, "val_accuracy": one_shot(net, ch, calib, val)})
+        log(f"candidate {n + 1:2d}/{cfg.candidates}: val {100 * rows[-1]['val_accuracy']:5.1f}%"
+            f"  {cost:8.0f}  logp {logp:7.2f}  {' '.join(rows[-1]['blocks'])}")
+    best = max(rows, key=lambda r: r["val_accuracy"])
+    return best["choices"], best["cost"], rows
+
+
+def _finish(cfg, space, net, alpha, split_w, val, test, out_dir, arch_path, name, history,
+            ref, cost_term, log, mapped):
+    """Select, evaluate beside the references and random networks (costed on the reference
     accelerators ``ref``), write the outputs; ``mapped``: also cost the searched network
     on the accelerators the mapper sizes for it."""
     from .plot import pareto
     metric = cost_term.metric
-    choices, cost = derive(space, alpha, *cost_term.tables[metric], cfg.budget)
-    arch = space.arch(choices, name)
     calib = split_w[0][:cfg.calib_images]
+    choices, cost, selection = select(cfg, space, net, alpha, cost_term.tables[metric], calib,
+                                      val, log)
+    arch = space.arch(choices, name)
     gen = _generator(cfg.seed, 10 ** 6)
     candidates = [("searched", choices)]
     for known in REFERENCES:
@@ -335,7 +361,7 @@ def _finish(cfg, space, net, alpha, split_w, test, out_dir, arch_path, name, his
               "within_budget": cost <= cfg.budget, "probabilities": p.tolist(),
               "reference_lanes": {b: v and {"lanes": v[0], "word_bytes": v[1]}
                                   for b, v in ref.items()},
-              "mapped": hw_figures(arch) if mapped else None,
+              "mapped": hw_figures(arch) if mapped else None, "selection": selection,
               "seconds": sum(h["seconds"] for h in history), "networks": rows}
     (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     pareto(result, out_dir / "pareto.png")
