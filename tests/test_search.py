@@ -3,7 +3,9 @@ resume, the CLI's refusals, and a micro search whose network quantises and maps.
 
 A tiny macro (3 blocks) on the synthetic data set keeps every test to seconds, except the
 mapper calls (a few seconds each, on the ULX3S: the space is costed at its lanes)."""
+import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from sw.golden import model as gm
 from sw.search import __main__ as cli
 from sw.search import hwcost as H
 from sw.search.run import SearchConfig, run_search
-from sw.search.search import CostTerm, probs
+from sw.search.search import CostTerm, gumbel, k_best, probs, top2
 from sw.search.space import CHOICES, SKIP, Space, SpaceError, choice_index
 from sw.search.supernet import Supernet
 from sw.train import REPO, synthetic_data
@@ -186,6 +188,49 @@ def test_expected_cost_gradient_reaches_alpha(space):
                                              * table).sum()))
 
 
+def test_k_best_equals_brute_force():
+    """The k most probable networks within a budget, against enumerating all of them."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        logp = torch.log_softmax(torch.randn(4, 5, generator=gen), -1)
+        logp[1, 2] = -math.inf                                      # a disallowed choice
+        table = torch.randint(0, 20, (4, 5), generator=gen).double()
+        budget, k = float(torch.randint(10, 60, (1,), generator=gen)), 4
+        every = sorted((sum(float(logp[i, j]) for i, j in enumerate(ch)), ch)
+                       for ch in itertools.product(range(5), repeat=4)
+                       if 3 + sum(float(table[i, j]) for i, j in enumerate(ch)) <= budget
+                       and math.isfinite(sum(float(logp[i, j]) for i, j in enumerate(ch))))
+        got = k_best(logp, 3.0, table, budget, k)
+        assert [lp for _, _, lp in got] == pytest.approx([lp for lp, _ in every[::-1][:k]])
+        for ch, cost, lp in got:
+            assert cost == 3 + sum(float(table[i, j]) for i, j in enumerate(ch)) <= budget
+    assert k_best(logp, 3.0, table, 2.0, 1) == []                   # nothing fits
+
+
+def test_gumbel_sample_cost_pulls_the_sample_to_the_budget(space):
+    """The penalty is on the sampled architecture's cost: its gradient lowers the cost of
+    a sample over the budget, raises that of one under it; top2 mixes its two largest."""
+    hw = H.HwCost(space, BOARD)
+    mask = space.mask()
+    alpha = torch.zeros(space.n_blocks, len(CHOICES), requires_grad=True)
+    g = gumbel(alpha, mask, 0.5, torch.Generator().manual_seed(0))
+    assert torch.all(g[~mask] == 0) and torch.allclose(g.sum(-1), torch.ones(space.n_blocks))
+    mixes = top2(g, mask)
+    for i, mix in enumerate(mixes):
+        assert [j for j, _ in mix] == g[i].topk(2).indices.tolist()
+        assert float(sum(w.detach() for _, w in mix)) == pytest.approx(1.0)
+    for side in (0.5, 2.0):
+        g = gumbel(alpha, mask, 0.5, torch.Generator().manual_seed(0))
+        term = CostTerm(hw, micro_cfg(), budget=1.0, energy_ref=1.0)
+        term.refresh(LANES)
+        term.budget = side * term.expected(g).item()
+        (grad,) = torch.autograd.grad(term.penalty(g, lam=1.0)[0], alpha)
+        with torch.no_grad():
+            moved = term.expected(gumbel(alpha - 0.1 * grad / grad.abs().max(), mask, 0.5,
+                                         torch.Generator().manual_seed(0)))
+        assert (moved < term.expected(g)) == (side == 0.5)
+
+
 def test_resume_continues_exactly(tmp_path):
     cfg = micro_cfg(macro=tiny_macro(tmp_path), random_samples=0)
     quiet = lambda s: None  # noqa: E731
@@ -238,6 +283,12 @@ def test_micro_search_within_budget_quantises_and_maps(tmp_path):
                      tmp_path / "arch.json", "micro", data=micro_data(), log=lambda s: None,
                      lanes=LANES)
     assert res["within_budget"] and res["cost"] <= budget and res["mapped"] is None
+    # the pick: the best held-out accuracy of the most probable in-budget networks
+    sel = res["selection"]
+    assert len(sel) == 3 and all(r["cost"] <= budget for r in sel)
+    assert [r["log_prob"] for r in sel] == sorted((r["log_prob"] for r in sel), reverse=True)
+    best = max(sel, key=lambda r: r["val_accuracy"])
+    assert res["blocks"] == best["blocks"] and res["cost"] == best["cost"]
     arch = arch_mod.load(tmp_path / "arch.json")
     assert arch.name == "micro" and H.arch_cost(arch, BOARD, "cycles", LANES) == res["cost"]
     assert res["networks"][0]["cycles_" + BOARD] == res["cost"]
