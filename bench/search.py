@@ -46,7 +46,7 @@ from sw import arch as arch_mod  # noqa: E402
 from sw.search.hwcost import BOARDS, arch_cost  # noqa: E402
 from sw.search.plot import pareto  # noqa: E402
 from sw.search.run import hw_figures, load_search, one_shot, train_order  # noqa: E402
-from sw.search.space import Space  # noqa: E402
+from sw.search.space import Space, from_label  # noqa: E402
 from sw.train import TrainConfig, load_data, load_model, train  # noqa: E402
 
 
@@ -68,8 +68,9 @@ def best_random(net, space, n, cfg, ref, calib, val, seed):
 
 
 def searched_choices(space, search_dir):
+    """(choices, result.json's dict) of the network a search selected."""
     result = json.loads((Path(search_dir) / "result.json").read_text())
-    return space.choices_of(arch_mod.load(result["arch_file"])), result
+    return [from_label(b) for b in result["blocks"]], result
 
 
 def quantised_accuracy(out, train_xy, test_xy):

@@ -21,7 +21,7 @@ from sw.search import __main__ as cli
 from sw.search import hwcost as H
 from sw.search.run import SearchConfig, run_search
 from sw.search.search import CostTerm, gumbel, k_best, probs, top2
-from sw.search.space import CHOICES, SKIP, Space, SpaceError, choice_index
+from sw.search.space import CHOICES, SKIP, Space, SpaceError, choice_index, from_label, label
 from sw.search.supernet import Supernet
 from sw.train import REPO, synthetic_data
 
@@ -82,6 +82,10 @@ def test_space_choices_and_masks(space):
     assert not any(CHOICES[j][0] == "conv" for js in free.allowed for j in js)
     with pytest.raises(SpaceError, match="space"):
         Space.from_arch(space.macro, "bogus")
+    assert [from_label(label(j)) for j in range(len(CHOICES))] == list(range(len(CHOICES)))
+    assert label(choice_index("shift", 5, 3)) == "shift-k5-e3" and label(SKIP) == "skip"
+    with pytest.raises(SpaceError, match="not a block choice"):
+        from_label("conv-k7-e3")
 
 
 def test_sampled_arch_validates_and_round_trips(space):

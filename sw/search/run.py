@@ -25,7 +25,7 @@ from sw.train import REPO, evaluate, load_data, to_input
 from .hwcost import BOARDS, HwCost, HwError, arch_cost, mapper_lanes
 from .pgp import PHASES, WeightTrainer, pgp_epoch
 from .search import CostTerm, derive, next_lam, probs, search_epoch
-from .space import CHOICES, Space, SpaceError
+from .space import CHOICES, Space, SpaceError, label
 from .supernet import Supernet
 
 FORMAT = "nasa-fpga-search-checkpoint"
@@ -277,7 +277,7 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
             stats = search_epoch(trainer, alpha, alpha_opt, cost, space, split_w, split_a, gen,
                                  first, epoch - phases.index("search"), lam, flip)
             choices, derived, _ = derive(space, alpha, *cost.tables[metric], math.inf)[0]
-            stats.update(derived=[_label(j) for j in choices], derived_cost=derived)
+            stats.update(derived=[label(j) for j in choices], derived_cost=derived)
             lam = next_lam(lam, derived, cfg.budget, cfg.window)
         else:
             stats = pgp_epoch(trainer, space, phase, both, gen, first, flip)
@@ -296,11 +296,6 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
                    history, ref, cost, log, mapped=lanes is None)
 
 
-def _label(j):
-    op, k, e = CHOICES[j]
-    return "skip" if op == "skip" else f"{op}-k{k}-e{e}"
-
-
 def _progress(s, total, metric):
     line = (f"epoch {s['epoch']:2d}/{total} {s['phase']:10s} loss {s['loss']:.4f}  train "
             f"{100 * s['train_acc']:5.1f}%  {s['seconds']:6.1f} s")
@@ -317,7 +312,7 @@ def select(cfg, space, net, alpha, tables, calib, val, log):
     rows = []
     for n, (ch, cost, logp) in enumerate(derive(space, alpha, *tables, cfg.budget,
                                                 cfg.candidates)):
-        rows.append({"blocks": [_label(j) for j in ch], "choices": ch, "cost": cost,
+        rows.append({"blocks": [label(j) for j in ch], "choices": ch, "cost": cost,
                      "log_prob": logp, "val_accuracy": one_shot(net, ch, calib, val)})
         log(f"candidate {n + 1:2d}/{cfg.candidates}: val {100 * rows[-1]['val_accuracy']:5.1f}%"
             f"  {cost:8.0f}  logp {logp:7.2f}  {' '.join(rows[-1]['blocks'])}")
@@ -348,16 +343,16 @@ def _finish(cfg, space, net, alpha, split_w, val, test, out_dir, arch_path, name
     candidates += [(f"random-{i}", space.random(gen)) for i in range(cfg.random_samples)]
     rows = []
     with (out_dir / "log.jsonl").open("a") as f:
-        for label, ch in candidates:
+        for net_name, ch in candidates:
             a = space.arch(ch, name)
-            row = {"net": label, "blocks": [_label(j) for j in ch],
+            row = {"net": net_name, "blocks": [label(j) for j in ch],
                    "one_shot_accuracy": one_shot(net, ch, calib, test), **hw_figures(a, ref)}
             rows.append(row)
             f.write(json.dumps(row) + "\n")
     arch_mod.save(arch, arch_path)
     p = probs(alpha.detach(), space.mask())
     result = {"name": name, "config": dataclasses.asdict(cfg), "arch_file": str(arch_path),
-              "blocks": [_label(j) for j in choices], "cost": cost, "metric": metric,
+              "blocks": [label(j) for j in choices], "cost": cost, "metric": metric,
               "within_budget": cost <= cfg.budget, "probabilities": p.tolist(),
               "reference_lanes": {b: v and {"lanes": v[0], "word_bytes": v[1]}
                                   for b, v in ref.items()},

@@ -31,6 +31,20 @@ def choice_index(op, kernel=None, expansion=None):
     return SKIP if op == "skip" else CHOICES.index((op, kernel, expansion))
 
 
+def label(j):
+    """``conv-k3-e6`` or ``skip``: the name of choice ``j`` in logs and result.json."""
+    op, k, e = CHOICES[j]
+    return "skip" if op == "skip" else f"{op}-k{k}-e{e}"
+
+
+def from_label(text):
+    """The choice index of a :func:`label` (SpaceError if it names none)."""
+    names = [label(j) for j in range(len(CHOICES))]
+    if text not in names:
+        raise SpaceError(f"{text!r} is not a block choice (e.g. conv-k3-e6, skip)")
+    return names.index(text)
+
+
 @dataclass(frozen=True)
 class Space:
     """``macro``: an Arch whose block widths/strides fix the skeleton; ``allowed[i]``: the
