@@ -3,9 +3,10 @@
 ``python -m sim.network --qmodel Q --accel A [--images 100] [--dataset fashion-mnist]``
 compiles the program of ``Q`` for the accelerator of ``A`` (accel.json), builds the RTL
 with Verilator and a free-running C++ harness (``sim/verilator_main.cpp``: no Python per
-cycle), sends the whole session through the host byte protocol (ping, loads, the first inputs,
-then one streaming run; inputs travel one byte per pixel: ``input_k``), checks every logit against the golden model and prints
-accuracy, per-layer cycles (measured from the chunks' busy signals) and PE utilisation.
+cycle), sends the whole session through the host byte protocol (ping, loads, the first
+inputs, then one streaming run; inputs travel compact, a byte per pixel: ``input_k``),
+checks every logit against the golden model and prints accuracy, per-layer cycles
+(measured from the chunks' busy signals) and PE utilisation.
 Exit status 1 when any logit differs. The cocotb testbench ``sim/tb_accel.py`` drives the
 same protocol in the test suite.
 """
