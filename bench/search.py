@@ -20,7 +20,8 @@ reference accelerator: the one the mapper sized for the macro network on its boa
 
 Each is trained from scratch by sw.train for the same ``--epochs`` on the same
 ``--train-images`` (seed 0), evaluated on ``--test-images`` Fashion-MNIST test images and,
-with ``--int``, quantised (sw.quant PTQ) and evaluated as the integer model. Predicted
+with ``--int``, quantised (sw.quant PTQ, as ``make quant`` before any QAT) and evaluated as
+the integer model. Predicted
 cycles and energy come from sw.search.hwcost on icebreaker and ulx3s-85f, on the
 reference accelerators (the same hardware for every network) and on the accelerator the
 mapper sizes for each network ("own"; "does not fit" where the mapper finds none). The
@@ -74,11 +75,12 @@ def searched_choices(space, search_dir):
 
 
 def quantised_accuracy(out, train_xy, test_xy):
+    """Test accuracy of the integer model ``make quant`` makes by PTQ (activation
+    percentile chosen on 2000 of the training images), run by the golden model."""
     from sw.golden import model as gm
     from sw.quant import core, pipeline
     net, _, _ = load_model(out / "checkpoint.pt")
-    nodes, tq, qcfg, _ = pipeline.quantize(net, *train_xy, calib_n=512, val_n=0,
-                                           log=lambda s: None)
+    nodes, tq, qcfg, _ = pipeline.quantize(net, *train_xy, log=lambda s: None)
     qm = core.export(nodes, tq, qcfg, {"name": "bench"})
     pred = gm.forward(qm, test_xy[0]).argmax(1)
     return float((pred == test_xy[1]).mean())
