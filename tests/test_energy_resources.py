@@ -1,5 +1,7 @@
 """The 45 nm energy model and the FPGA resource model / board budgets."""
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +98,31 @@ def test_cost_file_records_tools_and_every_family():
     for fam in ("ice40", "ecp5"):
         c = data["families"][fam]
         assert {"mul", "shift", "adder"} <= set(c["pe"]) and c["fmax_mhz"] > 0
+
+
+def _zigzag_bench():
+    """bench/zigzag.py as a module (bench/ is no package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "zigzag.py"
+    spec = importlib.util.spec_from_file_location("bench_zigzag", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_zigzag_bench_says_when_the_extra_is_missing(monkeypatch, capsys):
+    bench = _zigzag_bench()
+    monkeypatch.setattr(bench, "find_spec", lambda name: None)
+    assert bench.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[dse] is not installed" in err
+
+
+def test_zigzag_counts_the_engine_as_we_do():
+    pytest.importorskip("zigzag")
+    pytest.importorskip("six")
+    bench = _zigzag_bench()
+    layer = bench.layer_of(16, 48, 6, 6, 3)          # 3 lane groups of 16
+    pj, cycles = bench.ours(layer, 16)
+    zz_pj, zz_cycles = bench.zigzag(layer, 16, pinned=True)
+    assert pj == pytest.approx(zz_pj, rel=1e-3)
+    assert cycles == pytest.approx(zz_cycles, rel=0.02)
