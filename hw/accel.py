@@ -14,6 +14,10 @@ of its chunk runs image ``k - delta`` as soon as that image's previous layer is 
 chunk starts the early layers of a later image while other chunks finish earlier images;
 every dependency points to an earlier (image + delta, layer), so the schedule cannot
 deadlock. Only one chunk works on an image at a time, so each bank has one user.
+
+With ``shared_engine`` one engine holds every chunk's PE row and one weight memory holds
+every chunk's weights (a region of ``w_words`` per chunk, ``cfg.w_bases``); its one
+controller runs every entry, layers one at a time (program deltas are all 0).
 """
 from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
@@ -21,7 +25,8 @@ from amaranth.lib.wiring import In, Out
 
 from hw import protocol
 from hw.config import KIND_OF_CHUNK
-from hw.engine import LayerEngine, descriptor_layout
+from hw.actmem import ActivationMemory
+from hw.engine import LayerEngine, RowSpec, descriptor_layout
 from hw.host import HostBridge
 from hw.pe import weight_layout
 
@@ -43,8 +48,10 @@ def memory_bits(cfg):
     """Bits of one word of each memory, in :data:`hw.protocol.MEMORIES` order (0: absent)."""
     bits = {"act": 8 * cfg.word_bytes, "param": cfg.m_width + cfg.rq_width,
             "prog": program_layout(cfg).size}
-    for name, kind, c in cfg.chunks:
-        bits[name] = c.lanes * Shape.cast(weight_layout(kind, c.w_width)).width
+    widths = {name: c.lanes * Shape.cast(weight_layout(kind, c.w_width)).width
+              for name, kind, c in cfg.chunks}
+    for name, width in widths.items():
+        bits[name] = max(widths.values()) if cfg.shared_engine else width
     return [bits.get(name, 0) for name in protocol.MEMORIES]
 
 
@@ -54,12 +61,17 @@ class Accelerator(wiring.Component):
 
     def __init__(self, cfg):
         self.cfg = cfg
+        rows = {name: RowSpec(kind, c.lanes, c.w_width, c.acc_width)
+                for name, kind, c in cfg.chunks}
+        #: engine name -> the chunks whose layers it runs (one each, or all: shared)
+        self.engine_chunks = ({"engine": list(rows)} if cfg.shared_engine
+                              else {name: [name] for name in rows})
         self.engines = {
-            name: LayerEngine(kind, c.lanes, word_bytes=cfg.word_bytes, w_width=c.w_width,
-                              acc_width=c.acc_width, m_width=cfg.m_width,
-                              rq_width=cfg.rq_width, addr_bits=cfg.act_addr_bits,
-                              w_addr_bits=cfg.w_addr_bits, p_addr_bits=cfg.p_addr_bits)
-            for name, kind, c in cfg.chunks}
+            ename: LayerEngine([rows[name] for name in names], word_bytes=cfg.word_bytes,
+                               m_width=cfg.m_width, rq_width=cfg.rq_width,
+                               addr_bits=cfg.act_addr_bits, w_addr_bits=cfg.w_addr_bits,
+                               p_addr_bits=cfg.p_addr_bits)
+            for ename, names in self.engine_chunks.items()}
         some = next(iter(self.engines.values())).signature.members
         self.act_shape = some["act_rd"].signature.members["data"].shape
         self.param_shape = some["p_rd"].signature.members["data"].shape
@@ -85,19 +97,19 @@ class Accelerator(wiring.Component):
         wiring.connect(m, host.o, wiring.flipped(self.o))
         for name, engine in self.engines.items():
             m.submodules[name] = engine
-            m.d.comb += self.chunk_busy[CHUNK_ID[name]].eq(engine.busy)
 
-        bank_words = cfg.act_bytes // cfg.word_bytes
+        act_words_bits = cfg.act_addr_bits - (cfg.word_bytes.bit_length() - 1)
         banks = []
         for s in range(S):
-            banks.append(memory.Memory(shape=self.act_shape, depth=bank_words, init=[]))
+            banks.append(ActivationMemory(cfg, act_words_bits))
             m.submodules[f"act{s}"] = banks[-1]
         params = m.submodules.params = memory.Memory(shape=self.param_shape, depth=cfg.p_words,
                                                      init=[])
         prog = m.submodules.prog = memory.Memory(shape=self.prog_shape, depth=cfg.prog_words,
                                                  init=[])
-        wmems = {name: memory.Memory(shape=self.w_shapes[name], depth=cfg.chunk(name).w_words,
-                                     init=[]) for name in self.engines}
+        wmems = {name: memory.Memory(shape=self.w_shapes[name], init=[],
+                                     depth=sum(cfg.chunk(c).w_words for c in chunks))
+                 for name, chunks in self.engine_chunks.items()}
         for name, mem in wmems.items():
             m.submodules[f"w_{name}"] = mem
 
@@ -139,7 +151,7 @@ class Accelerator(wiring.Component):
         host_rd_bank = host.rd_addr[slot_bits:] if S > 1 else 0
         rd_data = []
         for s, bank in enumerate(banks):
-            rd, res, wr = bank.read_port(), bank.read_port(), bank.write_port(granularity=1)
+            rd, res, wr = bank.rd, bank.res, bank.wr
             rd_data.append((rd.data, res.data))
             # Owner flags are registered (from the start pulse on), so a bank's port muxes
             # select from flip-flops; a flag outlives its layer by one idle cycle.
@@ -165,28 +177,47 @@ class Accelerator(wiring.Component):
         m.d.sync += host_slot.eq(host_rd_bank)     # read data arrives a cycle later
         m.d.comb += host.rd_data.eq(Array(res for _, res in rd_data)[host_slot])
         for name, engine in self.engines.items():
-            w_rd, p_rd = wmems[name].read_port(), params.read_port()
+            p_rd = params.read_port()
             m.d.comb += [
-                w_rd.addr.eq(engine.w_rd.addr), w_rd.en.eq(engine.w_rd.en),
-                engine.w_rd.data.eq(w_rd.data),
+                engine.w_rd.data.eq(self._single_port(m, wmems[name], engine.w_rd.addr, running,
+                                                      self.engine_chunks[name])),
                 p_rd.addr.eq(engine.p_rd.addr), p_rd.en.eq(engine.p_rd.en),
                 engine.p_rd.data.eq(p_rd.data),
                 engine.act_rd.data.eq(Array(rd for rd, _ in rd_data)[slot_of[name]]),
                 engine.res_rd.data.eq(Array(res for _, res in rd_data)[slot_of[name]]),
             ]
 
-        host_wr = ~running & host.wr_en
-        for name, mem in [("param", params), ("prog", prog)] + list(wmems.items()):
-            wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(host.wr_addr), wp.data.eq(host.wr_data),
-                         wp.en.eq(host_wr & (host.wr_mem == protocol.MEM_ID[name]))]
+        for name, mem in (("param", params), ("prog", prog)):
+            self._host_write(m, mem, [name], running)
         return m
+
+    def _host_write(self, m, mem, names, running, addr=None):
+        """The host's write port on ``mem`` (protocol memories ``names``), between runs;
+        ``addr``: the port's address if not the host's."""
+        wp = mem.write_port()
+        host = self.host
+        m.d.comb += [wp.addr.eq(host.wr_addr if addr is None else addr),
+                     wp.data.eq(host.wr_data),
+                     wp.en.eq(~running & host.wr_en
+                              & Cat(host.wr_mem == protocol.MEM_ID[n] for n in names).any())]
+        return wp
+
+    def _single_port(self, m, mem, addr, running, names):
+        """One read/write port on ``mem`` (a weight memory): ``addr`` reads while a program
+        runs, the host writes between runs. A single-port memory is what iCE40 SPRAM
+        offers (its reads are disabled during writes). Returns the read data."""
+        shared = Signal.like(addr)
+        m.d.comb += shared.eq(Mux(running, addr, self.host.wr_addr))
+        wp = self._host_write(m, mem, names, running, shared)
+        rd = mem.read_port()
+        m.d.comb += [rd.addr.eq(shared), rd.en.eq(~wp.en)]
+        return rd.data
 
     def _chunk_controller(self, m, name, engine, prog_rd, running, images, slot_img, progress,
                           img_done):
-        """Walk the program once per iteration ``k``; entry ``pc`` of this chunk runs image
-        ``k - delta`` once that image is in its slot with layer ``pc - 1`` done. Returns
-        (finished, slot)."""
+        """Walk the program once per iteration ``k``; entry ``pc`` of this engine's chunks
+        runs image ``k - delta`` once that image is in its slot with layer ``pc - 1`` done.
+        Drives the ``chunk_busy`` bits of its chunks. Returns (finished, slot)."""
         cfg = self.cfg
         S = cfg.slots
         pc = Signal(range(cfg.prog_words), name=f"{name}_pc")
@@ -197,6 +228,13 @@ class Accelerator(wiring.Component):
         finished = Signal(name=f"{name}_finished")
         m.d.comb += [prog_rd.addr.eq(pc), engine.desc.eq(cur.desc),
                      slot.eq(img[:max(1, (S - 1).bit_length())] if S > 1 else 0)]
+        chunks = self.engine_chunks[name]
+        is_chunk = {c: cur.chunk == CHUNK_ID[c] for c in chunks}
+        for i, c in enumerate(chunks):
+            m.d.comb += self.chunk_busy[CHUNK_ID[c]].eq(engine.busy & is_chunk[c])
+            if len(chunks) > 1:
+                with m.If(is_chunk[c]):
+                    m.d.comb += engine.row.eq(i)
         with m.FSM(name=f"{name}_ctrl"):
             with m.State("IDLE"):
                 with m.If(running & ~finished):
@@ -210,7 +248,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += [cur.eq(prog_rd.data), img.eq(k - prog_rd.data.delta)]
                 m.next = "DECIDE"
             with m.State("DECIDE"):
-                mine = (cur.chunk == CHUNK_ID[name]) & (img >= 0) & (img < images)
+                mine = Cat(is_chunk.values()).any() & (img >= 0) & (img < images)
                 with m.If(mine):
                     m.next = "WAIT_INPUT"
                 with m.Else():

@@ -53,10 +53,16 @@ class AccelConfig:
     word_bytes: int = 4           # activation memory word (bytes)
     act_bytes: int = 1 << 16      # activation memory per image slot (bytes, a multiple of 64)
     slots: int = 1                # image slots: images in flight through the chunks
+    act_split: int = 0            # 0: each slot one dual-read memory; n: n single-port
+                                  # memories of act_bytes (iCE40 SPRAM), one slot only
+    res_bytes: int = 0            # with act_split: a 1-read 1-write memory for tensors that
+                                  # are read as residuals (a multiple of 64; 0: none)
     p_words: int = 1024           # requantisation parameters (one per output channel)
     prog_words: int = 64          # layer descriptors
     m_width: int = 16             # requant multiplier
     rq_width: int = 48            # requant intermediates
+    shared_engine: bool = False   # one engine (sequencer, drain, requantiser) and one weight
+                                  # memory for all chunks' PE rows: layers run one at a time
     clp: ChunkConfig = field(default_factory=lambda: ChunkConfig(8, 8))
     slp: ChunkConfig = field(default_factory=lambda: ChunkConfig(8, 3))
     alp: ChunkConfig = field(default_factory=lambda: ChunkConfig(8, 8))
@@ -67,6 +73,16 @@ class AccelConfig:
         if self.act_bytes % 64:
             raise ConfigError(f"act_bytes: {self.act_bytes} is not a multiple of 64")
         _pow2("slots", self.slots, 1, 8)
+        _int("act_split", self.act_split, 0, 4)
+        _int("res_bytes", self.res_bytes, 0, 1 << 22)
+        if self.res_bytes % 64:
+            raise ConfigError(f"res_bytes: {self.res_bytes} is not a multiple of 64")
+        if self.act_split and self.slots != 1:
+            raise ConfigError(f"slots: {self.slots} with act_split {self.act_split}; split "
+                              "activation memories hold one image slot (slots 1)")
+        if self.res_bytes and not self.act_split:
+            raise ConfigError(f"res_bytes: {self.res_bytes} needs act_split (the dual-read "
+                              "memory has its own residual port)")
         if self.slots * self.slot_words > 1 << 16:
             raise ConfigError(f"act_bytes: {self.slots} slots of {self.slot_words} words exceed "
                               f"the host protocol's 65536 activation words")
@@ -74,6 +90,8 @@ class AccelConfig:
         _pow2("prog_words", self.prog_words, 2, 4096)
         _int("m_width", self.m_width, 2, 18)
         _int("rq_width", self.rq_width, 8, 64)
+        if not isinstance(self.shared_engine, bool):
+            raise ConfigError(f"shared_engine: {self.shared_engine!r} must be true or false")
         for name in KIND_OF_CHUNK:
             self.chunk(name).validate(name, self.word_bytes)
         if not any(self.chunk(name).lanes for name in KIND_OF_CHUNK):
@@ -89,17 +107,37 @@ class AccelConfig:
                 if self.chunk(name).lanes]
 
     @property
+    def slot_bytes(self):
+        """Bytes of a slot's address space: ``act_bytes``, or past the last split memory
+        (``act_split`` memories at power-of-two strides, then ``res_bytes``)."""
+        if not self.act_split:
+            return self.act_bytes
+        return (self.act_split << (self.act_bytes - 1).bit_length()) + self.res_bytes
+
+    @property
     def slot_words(self):
         """Activation words between the starts of two slots on the host bus: the next power
-        of two of a slot's ``act_bytes / word_bytes``."""
-        return 1 << (self.act_bytes // self.word_bytes - 1).bit_length()
+        of two of a slot's ``slot_bytes / word_bytes``."""
+        return 1 << (self.slot_bytes // self.word_bytes - 1).bit_length()
 
     @property
     def act_addr_bits(self):
-        return (self.act_bytes - 1).bit_length()
+        return (self.slot_bytes - 1).bit_length()
+
+    @property
+    def w_bases(self):
+        """First word of each present chunk's weights: 0 in its own memory, or its region of
+        the shared engine's one weight memory (``w_words`` per chunk, in chunk order)."""
+        bases, nxt = {}, 0
+        for name, _, c in self.chunks:
+            bases[name] = nxt if self.shared_engine else 0
+            nxt += c.w_words
+        return bases
 
     @property
     def w_addr_bits(self):
+        if self.shared_engine:
+            return (sum(c.w_words for _, _, c in self.chunks) - 1).bit_length()
         return max((c.w_words - 1).bit_length() for _, _, c in self.chunks)
 
     @property

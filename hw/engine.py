@@ -1,4 +1,5 @@
-"""Layer engine: one chunk's PE row running one conv-like layer from a descriptor.
+"""Layer engine: a sequencer, drain and requantiser running one conv-like layer from a
+descriptor on a PE row (a chunk), or on one of several rows (the shared engine).
 
 A layer is a convolution in one of two modes (the compiler picks and prepares the
 descriptor, ``sw`` side):
@@ -24,20 +25,37 @@ Activations are bytes in ``word_bytes``-wide words, HWC order, channel stride ``
 (a multiple of ``word_bytes``). Memories are outside: the engine drives two activation
 read ports (operands, residuals), one byte-granular activation write port, a weight read
 port (one word = ``lanes`` weights) and a parameter read port (``{m, b}`` per channel).
-All reads are synchronous (data the cycle after the address) and enabled every cycle;
+All reads are synchronous (data the cycle after the address) and enabled every cycle
+(residual reads: while a residual layer drains);
 every memory output is registered as it arrives, before any logic (byte select, slot
 mux outside, PEs, requantiser), so a far block RAM only drives a wire to a flip-flop.
 Latency from a tap's issue to its PE beat: 3 cycles; from a drained lane to its byte write:
 6 cycles.
 """
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from typing import NamedTuple
+
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.pe import PERow, _check_width, weight_layout
 from hw.requant import Requantizer
 
-__all__ = ["LayerEngine", "descriptor_layout", "param_layout"]
+__all__ = ["LayerEngine", "RowSpec", "descriptor_layout", "param_layout"]
+
+
+class RowSpec(NamedTuple):
+    """One PE row of an engine: ``lanes`` PEs of ``kind`` with ``w_width``-bit weights (the
+    exponent width for ``"shift"``) and ``acc_width``-bit accumulators."""
+    kind: str
+    lanes: int
+    w_width: int = 8
+    acc_width: int = 24
+
+    @property
+    def w_bits(self):
+        """Bits of one weight word: a weight per lane."""
+        return self.lanes * Shape.cast(weight_layout(self.kind, self.w_width)).width
 
 
 def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6):
@@ -75,33 +93,50 @@ def param_layout(m_width, rq_width):
 
 
 class LayerEngine(wiring.Component):
-    """``lanes`` PEs of ``kind`` with their sequencer and post-processing.
+    """One sequencer, drain and requantiser driving one or more PE rows (:class:`RowSpec`).
 
-    Widths: activations are bytes; ``w_width`` (weight, or shift exponent), ``acc_width``,
-    ``m_width``/``rq_width`` (requantisation), ``word_bytes`` (activation word, at most
-    ``lanes``), ``addr_bits`` (byte address), ``w_addr_bits``, ``p_addr_bits``.
+    A chunk's engine has one row. A *shared* engine (``AccelConfig.shared_engine``) has a
+    row per chunk kind and runs each layer on the row its ``row`` input selects (held while
+    busy): the rows see the same beats, only the selected one accumulates, and its sums
+    go to the one drain, so timing is that of a one-row engine.
+
+    Widths: activations are bytes; per row ``w_width`` and ``acc_width`` (the drain and the
+    requantiser take the widest), ``m_width``/``rq_width`` (requantisation), ``word_bytes``
+    (activation word, at most every row's lanes), ``addr_bits`` (byte address),
+    ``w_addr_bits``, ``p_addr_bits``. A weight word holds one weight per lane of the row
+    (several rows: the low bits of a word as wide as the widest row's).
     Control: pulse ``start`` with ``desc`` valid; ``busy`` stays high until the last
     output byte is written; ``desc`` must hold while busy. One tap per cycle for all lanes.
     """
 
-    def __init__(self, kind, lanes, *, word_bytes=4, w_width=8, acc_width=24, m_width=16,
-                 rq_width=48, addr_bits=16, w_addr_bits=12, p_addr_bits=10):
-        _check_width("lanes", lanes, 1, 256)
-        if word_bytes not in (1, 2, 4, 8, 16) or word_bytes > lanes:
+    def __init__(self, rows, *, word_bytes=4, m_width=16, rq_width=48, addr_bits=16,
+                 w_addr_bits=12, p_addr_bits=10):
+        rows = [RowSpec(*r) for r in rows]
+        if not rows:
+            raise ValueError("rows: an engine needs at least one PE row")
+        for r in rows:
+            _check_width("lanes", r.lanes, 1, 256)
+        lanes = max(r.lanes for r in rows)
+        if word_bytes not in (1, 2, 4, 8, 16) or word_bytes > min(r.lanes for r in rows):
             raise ValueError(f"word_bytes must be a power of two from 1 to 16 and at most "
-                             f"lanes ({lanes}), not {word_bytes!r}")
+                             f"every row's lanes ({min(r.lanes for r in rows)}), not "
+                             f"{word_bytes!r}")
         for name, value in (("addr_bits", addr_bits), ("w_addr_bits", w_addr_bits),
                             ("p_addr_bits", p_addr_bits)):
             _check_width(name, value, 1, 24)
-        self.kind, self.lanes, self.word_bytes = kind, lanes, word_bytes
-        self.acc_width, self.addr_bits = acc_width, addr_bits
-        self.row = PERow(kind, lanes, x_width=8, w_width=w_width, acc_width=acc_width)
-        self.requant = Requantizer(acc_width=acc_width, m_width=m_width, rq_width=rq_width,
-                                   res_width=8, out_width=16)
+        self.specs, self.lanes, self.word_bytes = rows, lanes, word_bytes
+        self.acc_width = max(r.acc_width for r in rows)
+        self.addr_bits = addr_bits
+        self.rows = [PERow(r.kind, r.lanes, x_width=8, w_width=r.w_width,
+                           acc_width=r.acc_width) for r in rows]
+        self.requant = Requantizer(acc_width=self.acc_width, m_width=m_width,
+                                   rq_width=rq_width, res_width=8, out_width=16)
         act_word = data.ArrayLayout(signed(8), word_bytes)
         act_addr = addr_bits - (word_bytes.bit_length() - 1)
+        w_word = (data.ArrayLayout(weight_layout(rows[0].kind, rows[0].w_width), lanes)
+                  if len(rows) == 1 else unsigned(max(r.w_bits for r in rows)))
         self.desc_layout = descriptor_layout(addr_bits, w_addr_bits, p_addr_bits)
-        super().__init__({
+        members = {
             "start": In(1),
             "busy": Out(1),
             "desc": In(self.desc_layout),
@@ -109,16 +144,18 @@ class LayerEngine(wiring.Component):
             "res_rd": In(memory.ReadPort.Signature(addr_width=act_addr, shape=act_word)),
             "act_wr": In(memory.WritePort.Signature(addr_width=act_addr, shape=act_word,
                                                     granularity=1)),
-            "w_rd": In(memory.ReadPort.Signature(
-                addr_width=w_addr_bits,
-                shape=data.ArrayLayout(weight_layout(kind, w_width), lanes))),
+            "w_rd": In(memory.ReadPort.Signature(addr_width=w_addr_bits, shape=w_word)),
             "p_rd": In(memory.ReadPort.Signature(addr_width=p_addr_bits,
                                                  shape=param_layout(m_width, rq_width))),
-        })
+        }
+        if len(rows) > 1:
+            members["row"] = In(range(len(rows)))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.row = row = self.row
+        for i, row in enumerate(self.rows):
+            m.submodules[f"row{i}"] = row
         m.submodules.requant = rq = self.requant
         d = self.desc
         lanes, V = self.lanes, self.word_bytes
@@ -165,11 +202,14 @@ class LayerEngine(wiring.Component):
         w_pipe = [Signal(a_shape, name=f"waddr{i}") for i in range(3)]   # requant latency
 
         # A last tap may issue only when its sums cannot land on an undrained shadow.
-        beat = Signal(row.i.payload.shape())          # stage 1c: registered PE operands
+        beat = Signal(data.StructLayout({                 # stage 1c: registered PE operands
+            "x": data.ArrayLayout(signed(8), lanes), "w": self.w_rd.data.shape(),
+            "first": 1, "last": 1}))
         beat_valid = Signal()
+        sums_valid = Signal()                         # the selected row's sums are out
         beat_tag = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
         sums_in_flight = ((s1.valid & s1.last) | (s1q.valid & s1q.last) | (beat_valid & beat.last)
-                          | row.o.valid)
+                          | sums_valid)
         issue = Signal()
         m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > 1) | sums_in_flight)))
 
@@ -238,7 +278,7 @@ class LayerEngine(wiring.Component):
                             m.d.sync += running.eq(0)
                             m.next = "FLUSH"
             with m.State("FLUSH"):
-                empty = (~s1.valid & ~s1q.valid & ~beat_valid & ~row.o.valid & (drain_left == 0)
+                empty = (~s1.valid & ~s1q.valid & ~beat_valid & ~sums_valid & (drain_left == 0)
                          & ~d1.valid & ~d1q.valid & ~d2_valid)
                 with m.If(empty & ~rq_busy.any()):
                     m.next = "IDLE"
@@ -262,7 +302,15 @@ class LayerEngine(wiring.Component):
             beat.x.eq(Mux(s1q.pad, 0, x_lanes)),
             beat_tag.out.eq(s1q.out), beat_tag.ch.eq(s1q.ch),
         ]
-        m.d.comb += [row.i.valid.eq(beat_valid), row.i.payload.eq(beat)]
+        selected = [self.row == i if len(self.rows) > 1 else 1 for i in range(len(self.rows))]
+        for row, spec, sel in zip(self.rows, self.specs, selected):
+            m.d.comb += [
+                row.i.valid.eq(beat_valid & sel),
+                row.i.payload.first.eq(beat.first), row.i.payload.last.eq(beat.last),
+                row.i.payload.w.as_value().eq(Value.cast(beat.w)[:spec.w_bits]),
+                *(row.i.payload.x[lane].eq(beat.x[lane]) for lane in range(spec.lanes)),
+            ]
+        m.d.comb += sums_valid.eq(Cat(row.o.valid for row in self.rows).any())
         with m.If(beat_valid & beat.last):
             m.d.sync += [s2.out.eq(beat_tag.out), s2.ch.eq(beat_tag.ch)]
 
@@ -270,7 +318,7 @@ class LayerEngine(wiring.Component):
         draining = drain_left != 0
         m.d.comb += [
             self.p_rd.addr.eq(drain_p), self.p_rd.en.eq(1),
-            self.res_rd.addr.eq(drain_res[ws:]), self.res_rd.en.eq(1),
+            self.res_rd.addr.eq(drain_res[ws:]), self.res_rd.en.eq(d.has_res & draining),
         ]
         m.d.sync += [
             res_off.eq(d.res_base - d.out_base),
@@ -279,8 +327,11 @@ class LayerEngine(wiring.Component):
             d1.out.eq(drain_out),
             d1.byte.eq(drain_res[:ws] if ws else 0),
         ]
-        with m.If(row.o.valid):
-            m.d.sync += [shadow.eq(row.o.payload), drain_left.eq(d.out_chan_step),
+        with m.If(sums_valid):
+            for row, sel in zip(self.rows, selected):
+                with m.If(sel):
+                    m.d.sync += [shadow[lane].eq(row.o.payload[lane]) for lane in range(row.n)]
+            m.d.sync += [drain_left.eq(d.out_chan_step),
                          drain_out.eq(s2.out), drain_res.eq(s2.out + res_off),
                          drain_ch.eq(s2.ch), drain_p.eq(d.p_base + s2.ch)]
         with m.Elif(draining):

@@ -11,12 +11,12 @@ from amaranth.hdl import Module, Mux, Shape
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.engine import LayerEngine
+from hw.engine import LayerEngine, RowSpec
 
 
 class EngineHarness(wiring.Component):
-    def __init__(self, kind, lanes, **engine_kw):
-        self.engine = LayerEngine(kind, lanes, **engine_kw)
+    def __init__(self, kind, lanes, *, w_width=8, acc_width=24, **engine_kw):
+        self.engine = LayerEngine([RowSpec(kind, lanes, w_width, acc_width)], **engine_kw)
         sig = self.engine.signature.members
         self.act_shape = sig["act_rd"].signature.members["data"].shape
         self.w_shape = sig["w_rd"].signature.members["data"].shape

@@ -17,6 +17,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import Event, FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
+from hw.accel import Accelerator
 from hw.config import AccelConfig
 from sim.network import parse, session
 from sw.compile import compile_model, execution_order
@@ -75,14 +76,23 @@ class HostTB:
         return reply
 
 
-async def time_layers(dut, chunk, log, period_ns=10):
-    """Append the cycles of every busy period of one chunk's engine to ``log[chunk]``."""
-    busy = getattr(dut, chunk).busy
+async def time_layers(dut, engine, log, period_ns=10):
+    """Append the cycles of every busy period of one engine to ``log[engine]``."""
+    busy = getattr(dut, engine).busy
     while True:
         await RisingEdge(busy)
         start = get_sim_time("ns")
         await FallingEdge(busy)
-        log.setdefault(chunk, []).append(round((get_sim_time("ns") - start) / period_ns))
+        log.setdefault(engine, []).append(round((get_sim_time("ns") - start) / period_ns))
+
+
+def engine_order(prog, cfg, images):
+    """Per engine, the (image, layer) pairs it runs, in order (a shared engine merges its
+    chunks' orders by iteration and program entry)."""
+    order = execution_order(prog, images, cfg.slots)
+    return {name: sorted((pair for c in chunks for pair in order.get(c, [])),
+                         key=lambda p: (p[0] + prog.deltas[p[1]], p[1]))
+            for name, chunks in Accelerator(cfg).engine_chunks.items()}
 
 
 def load_images(params, shape, count):
@@ -109,7 +119,8 @@ async def network_matches_golden_model(dut):
     host = HostTB(dut)
     await host.reset()
     spans = {}
-    for name, _, _ in cfg.chunks:
+    order = engine_order(prog, cfg, p["images"])
+    for name in order:
         cocotb.start_soon(time_layers(dut, name, spans))
 
     cmds = session(prog, cfg, images)
@@ -123,7 +134,7 @@ async def network_matches_golden_model(dut):
     assert bad.size == 0, (f"{bad.size} of {len(images)} images differ; first image {bad[0]}: "
                            f"got {got[bad[0]].tolist()}, expected {expect[bad[0]].tolist()}")
     predicted, predicted_total = program_cycles(prog, cfg)
-    for chunk, pairs in execution_order(prog, len(images), cfg.slots).items():
+    for chunk, pairs in order.items():
         measured = spans[chunk][:len(pairs)]
         off = [(img, prog.layers[i].name, cyc, predicted[i])
                for (img, i), cyc in zip(pairs, measured) if cyc != predicted[i]]

@@ -13,6 +13,7 @@ import numpy as np
 from amaranth.lib import data
 
 from hw.accel import CHUNK_ID, program_layout
+from hw.actmem import PORTS, regions
 from hw.config import CHUNK_OF_OP
 from hw.engine import param_layout
 from hw.payload import pack
@@ -40,10 +41,17 @@ class Program:
     output_base: int = 0
     output_shape: tuple = ()
     output_wide: bool = False
-    act_bytes_used: int = 0
+    act_bytes_used: int = 0      # the highest end in an act_bytes memory
+    res_bytes_used: int = 0      # ... in the residual memory (act_split)
     word_bytes: int = 4
     pixel_shift: int = 1
     deltas: list = field(default_factory=list)
+
+    @property
+    def input_k(self):
+        """Bytes of each input activation word on the host link (``hw.protocol``'s ``k``):
+        the input's channels, at most a word (1 for a grey image: a byte per pixel)."""
+        return min(self.input_shape[0], self.word_bytes)
 
     def input_words(self, image):
         """Activation words of one uint8 image [H, W] (``pixel >> pixel_shift``)."""
@@ -95,38 +103,82 @@ def _tensor_bytes(T, word_bytes):
     return h * w * cpad(c * (2 if T["bits"] > 8 else 1), word_bytes)
 
 
-def _place_tensors(qm, word_bytes, act_bytes):
-    """Byte address of every tensor: first fit, freeing a tensor after its last reader."""
+def _place_tensors(qm, cfg):
+    """Byte address of every tensor (``hw.actmem.regions``: the slot's memories): first fit
+    in one memory, freeing a tensor after its last reader. With single-port memories the
+    memories are chosen depth first, backtracking, so that no layer makes more accesses to
+    a memory than its ports take (``hw.actmem.PORTS``); tensors read as residuals try the
+    residual memory first. Returns (addresses, the highest end in a ``act_bytes`` memory,
+    the highest end in the residual memory)."""
     layers, tensors = qm.layers, qm.tensors
+    mems = regions(cfg)
+    size = [_tensor_bytes(T, cfg.word_bytes) for T in tensors]
     last_use = {t: -1 for t in range(len(tensors))}
+    residuals = set()
     for i, L in enumerate(layers):
         for t in (L["input"], L.get("residual")):
             if t is not None:
                 last_use[t] = i
+        if L.get("residual") is not None:
+            residuals.add(L["residual"])
     last_use[len(tensors) - 1] = len(layers)          # the logits stay
-    live, addr = {}, {}
+    order = [(0, -1)] + [(L["output"], i) for i, L in enumerate(layers)]
+    where, offset = {}, {}
 
-    def alloc(t):
-        size = _tensor_bytes(tensors[t], word_bytes)
+    def first_fit(t, k, born):
         start = 0
-        for base, end in sorted(live.values()):
-            if start + size <= base:
+        for base, end in sorted((offset[u], offset[u] + size[u]) for u in where
+                                if where[u] == k and last_use[u] >= born):
+            if start + size[t] <= base:
                 break
             start = max(start, end)
-        if start + size > act_bytes:
-            raise ProgramError(f"activation memory: tensor {t} ({size} bytes) does not fit in "
-                               f"{act_bytes} bytes (raise act_bytes in accel.json)")
-        live[t] = (start, start + size)
-        addr[t] = start
+        return start if start + size[t] <= mems[k][1] else None
 
-    alloc(0)
-    for i, L in enumerate(layers):
-        alloc(L["output"])
-        for t in list(live):
-            if last_use[t] == i:
-                del live[t]
-    peak = max(a + _tensor_bytes(tensors[t], word_bytes) for t, a in addr.items())
-    return addr, peak
+    def ports_ok(i):
+        L = layers[i]
+        use = {}
+        for t, write in ((L["input"], 0), (L.get("residual"), 0), (L["output"], 1)):
+            if t is not None:
+                r, w = use.get(where[t], (0, 0))
+                use[where[t]] = (r + 1 - write, w + write)
+        return all(r <= PORTS[mems[k][2]][0] and w <= PORTS[mems[k][2]][1]
+                   and r + w <= PORTS[mems[k][2]][2] for k, (r, w) in use.items())
+
+    steps = [0]
+
+    def place(j):
+        if j == len(order):
+            return True
+        steps[0] += 1
+        if steps[0] > 100_000:
+            return False
+        t, born = order[j]
+        prefer = sorted(range(len(mems)),
+                        key=lambda k: (t in residuals) != (mems[k][2] == "1r1w"))
+        for k in prefer:
+            start = first_fit(t, k, born)
+            if start is None:
+                continue
+            where[t], offset[t] = k, start
+            if (born < 0 or ports_ok(born)) and place(j + 1):
+                return True
+            del where[t], offset[t]
+        return False
+
+    if not place(0):
+        if len(mems) == 1:
+            big = max(range(len(tensors)), key=lambda t: size[t])
+            raise ProgramError(f"activation memory: the tensors do not fit in {cfg.act_bytes} "
+                               f"bytes (the largest, tensor {big}, has {size[big]}; raise "
+                               "act_bytes in accel.json)")
+        raise ProgramError(f"activation memory: no placement in {cfg.act_split} single-port "
+                           f"memories of {cfg.act_bytes} bytes and {cfg.res_bytes} bytes of "
+                           "residual memory lets every layer read and write different memories "
+                           "(raise act_bytes or res_bytes in accel.json)")
+    addr = {t: mems[k][0] + offset[t] for t, k in where.items()}
+    peak = {kind: max([offset[t] + size[t] for t, k in where.items() if mems[k][2] == kind] or [0])
+            for kind in ("2r1w", "1rw", "1r1w")}
+    return addr, max(peak["2r1w"], peak["1rw"]), peak["1r1w"]
 
 
 def _conv_layer(qm, i, L):
@@ -180,10 +232,10 @@ def compile_model(qm, cfg):
     """Program for integer model ``qm`` on accelerator ``cfg``; ProgramError names what
     does not fit."""
     V = cfg.word_bytes
-    addr, peak = _place_tensors(qm, V, cfg.act_bytes)
+    addr, peak, res_peak = _place_tensors(qm, cfg)
     prog = Program(word_bytes=V, pixel_shift=qm.header["input"]["pixel_shift"],
                    input_base=addr[0], input_shape=_shape3(qm.tensors[0]["shape"]),
-                   act_bytes_used=peak)
+                   act_bytes_used=peak, res_bytes_used=res_peak)
     out_t = len(qm.tensors) - 1
     prog.output_base, prog.output_shape = addr[out_t], _shape3(qm.tensors[out_t]["shape"])
     prog.output_wide = qm.tensors[out_t]["bits"] > 8
@@ -211,10 +263,10 @@ def compile_model(qm, cfg):
         layer = _conv_layer(qm, i, L)
         layer.check(cc.lanes, V)
         words = weight_words(layer, _lane_weights(qm, i, L, kind, layer), cc.lanes, V)
-        w_base = w_next[chunk]
-        if w_base + len(words) > cc.w_words:
+        if w_next[chunk] + len(words) > cc.w_words:
             raise ProgramError(f"{chunk}.w_words: weights of {name} end at word "
-                               f"{w_base + len(words)}, the memory has {cc.w_words}")
+                               f"{w_next[chunk] + len(words)}, the memory has {cc.w_words}")
+        w_base = cfg.w_bases[chunk] + w_next[chunk]
         lane_layout = weight_layout(kind, cc.w_width)
         for word in words:
             lanes = [{"sign": int(v[0]), "shift": int(v[1])} for v in word] if kind == "shift" \
@@ -238,11 +290,13 @@ def compile_model(qm, cfg):
         beats = layer.groups(cc.lanes, V) * oh * ow * layer.taps()
         macs = layer.out_c * oh * ow * layer.taps()
         prog.layers.append(CompiledLayer(L.get("name", str(i)), chunk, layer, beats, macs))
-    deltas = pipeline_deltas([chunk for chunk, _ in program], cfg.slots)
+    runs_on = ["engine" if cfg.shared_engine else chunk for chunk, _ in program]
+    deltas = pipeline_deltas(runs_on, cfg.slots)
     prog.deltas = deltas
     words = [pack(prog_layout, {"chunk": CHUNK_ID[chunk], "last": int(i == len(program) - 1),
                                 "delta": delta, "desc": fields})
              for i, ((chunk, fields), delta) in enumerate(zip(program, deltas))]
     prog.images = {"param": {0: params}, "prog": {0: words}}
-    prog.images.update({chunk: {0: words} for chunk, words in weights.items() if words})
+    prog.images.update({chunk: {cfg.w_bases[chunk]: words}
+                        for chunk, words in weights.items() if words})
     return prog

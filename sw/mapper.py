@@ -243,7 +243,7 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
         busy = np.stack([cols[c][:, CYCLES] for c in present])
         pj = sum(cols[c][:, PJ] for c in present) + E.offchip_pj(prog)
         chunks = [L.chunk for L in prog.layers]
-        in_bytes = schedule.input_bytes(prog, V)
+        in_words = schedule.input_words(prog)
         exact_cache = {}
 
         def exact(k, s):
@@ -253,7 +253,8 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             if key not in exact_cache:
                 cyc = [layer_cycles(L.layer, lanes[L.chunk], V) for L in prog.layers]
                 exact_cache[key] = schedule.steady_interval(
-                    chunks, pipeline_deltas(chunks, s), cyc, s, in_bytes, prog.output_bytes, V)
+                    chunks, pipeline_deltas(chunks, s), cyc, s, in_words, prog.input_k,
+                    prog.output_bytes, V)
             return exact_cache[key]
 
         for s in (SLOTS if slots is None else (slots,)):

@@ -9,7 +9,7 @@ another chunk's entry costs ``SKIP`` cycles (fetch, load, decide, next); an own 
 then ``AFTER`` cycles until the controller moves on. When image ``i`` is done (and images
 before it were served) the host bridge sends ``O`` + its logits, then takes the input of
 image ``i + slots`` into the same slot, one byte per cycle each way (the simulation
-harness's pace; a UART is slower).
+harness's pace; a UART is slower), inputs compact (``Program.input_k`` bytes per word).
 
 Every dependency points to an earlier ``(k, pc)``, so one pass in that order settles all
 times. :func:`run_cycles` gives a run's cycles; :func:`interval` the steady-state cycles
@@ -29,35 +29,40 @@ def layer_times(prog, cfg):
             for L in prog.layers]
 
 
+def engines(prog, cfg):
+    """The controller that runs each layer: its chunk's, or the shared engine's."""
+    return ["engine" if cfg.shared_engine else L.chunk for L in prog.layers]
+
+
 def run_cycles(prog, cfg, images, cycles=None):
     """Cycles of one streaming run of ``images`` images of ``prog`` on ``cfg``
     (``cycles``: per-layer cycles, default the cost model's)."""
-    return _run([L.chunk for L in prog.layers], prog.deltas,
-                cycles or layer_times(prog, cfg), cfg.slots, input_bytes(prog, cfg.word_bytes),
+    return _run(engines(prog, cfg), prog.deltas,
+                cycles or layer_times(prog, cfg), cfg.slots, input_words(prog), prog.input_k,
                 prog.output_bytes, images, cfg.word_bytes)
 
 
 def interval(prog, cfg, cycles=None):
     """Steady-state cycles per image with ``cfg.slots`` slots."""
-    return steady_interval([L.chunk for L in prog.layers], prog.deltas,
-                           cycles or layer_times(prog, cfg), cfg.slots,
-                           input_bytes(prog, cfg.word_bytes), prog.output_bytes, cfg.word_bytes)
+    return steady_interval(engines(prog, cfg), prog.deltas,
+                           cycles or layer_times(prog, cfg), cfg.slots, input_words(prog),
+                           prog.input_k, prog.output_bytes, cfg.word_bytes)
 
 
-def steady_interval(chunks, deltas, cycles, slots, in_bytes, out_bytes, word_bytes):
+def steady_interval(chunks, deltas, cycles, slots, in_words, in_k, out_bytes, word_bytes):
     """Cycles per image in the steady state: the difference of runs of ``n`` and ``2n``
     images, so the pipeline's fill and drain cancel."""
+    args = (chunks, deltas, cycles, slots, in_words, in_k, out_bytes)
     n = 2 * slots + 4
-    return (_run(chunks, deltas, cycles, slots, in_bytes, out_bytes, 2 * n, word_bytes)
-            - _run(chunks, deltas, cycles, slots, in_bytes, out_bytes, n, word_bytes)) / n
+    return (_run(*args, 2 * n, word_bytes) - _run(*args, n, word_bytes)) / n
 
 
-def _run(chunks, deltas, cycles, S, in_bytes, out_bytes, images, word_bytes):
+def _run(chunks, deltas, cycles, S, in_words, in_k, out_bytes, images, word_bytes):
     P = len(chunks)
     # the bridge: 'O', then per logits word a read, a wait and two cycles per byte sent;
-    # per input word one cycle per byte received and one to store it
+    # per input word one cycle per byte received (in_k of them) and one to store it
     out_cycles = 2 + out_bytes // word_bytes * (2 * word_bytes + 3)
-    in_cycles = in_bytes // word_bytes * (word_bytes + 1) + 1
+    in_cycles = in_words * (in_k + 1) + 1
     clock = {c: 0 for c in set(chunks)}
     done = {}                                  # (image, layer) -> cycle the layer is done
     ready = {i: 0 for i in range(min(S, images))}   # image -> cycle it is in its slot
@@ -81,10 +86,10 @@ def _run(chunks, deltas, cycles, S, in_bytes, out_bytes, images, word_bytes):
     return served + 5                          # D + cycles
 
 
-def input_bytes(prog, word_bytes):
-    """Bytes of one input image in the activation memory (what a refill transfers)."""
+def input_words(prog):
+    """Activation words of one input image (what a refill writes)."""
     c, h, w = prog.input_shape
-    return h * w * cpad(c, word_bytes)
+    return h * w * cpad(c, prog.word_bytes) // prog.word_bytes
 
 
 def lower_bound(busy, slots):

@@ -13,6 +13,10 @@ SMALL = AccelConfig(word_bytes=4, act_bytes=4096, p_words=256, prog_words=16,
 HYBRID = [("conv", "mul", 8, 3, 1), ("dw", "shift", 3, 2), ("conv", "adder", 8, 1, 1),
           ("dw", "adder", 5, 1), ("res", "shift", 1), ("conv", "mul", 12, 1, 1),
           ("gap",), ("fc", "mul", 10)]
+#: blocks whose residual is the block input (expand, depthwise, project + residual)
+BLOCKS = [("conv", "mul", 8, 3, 1), ("conv", "shift", 16, 1, 1), ("dw", "adder", 3, 1),
+          ("res", "shift", 1, 2), ("dw", "shift", 5, 2), ("conv", "adder", 12, 1, 1),
+          ("gap",), ("fc", "mul", 10)]
 
 
 @pytest.mark.parametrize("sim", selected_simulators())
@@ -29,6 +33,25 @@ def test_pipelined_slots_bit_exact():
     run_testbench(Accelerator(cfg), name="accel_slots2", test_module="sim.tb_accel",
                   sim=selected_simulators()[0],
                   params=dict(cfg=cfg.to_dict(), specs=HYBRID, seed=4, images=5))
+
+
+def test_shared_engine_bit_exact():
+    """One engine runs every chunk's layers (its rows selected per layer) from one weight
+    memory; two slots let the host refill one bank while the engine runs the other."""
+    cfg = replace(SMALL, shared_engine=True, slots=2, act_bytes=832)
+    run_testbench(Accelerator(cfg), name="accel_shared", test_module="sim.tb_accel",
+                  sim=selected_simulators()[0],
+                  params=dict(cfg=cfg.to_dict(), specs=HYBRID, seed=5, images=4))
+
+
+def test_split_activation_memory_bit_exact():
+    """Two single-port activation memories (iCE40 SPRAM) and a residual memory under the
+    shared engine: the compiler puts each layer's operands, residuals and outputs in
+    different memories, so the single ports never lose a real access."""
+    cfg = replace(SMALL, shared_engine=True, act_split=2, act_bytes=1024, res_bytes=512)
+    run_testbench(Accelerator(cfg), name="accel_split", test_module="sim.tb_accel",
+                  sim=selected_simulators()[0],
+                  params=dict(cfg=cfg.to_dict(), specs=BLOCKS, seed=6, images=3))
 
 
 def test_config_activation_banks():

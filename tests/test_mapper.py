@@ -75,7 +75,7 @@ def test_one_slot_interval_is_layers_plus_transfers(qm):
     cfg = mapper.size_config(qm, p.lanes, p.word_bytes, 1)
     prog = compile_model(qm, cfg)
     per_layer, with_control = program_cycles(prog, cfg)
-    transfers = schedule.input_bytes(prog, cfg.word_bytes) + prog.output_bytes
+    transfers = schedule.input_words(prog) * prog.input_k + prog.output_bytes
     assert sum(per_layer) + transfers < p.cycles < with_control + 3 * transfers
 
 

@@ -7,8 +7,9 @@ Layer specs (the previous tensor is the input):
 * ``("conv", op, out_ch, kernel, stride[, relu])``: standard / pointwise conv, padding k//2
 * ``("dw", op, kernel, stride[, relu])``: depthwise, padding k//2
 * ``("group", op, out_ch, kernel, stride, groups[, relu])``: grouped conv
-* ``("res", op, kernel)``: pointwise ``op`` layer with the output shape of its input, no
-  ReLU, plus a residual from its input tensor
+* ``("res", op, kernel[, back])``: ``op`` layer (stride 1, no ReLU) plus a residual from
+  the tensor ``back`` layers before its input (default 0: its input), whose shape its
+  output takes
 * ``("gap",)`` and ``("fc", op, out_ch)`` (the last layer gets 16-bit outputs)
 
 Weights are uniform over their full ranges; M, B, S are drawn so outputs use their range.
@@ -63,9 +64,13 @@ def random_qmodel(specs, seed=0, input_shape=(1, 8, 8), pixel_shift=1, exp_bits=
                     relu = spec[6] if len(spec) > 6 else True
                 elif kind == "res":
                     op, k = spec[1:3]
-                    o, s, g = c, 1, 1
+                    src = cur - (spec[3] if len(spec) > 3 else 0)
+                    if tensors[src]["shape"][1:] != [h, w]:
+                        raise ValueError(f"{spec!r}: the residual's shape "
+                                         f"{tensors[src]['shape']} is not {c}x{h}x{w}'s")
+                    o, s, g = tensors[src]["shape"][0], 1, 1
                     relu = False
-                    L["residual"] = cur
+                    L["residual"] = src
                 else:
                     raise ValueError(f"unknown layer spec {spec!r}")
                 p = k // 2

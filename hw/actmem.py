@@ -1,0 +1,107 @@
+"""One image slot's activation memory, as a layer engine sees it.
+
+Three ports, all one word of ``word_bytes`` signed bytes, reads one cycle from address to
+data: ``rd`` (operands), ``res`` (residuals; also the host's reads) and ``wr`` (byte
+writes). Two organisations (``AccelConfig.act_split``):
+
+- **dual** (``act_split == 0``): one memory of ``act_bytes`` with two read ports and the
+  write port. Block RAM keeps such a memory twice (one copy per read port).
+- **split** (``act_split == n``): ``n`` single-port memories of ``act_bytes`` each, from
+  byte ``b * stride`` (``stride``: ``act_bytes`` to the next power of two), and, if
+  ``res_bytes``, a memory with one read and one write port from byte ``n * stride``. Each
+  access goes to the memory its address falls in. A single-port memory (iCE40 SPRAM) does
+  one access per cycle: a write first, then a residual read (``res.en``), then an
+operand read. The
+  compiler places tensors so that no layer reads and writes one single-port memory, nor
+  reads one memory twice (``sw.compile``), so only padding taps (whose data the engine
+  drops) ever lose.
+"""
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import Out
+
+__all__ = ["ActivationMemory", "PORTS", "regions"]
+
+
+#: accesses one memory takes in a cycle: (reads, writes, reads + writes)
+PORTS = {"2r1w": (2, 1, 3), "1rw": (1, 1, 1), "1r1w": (1, 1, 2)}
+
+
+def regions(cfg):
+    """``(first byte, bytes, ports)`` of each memory of a slot, in address order; ports is
+    a key of :data:`PORTS`."""
+    if not cfg.act_split:
+        return [(0, cfg.act_bytes, "2r1w")]
+    stride = 1 << (cfg.act_bytes - 1).bit_length()
+    out = [(b * stride, cfg.act_bytes, "1rw") for b in range(cfg.act_split)]
+    if cfg.res_bytes:
+        out.append((cfg.act_split * stride, cfg.res_bytes, "1r1w"))
+    return out
+
+
+class ActivationMemory(wiring.Component):
+    """A slot's activations for the configuration ``cfg`` (``word_bytes``, ``act_bytes``,
+    ``act_split``, ``res_bytes``); word addresses of ``addr_width`` bits."""
+
+    def __init__(self, cfg, addr_width):
+        self.cfg = cfg
+        self.word = data.ArrayLayout(signed(8), cfg.word_bytes)
+        rd = memory.ReadPort.Signature(addr_width=addr_width, shape=self.word)
+        super().__init__({
+            "rd": Out(rd), "res": Out(rd),
+            "wr": Out(memory.WritePort.Signature(addr_width=addr_width, shape=self.word,
+                                                 granularity=1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        V = cfg.word_bytes
+        if not cfg.act_split:
+            mem = m.submodules.mem = memory.Memory(shape=self.word, depth=cfg.act_bytes // V,
+                                                   init=[])
+            for port, ours in ((mem.read_port(), self.rd), (mem.read_port(), self.res)):
+                m.d.comb += [port.addr.eq(ours.addr), port.en.eq(ours.en),
+                             ours.data.eq(port.data)]
+            wr = mem.write_port(granularity=1)
+            m.d.comb += [wr.addr.eq(self.wr.addr), wr.data.eq(self.wr.data),
+                         wr.en.eq(self.wr.en)]
+            return m
+
+        def part(addr):
+            return addr[stride_bits:]
+
+        stride_bits = (cfg.act_bytes // V - 1).bit_length()
+        rd_part, res_part = Signal(8), Signal(8)      # where last cycle's reads went
+        m.d.sync += [rd_part.eq(part(self.rd.addr)), res_part.eq(part(self.res.addr))]
+        rd_data, res_data = [], []
+        for i, (first, size, ports) in enumerate(regions(cfg)):
+            mem = m.submodules[f"part{i}"] = memory.Memory(shape=self.word, depth=size // V,
+                                                           init=[])
+            depth_bits = (size // V - 1).bit_length()
+            writing = (part(self.wr.addr) == i) & self.wr.en.any()
+            res_here = (part(self.res.addr) == i) & self.res.en
+            wr = mem.write_port(granularity=1)
+            m.d.comb += [wr.data.eq(self.wr.data), wr.en.eq(Mux(writing, self.wr.en, 0))]
+            if ports == "1rw":   # one port: a write, else the residual read, else the operand
+                addr = Signal(depth_bits, name=f"part{i}_addr")
+                rd = mem.read_port()
+                m.d.comb += [
+                    addr.eq(Mux(writing, self.wr.addr, Mux(res_here, self.res.addr, self.rd.addr))),
+                    wr.addr.eq(addr), rd.addr.eq(addr), rd.en.eq(~writing)]
+                rd_data.append(rd.data)
+                res_data.append(rd.data)
+            else:                # one read port (residual first) and the write port
+                rd = mem.read_port()
+                m.d.comb += [
+                    wr.addr.eq(self.wr.addr),
+                    rd.addr.eq(Mux(res_here, self.res.addr, self.rd.addr)),
+                    rd.en.eq(1)]
+                rd_data.append(rd.data)
+                res_data.append(rd.data)
+        for ours, sel, datas in ((self.rd, rd_part, rd_data), (self.res, res_part, res_data)):
+            with m.Switch(sel):
+                for i, d in enumerate(datas):
+                    with m.Case(i):
+                        m.d.comb += ours.data.eq(d)
+        return m
