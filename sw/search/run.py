@@ -57,7 +57,7 @@ class SearchConfig:
                                                ["adder-wide", 1], ["adder-all", 1],
                                                ["all", 3]])
     search_epochs: int = 6
-    alpha_lr: float = 0.1
+    alpha_lr: float = 0.01             # ~NASA's total alpha movement (3e-4 x 35k steps)
     tau0: float = 5.0
     tau_end: float = 0.5
     lam0: float = 1.0

@@ -3,7 +3,10 @@
 Architecture parameters ``alpha`` [blocks, choices] (disallowed choices masked out).
 Each search step:
 
-1. weight step on a batch of split A: one path per block sampled from softmax(alpha);
+1. weight step on a batch of split A: one path per block sampled uniformly among its
+   choices (SPOS), not from softmax(alpha): sampled from alpha, only the paths it
+   favoured early kept training, and the final one-shot ranking compared trained paths
+   with starved ones (all-shift 56.5% one-shot against 77% for the adder-heavy argmax);
 2. alpha step on a batch of split B: Gumbel-softmax weights ``g = softmax((alpha + G) /
    tau)``, the top-2 paths of each block run and are mixed with ``g`` renormalised over
    them; loss ``CE + lam * |cost(g) / budget - 1|`` (TuNAS' absolute reward: the budget
@@ -27,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .pgp import batches, set_trainable
+from .pgp import batches, sample_uniform, set_trainable
 
 NEG = -1e9
 
@@ -43,12 +46,6 @@ def probs(alpha, mask):
 def tau_at(cfg, epoch):
     t = epoch / max(1, cfg.search_epochs - 1)
     return cfg.tau0 * (cfg.tau_end / cfg.tau0) ** t
-
-
-def sample_paths(alpha, mask, gen):
-    """One path per block drawn from softmax(alpha)."""
-    p = probs(alpha.detach(), mask)
-    return [[(int(torch.multinomial(row, 1, generator=gen)), None)] for row in p]
 
 
 def gumbel(alpha, mask, tau, gen):
@@ -113,7 +110,7 @@ def search_epoch(trainer, alpha, alpha_opt, cost, space, split_w, split_a, gen, 
     for i, ((xw, yw), (xa, ya)) in enumerate(zip(
             batches(*split_w, cfg.batch_size, gen, flip),
             batches(*split_a, cfg.batch_size, gen, flip))):
-        loss, ok = trainer.step(xw, yw, sample_paths(alpha, mask, gen), first_step + i)
+        loss, ok = trainer.step(xw, yw, sample_uniform(mask, gen), first_step + i)
         g = gumbel(alpha, mask, tau, gen)
         ce = F.cross_entropy(trainer.net(xa, top2(g, mask)), ya)
         pen, _ = cost.penalty(g, lam)
