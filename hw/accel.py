@@ -30,7 +30,7 @@ from hw.engine import LayerEngine, RowSpec, descriptor_layout
 from hw.host import HostBridge
 from hw.pe import weight_layout
 
-__all__ = ["Accelerator", "program_layout", "memory_bits", "CHUNK_ID"]
+__all__ = ["Accelerator", "program_layout", "prog_beats", "memory_bits", "CHUNK_ID"]
 
 CHUNK_ID = {name: i for i, name in enumerate(KIND_OF_CHUNK)}
 
@@ -44,10 +44,16 @@ def program_layout(cfg):
     })
 
 
+def prog_beats(cfg):
+    """Program memory words per descriptor (``cfg.prog_width``: 1 when 0)."""
+    size = program_layout(cfg).size
+    return -(-size // cfg.prog_width) if cfg.prog_width else 1
+
+
 def memory_bits(cfg):
     """Bits of one word of each memory, in :data:`hw.protocol.MEMORIES` order (0: absent)."""
     bits = {"act": 8 * cfg.word_bytes, "param": cfg.m_width + cfg.rq_width,
-            "prog": program_layout(cfg).size}
+            "prog": cfg.prog_width or program_layout(cfg).size}
     widths = {name: c.lanes * Shape.cast(weight_layout(kind, c.w_width)).width
               for name, kind, c in cfg.chunks}
     for name, width in widths.items():
@@ -105,7 +111,8 @@ class Accelerator(wiring.Component):
             m.submodules[f"act{s}"] = banks[-1]
         params = m.submodules.params = memory.Memory(shape=self.param_shape, depth=cfg.p_words,
                                                      init=[])
-        prog = m.submodules.prog = memory.Memory(shape=self.prog_shape, depth=cfg.prog_words,
+        prog = m.submodules.prog = memory.Memory(shape=cfg.prog_width or self.prog_shape,
+                                                 depth=cfg.prog_words * prog_beats(cfg),
                                                  init=[])
         wmems = {name: memory.Memory(shape=self.w_shapes[name], init=[],
                                      depth=sum(cfg.chunk(c).w_words for c in chunks))
@@ -217,16 +224,23 @@ class Accelerator(wiring.Component):
                           img_done):
         """Walk the program once per iteration ``k``; entry ``pc`` of this engine's chunks
         runs image ``k - delta`` once that image is in its slot with layer ``pc - 1`` done.
-        Drives the ``chunk_busy`` bits of its chunks. Returns (finished, slot)."""
+        Drives the ``chunk_busy`` bits of its chunks. A descriptor takes ``prog_beats``
+        program words (read one per cycle, the first at the bottom). Returns (finished,
+        slot)."""
         cfg = self.cfg
-        S = cfg.slots
+        S, B = cfg.slots, prog_beats(cfg)
         pc = Signal(range(cfg.prog_words), name=f"{name}_pc")
+        pa = Signal(range(cfg.prog_words * B + 1), name=f"{name}_pa")   # next word to read
+        beat = Signal(range(B), name=f"{name}_beat")
+        part = Signal(max(1, (B - 1) * cfg.prog_width), name=f"{name}_part")   # words so far
         k = Signal(17, name=f"{name}_k")
         cur = Signal(self.prog_shape, name=f"{name}_cur")
         img = Signal(signed(18), name=f"{name}_img")
         slot = Signal(range(S), name=f"{name}_slot")
         finished = Signal(name=f"{name}_finished")
-        m.d.comb += [prog_rd.addr.eq(pc), engine.desc.eq(cur.desc),
+        full = Cat(part, prog_rd.data)           # with the last word: the descriptor's bits
+        loaded = self.prog_shape(full[:self.prog_shape.size]) if B > 1 else prog_rd.data
+        m.d.comb += [prog_rd.addr.eq(pa), engine.desc.eq(cur.desc),
                      slot.eq(img[:max(1, (S - 1).bit_length())] if S > 1 else 0)]
         chunks = self.engine_chunks[name]
         is_chunk = {c: cur.chunk == CHUNK_ID[c] for c in chunks}
@@ -238,15 +252,21 @@ class Accelerator(wiring.Component):
         with m.FSM(name=f"{name}_ctrl"):
             with m.State("IDLE"):
                 with m.If(running & ~finished):
-                    m.d.sync += [pc.eq(0), k.eq(0)]
+                    m.d.sync += [pc.eq(0), pa.eq(0), k.eq(0)]
                     m.next = "FETCH"
                 with m.If(~running):
                     m.d.sync += finished.eq(0)
             with m.State("FETCH"):
+                m.d.sync += [pa.eq(pa + 1), beat.eq(0)]
                 m.next = "LOAD"                      # one cycle of read latency
             with m.State("LOAD"):
-                m.d.sync += [cur.eq(prog_rd.data), img.eq(k - prog_rd.data.delta)]
-                m.next = "DECIDE"
+                with m.If(beat == B - 1):
+                    m.d.sync += [cur.eq(loaded), img.eq(k - loaded.delta)]
+                    m.next = "DECIDE"
+                if B > 1:
+                    with m.Else():
+                        m.d.sync += [part.eq(full[cfg.prog_width:]), beat.eq(beat + 1),
+                                     pa.eq(pa + 1)]
             with m.State("DECIDE"):
                 mine = Cat(is_chunk.values()).any() & (img >= 0) & (img < images)
                 with m.If(mine):
@@ -268,7 +288,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "FETCH"
                 with m.Elif(k + 1 < images + S - 1):
-                    m.d.sync += [pc.eq(0), k.eq(k + 1)]
+                    m.d.sync += [pc.eq(0), pa.eq(0), k.eq(k + 1)]
                     m.next = "FETCH"
                 with m.Else():
                     m.d.sync += finished.eq(1)

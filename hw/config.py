@@ -59,6 +59,8 @@ class AccelConfig:
                                   # are read as residuals (a multiple of 64; 0: none)
     p_words: int = 1024           # requantisation parameters (one per output channel)
     prog_words: int = 64          # layer descriptors
+    prog_width: int = 0           # program memory word bits (0: one descriptor per word;
+                                  # else a descriptor is loaded over several words)
     m_width: int = 16             # requant multiplier
     rq_width: int = 48            # requant intermediates
     shared_engine: bool = False   # one engine (sequencer, drain, requantiser) and one weight
@@ -88,6 +90,8 @@ class AccelConfig:
                               f"the host protocol's 65536 activation words")
         _pow2("p_words", self.p_words, 2, 1 << 16)
         _pow2("prog_words", self.prog_words, 2, 4096)
+        if self.prog_width:
+            _int("prog_width", self.prog_width, 8, 1024)
         _int("m_width", self.m_width, 2, 18)
         _int("rq_width", self.rq_width, 8, 64)
         if not isinstance(self.shared_engine, bool):

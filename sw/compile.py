@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.lib import data
 
-from hw.accel import CHUNK_ID, program_layout
+from hw.accel import CHUNK_ID, prog_beats, program_layout
 from hw.actmem import PORTS, regions
 from hw.config import CHUNK_OF_OP
 from hw.engine import param_layout
@@ -296,6 +296,10 @@ def compile_model(qm, cfg):
     words = [pack(prog_layout, {"chunk": CHUNK_ID[chunk], "last": int(i == len(program) - 1),
                                 "delta": delta, "desc": fields})
              for i, ((chunk, fields), delta) in enumerate(zip(program, deltas))]
+    if cfg.prog_width:       # each descriptor over prog_beats words, the first at the bottom
+        mask = (1 << cfg.prog_width) - 1
+        words = [w >> (j * cfg.prog_width) & mask for w in words
+                 for j in range(prog_beats(cfg))]
     prog.images = {"param": {0: params}, "prog": {0: words}}
     prog.images.update({chunk: {cfg.w_bases[chunk]: words}
                         for chunk, words in weights.items() if words})

@@ -15,6 +15,7 @@ within a cycle or two: the next chunk may already be waiting, or still be walkin
 program). With one image slot the image's cycles are the sum; with more, the chunks
 overlap images and ``sim/network.py`` measures the throughput.
 """
+from hw.accel import prog_beats
 from sw.compile import Program
 
 CONTROL = 4
@@ -30,8 +31,14 @@ def layer_cycles(layer, lanes, word_bytes):
     return taps + (outputs - 1) * max(taps, step + 4) + max(last + 11, step + 5)
 
 
+def control_cycles(cfg):
+    """Hand-over cycles per layer: ``CONTROL``, plus a cycle per extra program word of a
+    descriptor (``prog_width``)."""
+    return CONTROL + prog_beats(cfg) - 1
+
+
 def program_cycles(prog: Program, cfg):
     """Per-layer cycles and the total for one image (layers run one after another)."""
     per_layer = [layer_cycles(L.layer, cfg.chunk(L.chunk).lanes, cfg.word_bytes)
                  for L in prog.layers]
-    return per_layer, sum(per_layer) + CONTROL * len(per_layer)
+    return per_layer, sum(per_layer) + control_cycles(cfg) * len(per_layer)

@@ -18,6 +18,7 @@ exceeds.
 """
 import numpy as np
 
+from hw.accel import prog_beats
 from sw.costmodel import layer_cycles
 from sw.program import cpad
 
@@ -39,26 +40,29 @@ def run_cycles(prog, cfg, images, cycles=None):
     (``cycles``: per-layer cycles, default the cost model's)."""
     return _run(engines(prog, cfg), prog.deltas,
                 cycles or layer_times(prog, cfg), cfg.slots, input_words(prog), prog.input_k,
-                prog.output_bytes, images, cfg.word_bytes)
+                prog.output_bytes, images, cfg.word_bytes, prog_beats(cfg))
 
 
 def interval(prog, cfg, cycles=None):
     """Steady-state cycles per image with ``cfg.slots`` slots."""
     return steady_interval(engines(prog, cfg), prog.deltas,
                            cycles or layer_times(prog, cfg), cfg.slots, input_words(prog),
-                           prog.input_k, prog.output_bytes, cfg.word_bytes)
+                           prog.input_k, prog.output_bytes, cfg.word_bytes, prog_beats(cfg))
 
 
-def steady_interval(chunks, deltas, cycles, slots, in_words, in_k, out_bytes, word_bytes):
+def steady_interval(chunks, deltas, cycles, slots, in_words, in_k, out_bytes, word_bytes,
+                    beats=1):
     """Cycles per image in the steady state: the difference of runs of ``n`` and ``2n``
     images, so the pipeline's fill and drain cancel."""
     args = (chunks, deltas, cycles, slots, in_words, in_k, out_bytes)
     n = 2 * slots + 4
-    return (_run(*args, 2 * n, word_bytes) - _run(*args, n, word_bytes)) / n
+    return (_run(*args, 2 * n, word_bytes, beats) - _run(*args, n, word_bytes, beats)) / n
 
 
-def _run(chunks, deltas, cycles, S, in_words, in_k, out_bytes, images, word_bytes):
+def _run(chunks, deltas, cycles, S, in_words, in_k, out_bytes, images, word_bytes, beats=1):
+    """``beats``: program words per descriptor (each extra one a cycle per walk step)."""
     P = len(chunks)
+    skip, fetch = SKIP + beats - 1, FETCH + beats - 1
     # the bridge: 'O', then per logits word a read, a wait and two cycles per byte sent;
     # per input word one cycle per byte received (in_k of them) and one to store it
     out_cycles = 2 + out_bytes // word_bytes * (2 * word_bytes + 3)
@@ -72,10 +76,10 @@ def _run(chunks, deltas, cycles, S, in_words, in_k, out_bytes, images, word_byte
             img = k - deltas[pc]
             for c in clock:
                 if c != chunks[pc] or not 0 <= img < images:
-                    clock[c] += SKIP
+                    clock[c] += skip
                     continue
                 dep = ready[img] if pc == 0 else done[(img, pc - 1)] + HANDOVER
-                start = max(clock[c] + FETCH, dep)
+                start = max(clock[c] + fetch, dep)
                 done[(img, pc)] = start + cycles[pc]
                 clock[c] = done[(img, pc)] + AFTER
                 if pc == P - 1:                # the bridge serves images in order

@@ -47,8 +47,10 @@ def test_shared_engine_bit_exact():
 def test_split_activation_memory_bit_exact():
     """Two single-port activation memories (iCE40 SPRAM) and a residual memory under the
     shared engine: the compiler puts each layer's operands, residuals and outputs in
-    different memories, so the single ports never lose a real access."""
-    cfg = replace(SMALL, shared_engine=True, act_split=2, act_bytes=1024, res_bytes=512)
+    different memories, so the single ports never lose a real access. The program memory
+    is 16 bits wide: each descriptor loads over 19 words."""
+    cfg = replace(SMALL, shared_engine=True, act_split=2, act_bytes=1024, res_bytes=512,
+                  prog_width=16)
     run_testbench(Accelerator(cfg), name="accel_split", test_module="sim.tb_accel",
                   sim=selected_simulators()[0],
                   params=dict(cfg=cfg.to_dict(), specs=BLOCKS, seed=6, images=3))
@@ -62,3 +64,18 @@ def test_config_activation_banks():
         replace(SMALL, act_bytes=100)
     with pytest.raises(ConfigError, match="act_bytes: 8 slots of 16384 words exceed"):
         replace(SMALL, slots=8, act_bytes=40000)
+
+
+def test_config_small_fpga_fields():
+    """The shared engine, split memories and narrow program words: their sizes and the
+    one-line errors that name the field."""
+    cfg = replace(SMALL, shared_engine=True, act_split=2, act_bytes=1024, res_bytes=512)
+    assert cfg.w_bases == {"clp": 0, "slp": 256, "alp": 512} and cfg.w_addr_bits == 10
+    assert cfg.slot_bytes == 2 * 1024 + 512 and cfg.act_addr_bits == 12
+    for bad, message in [(dict(act_split=2, slots=2), "slots: 2 with act_split 2"),
+                         (dict(res_bytes=512), "res_bytes: 512 needs act_split"),
+                         (dict(act_split=1, res_bytes=100), "res_bytes: 100 is not a multiple"),
+                         (dict(prog_width=4), "prog_width: 4 must be an integer from 8"),
+                         (dict(shared_engine="yes"), "shared_engine: 'yes' must be true or false")]:
+        with pytest.raises(ConfigError, match=message):
+            replace(SMALL, **bad)
