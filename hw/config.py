@@ -44,7 +44,7 @@ class ChunkConfig:
                                   f"{word_bytes} (a lanewise layer needs one lane per byte)")
             _int(f"{name}.w_width", self.w_width, 1, 5 if name == "slp" else 16)
             _int(f"{name}.acc_width", self.acc_width, 8, 48)
-            _pow2(f"{name}.w_words", self.w_words, 2, 1 << 20)
+            _int(f"{name}.w_words", self.w_words, 1, 1 << 20)
 
 
 @dataclass(frozen=True)

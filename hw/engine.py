@@ -9,7 +9,9 @@ descriptor, ``sw`` side):
   to all lanes, each lane with its own weight. Taps per output: ``kernel^2 * cin``.
 - **lanewise** (depthwise, global average pooling as a depthwise conv with unit weights):
   lane ``l < word_bytes`` computes channel ``g*word_bytes + l`` from its own input byte;
-  one activation word feeds all lanes. Taps per output: ``kernel^2``.
+  one activation word feeds all lanes. Taps per output: ``kernel^2``. ``lanes //
+  word_bytes`` groups share the weight words (group ``g`` takes the word's lanes from
+  ``(g % subs) * word_bytes``), so no weight word is mostly empty.
 
 Loops: ``g`` (lane group) > ``oy`` > ``ox`` > ``kh`` > ``kw`` > ``c``; addresses advance by
 additions only (the descriptor carries the strides). A tap outside the input is padding:
@@ -34,7 +36,7 @@ Latency from a tap's issue to its PE beat: 3 cycles; from a drained lane to its 
 """
 from typing import NamedTuple
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -170,6 +172,12 @@ class LayerEngine(wiring.Component):
         a_g, a_oy, a_ox, a_kh, a_kw, a_c = (Signal(a_shape, name=f"a_{n}")
                                             for n in ("g", "oy", "ox", "kh", "kw", "c"))
         w_g, w_t = Signal.like(d.w_base), Signal.like(d.w_base)
+        selected = [self.row == i if len(self.rows) > 1 else 1 for i in range(len(self.rows))]
+        sub = Signal(range(max(spec.lanes // V for spec in self.specs)))   # lanewise: the
+        last_sub = Signal()        # group's lanes in the weight word; the word's last group
+        for spec, sel in zip(self.specs, selected):
+            with m.If(sel):
+                m.d.comb += last_sub.eq(~d.lanewise | (sub == spec.lanes // V - 1))
         o_g, o_pix = Signal(a_shape), Signal(a_shape)       # output address of lane 0
         ch_g = Signal(10)                                   # output channel of lane 0
         running = Signal()
@@ -180,8 +188,10 @@ class LayerEngine(wiring.Component):
         last_tap = last_c & last_kw & last_kh
 
         # ---- pipeline registers -----------------------------------------------------------
+        subs = max(spec.lanes // V for spec in self.specs)   # lanewise groups per weight word
         s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "pad": 1,
-                                       "byte": range(V), "out": a_shape, "ch": 10}))
+                                       "byte": range(V), "sub": range(subs), "out": a_shape,
+                                       "ch": 10}))
         s1q = Signal.like(s1)                                   # stage 1b: data registered
         act_q = Signal.like(self.act_rd.data)
         w_q = Signal.like(self.w_rd.data)
@@ -220,7 +230,8 @@ class LayerEngine(wiring.Component):
         ]
         m.d.sync += [
             s1.valid.eq(issue), s1.first.eq(first_tap), s1.last.eq(last_tap),
-            s1.pad.eq(pad), s1.byte.eq(a_c[:ws] if ws else 0), s1.out.eq(o_pix), s1.ch.eq(ch_g),
+            s1.pad.eq(pad), s1.byte.eq(a_c[:ws] if ws else 0), s1.sub.eq(sub), s1.out.eq(o_pix),
+            s1.ch.eq(ch_g),
         ]
 
         def taps_from(base):
@@ -235,7 +246,7 @@ class LayerEngine(wiring.Component):
                         g.eq(0), oy.eq(0), ox.eq(0), kh.eq(0), kw.eq(0), c.eq(0),
                         iy0.eq(-d.pad), ix0.eq(-d.pad), iy.eq(-d.pad), ix.eq(-d.pad),
                         a_g.eq(d.in_start), a_oy.eq(d.in_start), a_ox.eq(d.in_start),
-                        *taps_from(d.in_start),
+                        *taps_from(d.in_start), sub.eq(0),
                         w_g.eq(d.w_base), w_t.eq(d.w_base),
                         o_g.eq(d.out_base), o_pix.eq(d.out_base), ch_g.eq(0),
                         running.eq(1),
@@ -270,10 +281,14 @@ class LayerEngine(wiring.Component):
                                          iy0.eq(-d.pad), ix0.eq(-d.pad),
                                          iy.eq(-d.pad), ix.eq(-d.pad),
                                          a_g.eq(nxt), a_oy.eq(nxt), a_ox.eq(nxt), *taps_from(nxt),
-                                         w_g.eq(w_g + d.taps), w_t.eq(w_g + d.taps),
                                          o_g.eq(o_g + (d.out_chan_step << d.wide)),
                                          o_pix.eq(o_g + (d.out_chan_step << d.wide)),
                                          ch_g.eq(ch_g + d.out_chan_step)]
+                            with m.If(last_sub):      # next weight word block
+                                m.d.sync += [sub.eq(0), w_g.eq(w_g + d.taps),
+                                             w_t.eq(w_g + d.taps)]
+                            with m.Else():            # next lanes of the same words
+                                m.d.sync += [sub.eq(sub + 1), w_t.eq(w_g)]
                         with m.Else():
                             m.d.sync += running.eq(0)
                             m.next = "FLUSH"
@@ -294,15 +309,20 @@ class LayerEngine(wiring.Component):
             byte = act_q[s1q.byte] if V > 1 else act_q[0]
             for lane in range(lanes):
                 m.d.comb += x_lanes[lane].eq(byte)
+        w_lanewise = Signal(len(Value.cast(w_q)))   # lanes sub*V.. of the word to lanes 0..V-1
+        for spec, sel in zip(self.specs, selected):
+            wb = spec.w_bits // spec.lanes
+            parts = [Value.cast(w_q)[j * V * wb:(j + 1) * V * wb] for j in range(spec.lanes // V)]
+            with m.If(sel):
+                m.d.comb += w_lanewise.eq(Array(parts)[s1q.sub] if len(parts) > 1 else parts[0])
         m.d.sync += [
             beat_valid.eq(s1q.valid),
             beat.first.eq(s1q.first),
             beat.last.eq(s1q.last),
-            beat.w.eq(w_q),
+            beat.w.eq(Mux(d.lanewise, w_lanewise, w_q) if subs > 1 else w_q),
             beat.x.eq(Mux(s1q.pad, 0, x_lanes)),
             beat_tag.out.eq(s1q.out), beat_tag.ch.eq(s1q.ch),
         ]
-        selected = [self.row == i if len(self.rows) > 1 else 1 for i in range(len(self.rows))]
         for row, spec, sel in zip(self.rows, self.specs, selected):
             m.d.comb += [
                 row.i.valid.eq(beat_valid & sel),

@@ -123,8 +123,7 @@ def _size(qm, lanes, word_bytes, slots):
     prog = compile_model(qm, roomy)
     used_w = {c: 0 for c in CHUNKS}
     for layer in prog.layers:
-        used_w[layer.chunk] += layer.layer.groups(lanes[layer.chunk], word_bytes) * \
-            layer.layer.taps()
+        used_w[layer.chunk] += layer.layer.w_words(lanes[layer.chunk], word_bytes)
     return replace(
         roomy,
         slots=slots,
@@ -172,7 +171,7 @@ def chunk_table(qm, layers, chunk, sized, fam, lane_counts):
     mine = [(i, L.layer) for i, L in enumerate(layers) if L.chunk == chunk]
     rows = []
     for n in lane_counts:
-        depth = _pow2(sum(L.groups(n, word_bytes) * L.taps() for _, L in mine))
+        depth = _pow2(sum(L.w_words(n, word_bytes) for _, L in mine))
         mem = E.Memories(act_bytes=sized.act_bytes, weight_bytes=depth * n * w_bits // 8,
                          param_bytes=sized.p_words * (sized.m_width + sized.rq_width) // 8,
                          m_width=sized.m_width, rq_width=sized.rq_width)

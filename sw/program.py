@@ -99,14 +99,26 @@ class ConvLayer:
         cin = self.in_shape[0] if self.mode == "broadcast" else 1
         return self.kernel * self.kernel * cin
 
+    def subs(self, lanes, word_bytes):
+        """Lane groups sharing a weight word: a lanewise group uses ``word_bytes`` of the
+        word's lanes, so ``lanes // word_bytes`` groups go side by side."""
+        return 1 if self.mode == "broadcast" else lanes // word_bytes
+
+    def w_words(self, lanes, word_bytes):
+        """Weight words of the layer (``taps`` per word-sharing set of groups)."""
+        return -(-self.groups(lanes, word_bytes) // self.subs(lanes, word_bytes)) * self.taps()
+
 
 def weight_words(layer, w, lanes, word_bytes):
     """Weights [O, Cg, K, K] (ints, or any per-weight value array with those leading axes,
-    e.g. shift ``(sign, shift)`` pairs stacked last) -> array [groups*taps, lanes, ...]."""
+    e.g. shift ``(sign, shift)`` pairs stacked last) -> array [w_words, lanes, ...]: group
+    ``g`` in word block ``g // subs``, lanes from ``(g % subs) * group_size``."""
     w = np.asarray(w)
     size = layer.group_size(lanes, word_bytes)
     groups, k = layer.groups(lanes, word_bytes), layer.kernel
-    out = np.zeros((groups, layer.taps(), lanes) + w.shape[4:], w.dtype)
+    r = layer.subs(lanes, word_bytes)
+    blocks = -(-groups // r)
+    out = np.zeros((blocks, layer.taps(), lanes) + w.shape[4:], w.dtype)
     for g in range(groups):
         chans = np.arange(g * size, min((g + 1) * size, layer.out_c))
         if layer.mode == "broadcast":
@@ -115,8 +127,9 @@ def weight_words(layer, w, lanes, word_bytes):
                 -1, len(chans), *w.shape[4:])
         else:
             block = w[chans, 0].reshape(len(chans), k * k, *w.shape[4:]).swapaxes(0, 1)
-        out[g, :, :len(chans)] = block
-    return out.reshape(groups * layer.taps(), lanes, *w.shape[4:])
+        lo = g % r * size
+        out[g // r, :, lo:lo + len(chans)] = block
+    return out.reshape(blocks * layer.taps(), lanes, *w.shape[4:])
 
 
 def param_words(M, B, S):
