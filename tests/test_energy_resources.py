@@ -1,11 +1,13 @@
 """The 45 nm energy model and the FPGA resource model / board budgets."""
 import importlib.util
 import json
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
+from hw.accel import memory_bits
 from hw.config import AccelConfig, ChunkConfig
 from sw import energy as E
 from sw import resources as R
@@ -136,3 +138,32 @@ def test_zigzag_counts_the_engine_as_we_do():
     zz_pj, zz_cycles = bench.zigzag(layer, 16, pinned=True)
     assert pj == pytest.approx(zz_pj, rel=1e-3)
     assert cycles == pytest.approx(zz_cycles, rel=0.02)
+
+
+def test_shared_engine_and_split_memories_are_counted_from_their_structure():
+    base = AccelConfig(word_bytes=4, act_bytes=4096, p_words=512, prog_words=32,
+                       clp=ChunkConfig(4, 8, 20, 1024), slp=ChunkConfig(8, 3, 18, 1024),
+                       alp=ChunkConfig(4, 8, 16, 1024))
+    shared = replace(base, shared_engine=True)
+    split = replace(shared, act_split=2, res_bytes=1024)
+    for board in ("icebreaker", "ulx3s-85f"):
+        fam = R.family(board)
+        c = R.costs(fam)
+        a, b, s = (R.estimate(x, board) for x in (base, shared, split))
+        # two engines fewer, the shared one as wide as the widest row (8 of 4 + 8 + 4 lanes)
+        saved = (2 * (c["engine"]["logic"] + 4 * c["engine_word_byte"]["logic"]
+                      + 4 * c["engine_slot_byte"]["logic"]) + 8 * c["lane"]["logic"])
+        assert a["logic"] - b["logic"] == pytest.approx(saved, abs=1)
+        assert s["logic"] == b["logic"]
+        if fam == "ice40":
+            bits = dict(zip(("act", "param", "prog", "clp", "slp", "alp"), memory_bits(base)))
+            wide = max(memory_bits(shared)[3:])             # one memory, the widest row's words
+            replicas = R.bram_blocks(bits["param"], 512, fam) + R.bram_blocks(bits["prog"], 32, fam)
+            own = sum(R.bram_blocks(bits[name], 1024, fam) for name in ("clp", "slp", "alp"))
+            # one engine reads parameters and program, not three; one weight memory
+            assert a["bram"] - b["bram"] == 2 * replicas + own - R.bram_blocks(wide, 3072, fam)
+            # a dual-read bank in two copies (2 x 8 EBR); split: two single-port memories of
+            # 4 KiB and a 1-read 1-write memory of 1 KiB (2 x 8 + 2)
+            dual = R.act_usage(fam, 4, 4096, 1, 1)["bram"]
+            parts = R.act_usage(fam, 4, 4096, 1, 1, [(4096, 1), (4096, 1), (1024, 1)])["bram"]
+            assert (dual, parts) == (2 * 8, 2 * 8 + 2)
