@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from sw import arch as arch_mod  # noqa: E402
 from sw.search.hwcost import BOARDS, arch_cost  # noqa: E402
 from sw.search.plot import pareto  # noqa: E402
-from sw.search.run import hw_figures, load_search, one_shot, train_order  # noqa: E402
+from sw.search.run import hw_figures, load_search, one_shot, stored_lanes, train_order  # noqa: E402,E501
 from sw.search.space import Space, from_label  # noqa: E402
 from sw.train import TrainConfig, load_data, load_model, train  # noqa: E402
 
@@ -110,8 +110,7 @@ def main(argv=None):
     calib = tr_x[order[:cfg.calib_images]]
     choices, result = searched_choices(space, args.search)
     args.random = args.random or len(result.get("selection") or ()) or cfg.random_samples
-    ref = {b: v and (v["lanes"], v["word_bytes"])
-           for b, v in result["reference_lanes"].items()}
+    ref = stored_lanes(result["reference_lanes"])
     nets = [("searched", "hybrid (searched)", choices)]
     for kind, given in (("hybrid", None), ("conv", args.conv_search),
                         ("mult-free", args.mult_free_search)):

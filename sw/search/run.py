@@ -219,6 +219,16 @@ def reference_lanes(macro, board, lanes=None):
     return out
 
 
+def _lanes_out(ref):
+    """{board: (lanes, word_bytes) or None} as result.json / the checkpoint store it."""
+    return {b: v and {"lanes": v[0], "word_bytes": v[1]} for b, v in ref.items()}
+
+
+def stored_lanes(stored):
+    """The inverse of :func:`_lanes_out`."""
+    return {b: v and (v["lanes"], v["word_bytes"]) for b, v in stored.items()}
+
+
 def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print,
                stop_after=None, lanes=None):
     """Run (or resume) a search; writes the arch and the outputs, returns result.json's
@@ -231,9 +241,11 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
     space = _space(cfg)
     macro = space.macro
     hw = HwCost(space, cfg.board)
-    ref = reference_lanes(macro, cfg.board, lanes)
     ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     state = _load(ckpt) if resume and ckpt.is_file() else None
+    # a resumed run keeps its reference accelerators: the mapper may size others today
+    ref = stored_lanes(state["reference_lanes"]) if state and "reference_lanes" in state \
+        else reference_lanes(macro, cfg.board, lanes)
     if state and cfg.budget is None:          # the budget the run resolved when it began
         cfg = dataclasses.replace(cfg, budget=state["config"].get("budget"))
     cfg = dataclasses.replace(cfg, budget=resolve_budget(cfg, space, ref[cfg.board]))
@@ -289,7 +301,7 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
         _save(ckpt, {"format": FORMAT, "config": dataclasses.asdict(cfg), "epoch": epoch + 1,
                      "supernet": net.state_dict(), "opt": trainer.opt.state_dict(),
                      "alpha": alpha.detach(), "alpha_opt": alpha_opt.state_dict(),
-                     "lam": lam, "history": history})
+                     "lam": lam, "history": history, "reference_lanes": _lanes_out(ref)})
     if end < len(phases):
         return None
     return _finish(cfg, space, net, alpha, split_w, val, test, out_dir, arch_path, name,
@@ -354,8 +366,7 @@ def _finish(cfg, space, net, alpha, split_w, val, test, out_dir, arch_path, name
     result = {"name": name, "config": dataclasses.asdict(cfg), "arch_file": str(arch_path),
               "blocks": [label(j) for j in choices], "cost": cost, "metric": metric,
               "within_budget": cost <= cfg.budget, "probabilities": p.tolist(),
-              "reference_lanes": {b: v and {"lanes": v[0], "word_bytes": v[1]}
-                                  for b, v in ref.items()},
+              "reference_lanes": _lanes_out(ref),
               "mapped": hw_figures(arch) if mapped else None, "selection": selection,
               "seconds": sum(h["seconds"] for h in history), "networks": rows}
     (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
