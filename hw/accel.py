@@ -19,7 +19,7 @@ With ``shared_engine`` one engine holds every chunk's PE row and one weight memo
 every chunk's weights (a region of ``w_words`` per chunk, ``cfg.w_bases``); its one
 controller runs every entry, layers one at a time (program deltas are all 0).
 """
-from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,7 +40,7 @@ def program_layout(cfg):
     return data.StructLayout({
         "chunk": 2, "last": 1,
         "delta": 3,          # the chunk runs this layer for image (iteration - delta)
-        "desc": descriptor_layout(cfg.act_addr_bits, cfg.w_addr_bits, cfg.p_addr_bits),
+        "desc": descriptor_layout(cfg.act_addr_bits, cfg.w_addr_bits, cfg.p_base_bits),
     })
 
 
@@ -52,7 +52,8 @@ def prog_beats(cfg):
 
 def memory_bits(cfg):
     """Bits of one word of each memory, in :data:`hw.protocol.MEMORIES` order (0: absent)."""
-    bits = {"act": 8 * cfg.word_bytes, "param": cfg.m_width + cfg.rq_width,
+    bits = {"act": 8 * cfg.word_bytes,
+            "param": 0 if cfg.params_in_act else cfg.m_width + cfg.rq_width,
             "prog": cfg.prog_width or program_layout(cfg).size}
     widths = {name: c.lanes * Shape.cast(weight_layout(kind, c.w_width)).width
               for name, kind, c in cfg.chunks}
@@ -76,7 +77,7 @@ class Accelerator(wiring.Component):
             ename: LayerEngine([rows[name] for name in names], word_bytes=cfg.word_bytes,
                                m_width=cfg.m_width, rq_width=cfg.rq_width,
                                addr_bits=cfg.act_addr_bits, w_addr_bits=cfg.w_addr_bits,
-                               p_addr_bits=cfg.p_addr_bits)
+                               p_addr_bits=cfg.p_addr_bits, params_in_act=cfg.params_in_act)
             for ename, names in self.engine_chunks.items()}
         some = next(iter(self.engines.values())).signature.members
         self.act_shape = some["act_rd"].signature.members["data"].shape
@@ -194,8 +195,14 @@ class Accelerator(wiring.Component):
                 engine.res_rd.data.eq(Array(res for _, res in rd_data)[slot_of[name]]),
             ]
 
-        for name, mem in (("param", params), ("prog", prog)):
-            self._host_write(m, mem, [name], running)
+        if cfg.params_in_act:    # the engine copies each layer's parameters in
+            (engine,) = self.engines.values()
+            wp = params.write_port()
+            m.d.comb += [wp.addr.eq(engine.p_wr.addr), wp.data.eq(engine.p_wr.data),
+                         wp.en.eq(engine.p_wr.en)]
+        else:
+            self._host_write(m, params, ["param"], running)
+        self._host_write(m, prog, ["prog"], running)
         return m
 
     def _host_write(self, m, mem, names, running, addr=None):
@@ -232,14 +239,17 @@ class Accelerator(wiring.Component):
         pc = Signal(range(cfg.prog_words), name=f"{name}_pc")
         pa = Signal(range(cfg.prog_words * B + 1), name=f"{name}_pa")   # next word to read
         beat = Signal(range(B), name=f"{name}_beat")
-        part = Signal(max(1, (B - 1) * cfg.prog_width), name=f"{name}_part")   # words so far
         k = Signal(17, name=f"{name}_k")
-        cur = Signal(self.prog_shape, name=f"{name}_cur")
+        # the current entry; with several words per descriptor they shift in from the top
+        # (the engine is idle while its controller loads), so the register is whole words
+        size = self.prog_shape.size
+        raw = Signal(B * cfg.prog_width if B > 1 else size, name=f"{name}_cur")
+        cur = self.prog_shape(raw[:size])
         img = Signal(signed(18), name=f"{name}_img")
         slot = Signal(range(S), name=f"{name}_slot")
         finished = Signal(name=f"{name}_finished")
-        full = Cat(part, prog_rd.data)           # with the last word: the descriptor's bits
-        loaded = self.prog_shape(full[:self.prog_shape.size]) if B > 1 else prog_rd.data
+        shifted = Cat(raw[cfg.prog_width:], prog_rd.data) if B > 1 else Value.cast(prog_rd.data)
+        loaded = self.prog_shape(shifted[:size])     # the entry once its last word is in
         m.d.comb += [prog_rd.addr.eq(pa), engine.desc.eq(cur.desc),
                      slot.eq(img[:max(1, (S - 1).bit_length())] if S > 1 else 0)]
         chunks = self.engine_chunks[name]
@@ -261,11 +271,11 @@ class Accelerator(wiring.Component):
                 m.next = "LOAD"                      # one cycle of read latency
             with m.State("LOAD"):
                 with m.If(beat == B - 1):
-                    m.d.sync += [cur.eq(loaded), img.eq(k - loaded.delta)]
+                    m.d.sync += [raw.eq(shifted), img.eq(k - loaded.delta)]
                     m.next = "DECIDE"
                 if B > 1:
                     with m.Else():
-                        m.d.sync += [part.eq(full[cfg.prog_width:]), beat.eq(beat + 1),
+                        m.d.sync += [raw.eq(shifted), beat.eq(beat + 1),
                                      pa.eq(pa + 1)]
             with m.State("DECIDE"):
                 mine = Cat(is_chunk.values()).any() & (img >= 0) & (img < images)

@@ -58,6 +58,8 @@ class AccelConfig:
     res_bytes: int = 0            # with act_split: a 1-read 1-write memory for tensors that
                                   # are read as residuals (a multiple of 64; 0: none)
     p_words: int = 1024           # requantisation parameters (one per output channel)
+    params_in_act: bool = False   # parameters stored in the activation memory; each layer
+                                  # first copies its own into the p_words parameter memory
     prog_words: int = 64          # layer descriptors
     prog_width: int = 0           # program memory word bits (0: one descriptor per word;
                                   # else a descriptor is loaded over several words)
@@ -94,8 +96,12 @@ class AccelConfig:
             _int("prog_width", self.prog_width, 8, 1024)
         _int("m_width", self.m_width, 2, 18)
         _int("rq_width", self.rq_width, 8, 64)
-        if not isinstance(self.shared_engine, bool):
-            raise ConfigError(f"shared_engine: {self.shared_engine!r} must be true or false")
+        for name in ("shared_engine", "params_in_act"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: {getattr(self, name)!r} must be true or false")
+        if self.params_in_act and not (self.shared_engine and self.slots == 1):
+            raise ConfigError("params_in_act: needs shared_engine and slots 1 (one engine "
+                              "fills the parameter memory, from one slot's activations)")
         for name in KIND_OF_CHUNK:
             self.chunk(name).validate(name, self.word_bytes)
         if not any(self.chunk(name).lanes for name in KIND_OF_CHUNK):
@@ -143,6 +149,14 @@ class AccelConfig:
         if self.shared_engine:
             return (sum(c.w_words for _, _, c in self.chunks) - 1).bit_length()
         return max((c.w_words - 1).bit_length() for _, _, c in self.chunks)
+
+    @property
+    def p_base_bits(self):
+        """Bits of a descriptor's ``p_base``: a parameter memory address, or an activation
+        word address with ``params_in_act``."""
+        if self.params_in_act:
+            return self.act_addr_bits - (self.word_bytes.bit_length() - 1)
+        return self.p_addr_bits
 
     @property
     def p_addr_bits(self):

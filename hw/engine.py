@@ -62,7 +62,8 @@ class RowSpec(NamedTuple):
 
 def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6):
     """Fields of one layer descriptor. Byte addresses are signed (``addr_bits + 2``):
-    padding taps start before the tensor."""
+    padding taps start before the tensor. ``p_addr_bits``: bits of ``p_base`` (a parameter
+    memory address, or an activation word address when parameters live there)."""
     a = signed(addr_bits + 2)
     return data.StructLayout({
         "lanewise": 1,          # 1: lanewise mode, 0: broadcast mode
@@ -112,7 +113,7 @@ class LayerEngine(wiring.Component):
     """
 
     def __init__(self, rows, *, word_bytes=4, m_width=16, rq_width=48, addr_bits=16,
-                 w_addr_bits=12, p_addr_bits=10):
+                 w_addr_bits=12, p_addr_bits=10, params_in_act=False):
         rows = [RowSpec(*r) for r in rows]
         if not rows:
             raise ValueError("rows: an engine needs at least one PE row")
@@ -137,7 +138,9 @@ class LayerEngine(wiring.Component):
         act_addr = addr_bits - (word_bytes.bit_length() - 1)
         w_word = (data.ArrayLayout(weight_layout(rows[0].kind, rows[0].w_width), lanes)
                   if len(rows) == 1 else unsigned(max(r.w_bits for r in rows)))
-        self.desc_layout = descriptor_layout(addr_bits, w_addr_bits, p_addr_bits)
+        self.params_in_act = params_in_act
+        self.desc_layout = descriptor_layout(addr_bits, w_addr_bits,
+                                             act_addr if params_in_act else p_addr_bits)
         members = {
             "start": In(1),
             "busy": Out(1),
@@ -150,6 +153,9 @@ class LayerEngine(wiring.Component):
             "p_rd": In(memory.ReadPort.Signature(addr_width=p_addr_bits,
                                                  shape=param_layout(m_width, rq_width))),
         }
+        if params_in_act:
+            members["p_wr"] = In(memory.WritePort.Signature(
+                addr_width=p_addr_bits, shape=param_layout(m_width, rq_width)))
         if len(rows) > 1:
             members["row"] = In(range(len(rows)))
         super().__init__(members)
@@ -221,11 +227,19 @@ class LayerEngine(wiring.Component):
         sums_in_flight = ((s1.valid & s1.last) | (s1q.valid & s1q.last) | (beat_valid & beat.last)
                           | sums_valid)
         issue = Signal()
+        # parameter load (params_in_act): out_c parameters of pl_k activation words each
+        pl_k = -(-Shape.cast(self.p_rd.data.shape()).width // (8 * V))
+        pl_addr = Signal.like(self.act_rd.addr)             # next word to read
+        pl_left = Signal(range(1024 * pl_k + 1))            # reads still to issue
+        pl_word = Signal(range(pl_k))                       # word of the arriving parameter
+        pl_idx = Signal.like(self.p_rd.addr)                # parameter memory address
+        loading = Signal()
         m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > 1) | sums_in_flight)))
 
         pad = (iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)
         m.d.comb += [
-            self.act_rd.addr.eq(a_c[ws:]), self.act_rd.en.eq(1),
+            self.act_rd.addr.eq(a_c[ws:] if not self.params_in_act
+                                else Mux(loading, pl_addr, a_c[ws:])), self.act_rd.en.eq(1),
             self.w_rd.addr.eq(w_t), self.w_rd.en.eq(1),
         ]
         m.d.sync += [
@@ -249,9 +263,17 @@ class LayerEngine(wiring.Component):
                         *taps_from(d.in_start), sub.eq(0),
                         w_g.eq(d.w_base), w_t.eq(d.w_base),
                         o_g.eq(d.out_base), o_pix.eq(d.out_base), ch_g.eq(0),
-                        running.eq(1),
                     ]
-                    m.next = "RUN"
+                    if self.params_in_act:
+                        m.d.sync += [pl_addr.eq(d.p_base), pl_left.eq(d.out_c * pl_k),
+                                     pl_word.eq(0), pl_idx.eq(0)]
+                        m.next = "PARAMS"
+                    else:
+                        m.d.sync += running.eq(1)
+                        m.next = "RUN"
+            if self.params_in_act:
+                self._load_params(m, act_q, pl_addr, pl_left, pl_word, pl_idx, pl_k, running,
+                                  loading)
             with m.State("RUN"):
                 with m.If(issue):
                     with m.If(~last_c):
@@ -353,7 +375,8 @@ class LayerEngine(wiring.Component):
                     m.d.sync += [shadow[lane].eq(row.o.payload[lane]) for lane in range(row.n)]
             m.d.sync += [drain_left.eq(d.out_chan_step),
                          drain_out.eq(s2.out), drain_res.eq(s2.out + res_off),
-                         drain_ch.eq(s2.ch), drain_p.eq(d.p_base + s2.ch)]
+                         drain_ch.eq(s2.ch),
+                         drain_p.eq(s2.ch if self.params_in_act else d.p_base + s2.ch)]
         with m.Elif(draining):
             step = Mux(d.wide, 2, 1)
             m.d.sync += [drain_left.eq(drain_left - 1),
@@ -385,3 +408,31 @@ class LayerEngine(wiring.Component):
             m.d.comb += self.act_wr.data[lane].eq(Mux(d.wide, y[8:16], y[0:8]) if lane % 2
                                                   else y[0:8])
         return m
+
+    def _load_params(self, m, act_q, pl_addr, pl_left, pl_word, pl_idx, pl_k, running,
+                     loading):
+        """State PARAMS (inside the sequencer's FSM): read the layer's ``out_c`` parameters,
+        ``pl_k`` activation words each (the first at the bottom), from word ``p_base`` into
+        the parameter memory, one word per cycle; then run. Takes ``out_c * pl_k + 2``
+        cycles (the reads' latency into ``act_q``)."""
+        V = self.word_bytes
+        width = Shape.cast(self.p_wr.data.shape()).width
+        part = Signal(max(1, (pl_k - 1) * 8 * V))          # the parameter's words so far
+        full = Cat(part, act_q) if pl_k > 1 else Value.cast(act_q)
+        v1, v2 = Signal(), Signal()          # a read issued 1 / 2 cycles ago: act_q has it
+        m.d.sync += [v1.eq(loading & (pl_left != 0)), v2.eq(v1)]
+        with m.State("PARAMS"):
+            m.d.comb += loading.eq(1)
+            with m.If(pl_left != 0):
+                m.d.sync += [pl_addr.eq(pl_addr + 1), pl_left.eq(pl_left - 1)]
+            with m.If(v2):
+                with m.If(pl_word == pl_k - 1):
+                    m.d.comb += [self.p_wr.addr.eq(pl_idx), self.p_wr.data.eq(full[:width]),
+                                 self.p_wr.en.eq(1)]
+                    m.d.sync += [pl_idx.eq(pl_idx + 1), pl_word.eq(0)]
+                if pl_k > 1:
+                    with m.Else():
+                        m.d.sync += [part.eq(full[8 * V:]), pl_word.eq(pl_word + 1)]
+            with m.If((pl_left == 0) & ~v1):
+                m.d.sync += running.eq(1)
+                m.next = "RUN"

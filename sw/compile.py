@@ -94,6 +94,12 @@ def _words(data, word_bytes):
     return [int.from_bytes(row.tobytes(), "little") for row in data]
 
 
+def _split(values, width, n):
+    """Each int of ``values`` as ``n`` words of ``width`` bits, the lowest first."""
+    mask = (1 << width) - 1
+    return [v >> (j * width) & mask for v in values for j in range(n)]
+
+
 def _shape3(shape):
     return tuple(shape) if len(shape) == 3 else (shape[0], 1, 1)
 
@@ -108,8 +114,7 @@ def _place_tensors(qm, cfg):
     in one memory, freeing a tensor after its last reader. With single-port memories the
     memories are chosen depth first, backtracking, so that no layer makes more accesses to
     a memory than its ports take (``hw.actmem.PORTS``); tensors read as residuals try the
-    residual memory first. Returns (addresses, the highest end in a ``act_bytes`` memory,
-    the highest end in the residual memory)."""
+    residual memory first. Returns (addresses, the highest end in each memory)."""
     layers, tensors = qm.layers, qm.tensors
     mems = regions(cfg)
     size = [_tensor_bytes(T, cfg.word_bytes) for T in tensors]
@@ -176,9 +181,27 @@ def _place_tensors(qm, cfg):
                            "residual memory lets every layer read and write different memories "
                            "(raise act_bytes or res_bytes in accel.json)")
     addr = {t: mems[k][0] + offset[t] for t, k in where.items()}
-    peak = {kind: max([offset[t] + size[t] for t, k in where.items() if mems[k][2] == kind] or [0])
-            for kind in ("2r1w", "1rw", "1r1w")}
-    return addr, max(peak["2r1w"], peak["1rw"]), peak["1r1w"]
+    ends = [max([offset[t] + size[t] for t in where if where[t] == k] or [0])
+            for k in range(len(mems))]
+    return addr, ends
+
+
+def _place_params(cfg, ends, count):
+    """First activation word of ``count`` parameters (``params_in_act``; each
+    :func:`param_act_words` words) in the first memory with room above its tensors; grows
+    that memory's entry of ``ends``."""
+    size = count * param_act_words(cfg) * cfg.word_bytes
+    for k, (first, limit, _) in enumerate(regions(cfg)):
+        if ends[k] + size <= limit:
+            ends[k] += size
+            return (first + ends[k] - size) // cfg.word_bytes
+    raise ProgramError(f"params_in_act: {count} parameters ({size} bytes) fit in no activation "
+                       "memory beside the tensors (raise act_bytes in accel.json)")
+
+
+def param_act_words(cfg):
+    """Activation words per parameter (``m`` and ``b``) when parameters live there."""
+    return -(-(cfg.m_width + cfg.rq_width) // (8 * cfg.word_bytes))
 
 
 def _conv_layer(qm, i, L):
@@ -232,10 +255,18 @@ def compile_model(qm, cfg):
     """Program for integer model ``qm`` on accelerator ``cfg``; ProgramError names what
     does not fit."""
     V = cfg.word_bytes
-    addr, peak, res_peak = _place_tensors(qm, cfg)
+    addr, ends = _place_tensors(qm, cfg)
+    if cfg.params_in_act:
+        p_act = _place_params(cfg, ends, sum(L["out_ch"] for L in qm.layers))
+        widest = max(L["out_ch"] for L in qm.layers)
+        if widest > cfg.p_words:
+            raise ProgramError(f"p_words: a layer has {widest} output channels, the parameter "
+                               f"memory holds {cfg.p_words}")
+    kinds = [ports for _, _, ports in regions(cfg)]
     prog = Program(word_bytes=V, pixel_shift=qm.header["input"]["pixel_shift"],
                    input_base=addr[0], input_shape=_shape3(qm.tensors[0]["shape"]),
-                   act_bytes_used=peak, res_bytes_used=res_peak)
+                   act_bytes_used=max(e for e, k in zip(ends, kinds) if k != "1r1w"),
+                   res_bytes_used=max([e for e, k in zip(ends, kinds) if k == "1r1w"] or [0]))
     out_t = len(qm.tensors) - 1
     prog.output_base, prog.output_shape = addr[out_t], _shape3(qm.tensors[out_t]["shape"])
     prog.output_wide = qm.tensors[out_t]["bits"] > 8
@@ -276,7 +307,9 @@ def compile_model(qm, cfg):
         p_base = len(params)
         for mv, bv in param_words(qm.arrays[f"{i}.M"], qm.arrays[f"{i}.B"], L["S"]):
             params.append(pack(p_layout, {"m": int(mv), "b": int(bv)}))
-        if len(params) > cfg.p_words:
+        if cfg.params_in_act:
+            p_base = p_act + p_base * param_act_words(cfg)
+        elif len(params) > cfg.p_words:
             raise ProgramError(f"p_words: {len(params)} output channels need more than "
                                f"{cfg.p_words} parameter words")
         res = L.get("residual")
@@ -297,10 +330,12 @@ def compile_model(qm, cfg):
                                 "delta": delta, "desc": fields})
              for i, ((chunk, fields), delta) in enumerate(zip(program, deltas))]
     if cfg.prog_width:       # each descriptor over prog_beats words, the first at the bottom
-        mask = (1 << cfg.prog_width) - 1
-        words = [w >> (j * cfg.prog_width) & mask for w in words
-                 for j in range(prog_beats(cfg))]
-    prog.images = {"param": {0: params}, "prog": {0: words}}
+        words = _split(words, cfg.prog_width, prog_beats(cfg))
+    prog.images = {"prog": {0: words}}
+    if cfg.params_in_act:
+        prog.images["act"] = {p_act: _split(params, 8 * V, param_act_words(cfg))}
+    else:
+        prog.images["param"] = {0: params}
     prog.images.update({chunk: {cfg.w_bases[chunk]: words}
                         for chunk, words in weights.items() if words})
     return prog

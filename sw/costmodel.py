@@ -16,7 +16,7 @@ program). With one image slot the image's cycles are the sum; with more, the chu
 overlap images and ``sim/network.py`` measures the throughput.
 """
 from hw.accel import prog_beats
-from sw.compile import Program
+from sw.compile import Program, param_act_words
 
 CONTROL = 4
 
@@ -37,8 +37,17 @@ def control_cycles(cfg):
     return CONTROL + prog_beats(cfg) - 1
 
 
+def compiled_layer_cycles(L, cfg):
+    """Cycles of a compiled layer on ``cfg``: :func:`layer_cycles`, after copying its
+    parameters in (``params_in_act``: ``out_c`` parameters of a few activation words, one
+    word per cycle, plus 2 cycles of read latency)."""
+    cycles = layer_cycles(L.layer, cfg.chunk(L.chunk).lanes, cfg.word_bytes)
+    if cfg.params_in_act:
+        cycles += L.layer.out_c * param_act_words(cfg) + 2
+    return cycles
+
+
 def program_cycles(prog: Program, cfg):
     """Per-layer cycles and the total for one image (layers run one after another)."""
-    per_layer = [layer_cycles(L.layer, cfg.chunk(L.chunk).lanes, cfg.word_bytes)
-                 for L in prog.layers]
+    per_layer = [compiled_layer_cycles(L, cfg) for L in prog.layers]
     return per_layer, sum(per_layer) + control_cycles(cfg) * len(per_layer)

@@ -19,15 +19,14 @@ exceeds.
 import numpy as np
 
 from hw.accel import prog_beats
-from sw.costmodel import layer_cycles
+from sw.costmodel import compiled_layer_cycles
 from sw.program import cpad
 
 SKIP, FETCH, AFTER, HANDOVER = 4, 3, 3, 2
 
 
 def layer_times(prog, cfg):
-    return [layer_cycles(L.layer, cfg.chunk(L.chunk).lanes, cfg.word_bytes)
-            for L in prog.layers]
+    return [compiled_layer_cycles(L, cfg) for L in prog.layers]
 
 
 def engines(prog, cfg):

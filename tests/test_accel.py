@@ -48,9 +48,10 @@ def test_split_activation_memory_bit_exact():
     """Two single-port activation memories (iCE40 SPRAM) and a residual memory under the
     shared engine: the compiler puts each layer's operands, residuals and outputs in
     different memories, so the single ports never lose a real access. The program memory
-    is 16 bits wide: each descriptor loads over 19 words."""
-    cfg = replace(SMALL, shared_engine=True, act_split=2, act_bytes=1024, res_bytes=512,
-                  prog_width=16)
+    is 16 bits wide (a descriptor loads over 19 words) and the parameters live in the
+    activation memory: each layer first copies its own into a 16-word parameter memory."""
+    cfg = replace(SMALL, shared_engine=True, act_split=2, act_bytes=2048, res_bytes=512,
+                  prog_width=16, params_in_act=True, p_words=16)
     run_testbench(Accelerator(cfg), name="accel_split", test_module="sim.tb_accel",
                   sim=selected_simulators()[0],
                   params=dict(cfg=cfg.to_dict(), specs=BLOCKS, seed=6, images=3))
