@@ -46,7 +46,8 @@ import torch  # noqa: E402
 from sw import arch as arch_mod  # noqa: E402
 from sw.search.hwcost import BOARDS, arch_cost  # noqa: E402
 from sw.search.plot import pareto  # noqa: E402
-from sw.search.run import hw_figures, load_search, one_shot, stored_lanes, train_order  # noqa: E402,E501
+from sw.search.run import (hw_figures, load_search, one_shot, stored_lanes,  # noqa: E402
+                           train_order)
 from sw.search.space import Space, from_label  # noqa: E402
 from sw.train import TrainConfig, load_data, load_model, train  # noqa: E402
 
