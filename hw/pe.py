@@ -67,25 +67,29 @@ class PE(wiring.Component):
         })
 
     def _term(self, m, x, w):
+        """The term as ``(value, negate)``: the accumulator adds ``value`` or subtracts it,
+        so no PE negates before its one add/subtract."""
         if self.kind == "mul":
-            return x * w
-        if self.kind == "adder":
+            return x * w, 0
+        if self.kind == "adder":               # -|x - w|: add x - w when negative
             diff = Signal(signed(max(self.x_width, self.w_width) + 1))
             m.d.comb += diff.eq(x - w)
-            return Mux(diff < 0, diff, -diff)
+            return diff, diff >= 0
         shifted = Signal(signed(self.x_width + (1 << self.w_width) - 1))
-        term = Signal(signed(Shape.cast(shifted.shape()).width + 1))
-        m.d.comb += shifted.eq(x << w.shift)
-        m.d.comb += term.eq(Mux(w.sign == 0, 0, Mux(w.sign < 0, -shifted, shifted)))
-        return term
+        m.d.comb += shifted.eq(Mux(w.sign == 0, 0, x << w.shift))
+        return shifted, w.sign < 0
 
     def elaborate(self, platform):
         m = Module()
         acc = self.o.payload
         beat = self.i.payload
-        term = self._term(m, beat.x, beat.w)
-        with m.If(self.i.valid):
-            m.d.sync += acc.eq(Mux(beat.first, 0, acc) + term)
+        value, negate = self._term(m, beat.x, beat.w)
+        term = Signal(signed(self.acc_width))
+        neg = Signal()
+        m.d.comb += [term.eq(value), neg.eq(negate)]
+        with m.If(self.i.valid):       # acc +/- term: term ^ neg...neg, plus neg as carry
+            m.d.sync += acc.eq(Mux(beat.first, 0, acc)
+                               + (term ^ neg.replicate(self.acc_width)).as_signed() + neg)
         m.d.sync += self.o.valid.eq(self.i.valid & beat.last)
         return m
 
