@@ -4,14 +4,17 @@
     short = shortfalls(usage, "icebreaker")  # [] when it fits, else one line per resource
 
 Logic, flip-flops and DSPs are linear in the lanes: per PE (by kind, from
-``python -m boards.calibrate``), per present chunk (its layer engine: loop counters,
-address generators, requantiser) and once per accelerator (host bridge, controllers,
-memory multiplexers); the per-chunk and global parts are fitted on whole-accelerator
-builds (``python -m sw.resources calibrate``). On the iCE40 every multiplier goes to an
-SB_MAC16 (``synth_ice40 -dsp``), so multiplier lanes past the free DSPs do not fit.
-Memories are counted in blocks from their geometry (depth, width, copies): iCE40 EBR 4 kbit (256x16 .. 2048x2) or SPRAM 16K x 16 for those the generator
-puts there, ECP5 DP16KD 18 kbit (512x36 .. 16K x 1). The calibrated numbers, the tool
-versions and the fmax of the measured accelerator live in ``sw/resource_costs.json``.
+``python -m boards.calibrate``), per layer engine (loop counters, address generators,
+drain, requantiser: one per chunk, or one for all with ``shared_engine``), per PE row, per
+engine lane, per engine and activation byte, per engine, slot and activation byte, per
+input of the activation memories' block-RAM read multiplexers, and once per accelerator
+(host bridge, controllers); these parts are fitted on whole-accelerator builds
+(``python -m sw.resources calibrate``). On the iCE40 every multiplier goes to an SB_MAC16
+(``synth_ice40 -dsp``), so multiplier lanes past the free DSPs do not fit. Memories are
+counted in blocks from their geometry (depth, width, copies): iCE40 EBR 4 kbit (256x16 ..
+2048x2) or SPRAM 16K x 16 for those the family lists, ECP5 DP16KD 18 kbit (512x36 ..
+16K x 1). The calibrated numbers, the RTL commit and tool versions they were fitted with and
+the fmax of the measured accelerator live in ``sw/resource_costs.json``.
 """
 import json
 import math
