@@ -84,12 +84,21 @@ def budget(board, headroom=HEADROOM):
             for r, n in PARTS[part_of(board)].items()}
 
 
+#: what yosys's memory mapping weighs a block RAM's depth slice at, in blocks (each slice
+#: past the first adds a level of read multiplexer): from the shapes it picked on the
+#: calibration and check builds (ECP5 32 x 8240: 18 blocks of 1024 x 18 over 17 of
+#: 512 x 36, but 64 x 4120: 18 of 512 x 36 over 20 of 1024 x 18; iCE40 64 x 4120: 72
+#: blocks of 512 x 8 over 68 of 256 x 16)
+SLICE_COST = {"ice40": 1.0, "ecp5": 0.25}
+
+
 def bram_shape(width, depth, fam):
-    """``(blocks, depth slices)`` of ``depth`` words of ``width`` bits in block RAMs: the
-    fewest blocks, then the fewest slices in depth (as yosys maps them; each slice past the
-    first adds a level of read multiplexer)."""
-    return min((math.ceil(width / w) * math.ceil(depth / d), math.ceil(depth / d))
-               for w, d in BRAM_SHAPES[fam])
+    """``(blocks, depth slices)`` of ``depth`` words of ``width`` bits in block RAMs, in the
+    shape of least ``blocks + SLICE_COST * slices``."""
+    def cost(shape):
+        return shape[0] + SLICE_COST[fam] * shape[1]
+    return min(((math.ceil(width / w) * math.ceil(depth / d), math.ceil(depth / d))
+                for w, d in BRAM_SHAPES[fam]), key=cost)
 
 
 def bram_blocks(width, depth, fam):
