@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw.config import AccelConfig
-from sim.network import input_wire_bytes
 from sw import schedule
 from sw.compile import compile_model
 from sw.costmodel import program_cycles
@@ -105,7 +104,7 @@ def throughput(cfg, qm, clk_mhz, fmax_mhz, baud):
     prog = compile_model(qm, cfg)
     _, cycles = program_cycles(prog, cfg)
     interval = schedule.interval(prog, cfg)
-    in_bytes = input_wire_bytes(prog)
+    in_bytes = schedule.input_words(prog) * prog.input_k
     out_bytes = 1 + prog.output_bytes
     return {"cycles_per_image": cycles, "interval_cycles": round(interval),
             "images_per_s": round(clk_mhz * 1e6 / cycles, 1),

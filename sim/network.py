@@ -4,9 +4,9 @@
 compiles the program of ``Q`` for the accelerator of ``A`` (accel.json), builds the RTL
 with Verilator and a free-running C++ harness (``sim/verilator_main.cpp``: no Python per
 cycle), sends the whole session through the host byte protocol (ping, loads, the first
-inputs, then one streaming run; inputs travel compact, a byte per pixel: ``input_k``),
-checks every logit against the golden model and prints accuracy, per-layer cycles
-(measured from the chunks' busy signals) and PE utilisation.
+inputs, then one streaming run; inputs travel compact, ``Program.input_k`` bytes per
+word: a byte per pixel), checks every logit against the golden model and prints accuracy,
+per-layer cycles (measured from the chunks' busy signals) and PE utilisation.
 Exit status 1 when any logit differs. The cocotb testbench ``sim/tb_accel.py`` drives the
 same protocol in the test suite.
 """
@@ -28,7 +28,7 @@ from sw.compile import compile_model, execution_order
 from sw import schedule
 from sw.costmodel import program_cycles
 from sw.golden import model as golden
-from sw.program import ProgramError, cpad
+from sw.program import ProgramError
 
 HARNESS = Path(__file__).with_name("verilator_main.cpp")
 
@@ -61,24 +61,12 @@ def build(cfg, out, harness=HARNESS):
     return exe
 
 
-def input_k(prog):
-    """Bytes of each input activation word on the wire (``hw.protocol``'s ``k``): the
-    input's channels, at most a word; 1 for a grey image (a byte per pixel)."""
-    return min(prog.input_shape[0], prog.word_bytes)
-
-
-def input_wire_bytes(prog):
-    """Bytes one input image takes on the wire (compact: :func:`input_k` per word)."""
-    c, h, w = prog.input_shape
-    return h * w * cpad(c, prog.word_bytes) // prog.word_bytes * input_k(prog)
-
-
 def session(prog, cfg, images):
     """Stimulus bytes and the reply length of each command, in order: ping, loads, the
     inputs of the first ``slots`` images (compact input writes), then one streaming run of
     all images (the other inputs, compact, follow the run command; the bridge paces them)."""
     bits = dict(zip(protocol.MEMORIES, memory_bits(cfg)))
-    V, k = cfg.word_bytes, input_k(prog)
+    V, k = cfg.word_bytes, prog.input_k
     slot_words = cfg.slot_words
     cmds = [(protocol.PING, 4)]
     for mem, blocks in prog.images.items():

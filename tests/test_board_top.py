@@ -20,8 +20,9 @@ from boards.top import BoardTop, UARTAccelerator
 from hw import protocol
 from hw.host import HostBridge
 from hw.config import AccelConfig, ChunkConfig
-from sim.network import input_wire_bytes, session
+from sim.network import session
 from sim.runner import run_testbench, selected_simulators
+from sw import schedule
 from sw.compile import compile_model
 from sw.golden import model as golden
 from sw.golden.random_model import random_qmodel
@@ -124,7 +125,7 @@ def test_uart_steps_pace_the_run():
     frames = [s for s in steps if s.image is not None]
     assert [s.image for s in frames] == [0, 1, 2, 3, 4]
     one_input = 8 * 8          # one byte per pixel (a grey 8x8 image)
-    assert input_wire_bytes(prog) == one_input
+    assert schedule.input_words(prog) * prog.input_k == one_input
     # after image i's logits, the input of image i + 2 (images 2, 3, 4), then nothing
     assert frames[0].send[:1] == protocol.RUN and len(frames[0].send) == host.RUN_HEADER
     assert [len(s.send) for s in frames[1:]] == [one_input] * 3 + [0]
