@@ -188,8 +188,11 @@ class LayerEngine(wiring.Component):
         ch_g = Signal(10)                                   # output channel of lane 0
         running = Signal()
 
-        last_c, last_kw, last_kh = c == d.cin - 1, kw == d.kernel - 1, kh == d.kernel - 1
-        last_ox, last_oy, last_g = ox == d.out_w - 1, oy == d.out_h - 1, g == d.groups - 1
+        # loop bounds less one, registered at start: the loop-end compares see registers only
+        cin_m1, k_m1 = Signal.like(d.cin), Signal.like(d.kernel)
+        ow_m1, oh_m1, g_m1 = Signal.like(d.out_w), Signal.like(d.out_h), Signal.like(d.groups)
+        last_c, last_kw, last_kh = c == cin_m1, kw == k_m1, kh == k_m1
+        last_ox, last_oy, last_g = ox == ow_m1, oy == oh_m1, g == g_m1
         first_tap = (c == 0) & (kw == 0) & (kh == 0)
         last_tap = last_c & last_kw & last_kh
 
@@ -263,6 +266,8 @@ class LayerEngine(wiring.Component):
                         *taps_from(d.in_start), sub.eq(0),
                         w_g.eq(d.w_base), w_t.eq(d.w_base),
                         o_g.eq(d.out_base), o_pix.eq(d.out_base), ch_g.eq(0),
+                        cin_m1.eq(d.cin - 1), k_m1.eq(d.kernel - 1), ow_m1.eq(d.out_w - 1),
+                        oh_m1.eq(d.out_h - 1), g_m1.eq(d.groups - 1),
                     ]
                     if self.params_in_act:
                         m.d.sync += [pl_addr.eq(d.p_base), pl_left.eq(d.out_c * pl_k),
