@@ -2,7 +2,8 @@
 
 Points: the searched network, the reference networks and random networks of the space
 (one-shot accuracy: supernet weights, batch norm recalibrated), plus, when given, the
-trained baselines of ``bench/search.py`` (rows with an ``accuracy`` field).
+trained baselines of ``bench/search.py`` (their integer accuracy where the rows have it,
+else the float ``accuracy``).
 """
 from __future__ import annotations
 
@@ -42,11 +43,13 @@ def pareto(result, path, trained=()):
                 ax.annotate(row["net"], (row[key], 100 * row["one_shot_accuracy"]),
                             fontsize=7, xytext=(4, 4), textcoords="offset points")
         for row in (r for r in trained if r.get(key) is not None):
-            ax.scatter(row[key], 100 * row["accuracy"], **STYLE["trained"],
-                       label=None if "trained" in seen else "trained (bench/search.py)")
+            acc = 100 * row.get("integer_accuracy", row["accuracy"])
+            kind = "integer" if "integer_accuracy" in row else "float"
+            ax.scatter(row[key], acc, **STYLE["trained"],
+                       label=None if "trained" in seen else f"trained, {kind} (bench)")
             seen.add("trained")
-            ax.annotate(row["net"], (row[key], 100 * row["accuracy"]), fontsize=7,
-                        xytext=(4, -10), textcoords="offset points")
+            ax.annotate(row["net"], (row[key], acc), fontsize=7, xytext=(4, -10),
+                        textcoords="offset points")
         if key.startswith("cycles") and result["metric"] == "cycles":
             ax.axvline(result["config"]["budget"], ls="--", c="k", lw=0.8, label="budget")
         ax.set_xlabel(xlabel)
