@@ -269,6 +269,9 @@ def test_cli_refuses_to_overwrite_and_bad_budget(capsys):
     assert cli.main(["--name", "default", "--quick"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--force" in err and "\n" not in err
+    # --resume without a checkpoint of that name is no licence to overwrite either
+    assert cli.main(["--name", "default", "--quick", "--resume"]) == 2
+    assert "--force" in capsys.readouterr().err
     assert (REPO / "archs/default/arch.json").read_text() == before
     assert cli.main(["--name", "nonexistent-x", "--budget", "5ms"]) == 2
     assert "--fmax" in capsys.readouterr().err

@@ -80,7 +80,9 @@ def main(argv=None):
         if not _NAME.fullmatch(args.name):
             raise ValueError(f"--name {args.name!r}: use 1-64 letters, digits, '.', '_', '-'")
         arch_dir = REPO / "archs" / args.name
-        if arch_dir.exists() and not args.force:
+        out = Path(args.out) if args.out else REPO / "build" / "search" / args.name
+        own = args.resume and (out / "checkpoint.pt").is_file()   # this run's own output
+        if arch_dir.exists() and not (args.force or own):
             raise ValueError(f"{arch_dir} exists; pick another --name or add --force to "
                              "overwrite it")
         budget = parse_budget(args.budget, args.fmax) if args.budget is not None else None
@@ -95,7 +97,6 @@ def main(argv=None):
         if args.cost == "flops" and args.objective == "energy":
             raise ValueError("--objective energy needs --cost model")
         torch.set_num_threads(args.threads)
-        out = Path(args.out) if args.out else REPO / "build" / "search" / args.name
         run_search(cfg, out, arch_dir / "arch.json", args.name, resume=args.resume,
                    log=lambda s: print(s, flush=True))
     except (SearchError, ArchError, SpaceError, ValueError, FloatingPointError,
