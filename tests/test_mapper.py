@@ -147,3 +147,18 @@ def test_network_simulation_cli(qmodel_path, tmp_path, capsys, slots):
     cfg = AccelConfig.load(tmp_path / "accel.json")
     predicted = schedule.run_cycles(compile_model(golden.load(qmodel_path), cfg), cfg, 5)
     assert abs(predicted - measured) <= 0.02 * measured
+
+
+def test_small_config_fits_the_up5k_memories():
+    """The small-FPGA organisation of the default network: its weights fit two SPRAMs of
+    32-bit words, each activation memory one SPRAM, the parameters ride in the activations
+    and the program compiles with every layer's ports free of conflicts."""
+    qm = golden.load("archs/default/qmodel.npz")
+    cfg = mapper.small_config(qm, {"clp": 4, "slp": 6, "alp": 4})
+    assert cfg.shared_engine and cfg.params_in_act and cfg.act_split == 2
+    assert sum(cfg.chunk(c).w_words for c in ("clp", "slp", "alp")) <= 16384
+    prog = compile_model(qm, cfg)
+    assert prog.act_bytes_used <= mapper.SPRAM_BYTES and "param" not in prog.images
+    assert prog.res_bytes_used <= cfg.res_bytes < prog.res_bytes_used + 64
+    per_layer, total = program_cycles(prog, cfg)
+    assert total == pytest.approx(1_107_000, rel=0.01)
