@@ -191,7 +191,9 @@ class LayerEngine(wiring.Component):
         # loop bounds less one, registered at start: the loop-end compares see registers only
         cin_m1, k_m1 = Signal.like(d.cin), Signal.like(d.kernel)
         ow_m1, oh_m1, g_m1 = Signal.like(d.out_w), Signal.like(d.out_h), Signal.like(d.groups)
-        last_c, last_kw, last_kh = c == cin_m1, kw == k_m1, kh == k_m1
+        # the tap loops' end flags are registers, set with their counters: `issue` (which
+        # enables every counter) sees flip-flops only
+        last_c, last_kw, last_kh = Signal(), Signal(), Signal()
         last_ox, last_oy, last_g = ox == ow_m1, oy == oh_m1, g == g_m1
         first_tap = (c == 0) & (kw == 0) & (kh == 0)
         last_tap = last_c & last_kw & last_kh
@@ -266,6 +268,8 @@ class LayerEngine(wiring.Component):
                         *taps_from(d.in_start), sub.eq(0),
                         w_g.eq(d.w_base), w_t.eq(d.w_base),
                         o_g.eq(d.out_base), o_pix.eq(d.out_base), ch_g.eq(0),
+                        last_c.eq(d.cin == 1), last_kw.eq(d.kernel == 1),
+                        last_kh.eq(d.kernel == 1),
                         cin_m1.eq(d.cin - 1), k_m1.eq(d.kernel - 1), ow_m1.eq(d.out_w - 1),
                         oh_m1.eq(d.out_h - 1), g_m1.eq(d.groups - 1),
                     ]
@@ -282,15 +286,21 @@ class LayerEngine(wiring.Component):
             with m.State("RUN"):
                 with m.If(issue):
                     with m.If(~last_c):
-                        m.d.sync += [c.eq(c + 1), a_c.eq(a_c + 1), w_t.eq(w_t + 1)]
+                        m.d.sync += [c.eq(c + 1), a_c.eq(a_c + 1), w_t.eq(w_t + 1),
+                                     last_c.eq(c + 1 == cin_m1)]
                     with m.Elif(~last_kw):
                         m.d.sync += [c.eq(0), kw.eq(kw + 1), ix.eq(ix + 1), w_t.eq(w_t + 1),
-                                     a_kw.eq(a_kw + d.in_cpad), a_c.eq(a_kw + d.in_cpad)]
+                                     a_kw.eq(a_kw + d.in_cpad), a_c.eq(a_kw + d.in_cpad),
+                                     last_c.eq(cin_m1 == 0), last_kw.eq(kw + 1 == k_m1)]
                     with m.Elif(~last_kh):
                         m.d.sync += [c.eq(0), kw.eq(0), kh.eq(kh + 1), w_t.eq(w_t + 1),
-                                     ix.eq(ix0), iy.eq(iy + 1), *taps_from(a_kh + d.row_stride)]
+                                     ix.eq(ix0), iy.eq(iy + 1), *taps_from(a_kh + d.row_stride),
+                                     last_c.eq(cin_m1 == 0), last_kw.eq(k_m1 == 0),
+                                     last_kh.eq(kh + 1 == k_m1)]
                     with m.Else():   # output complete: next pixel, row or lane group
-                        m.d.sync += [c.eq(0), kw.eq(0), kh.eq(0), w_t.eq(w_g)]
+                        m.d.sync += [c.eq(0), kw.eq(0), kh.eq(0), w_t.eq(w_g),
+                                     last_c.eq(cin_m1 == 0), last_kw.eq(k_m1 == 0),
+                                     last_kh.eq(k_m1 == 0)]
                         with m.If(~last_ox):
                             m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + d.stride),
                                          ix.eq(ix0 + d.stride), iy.eq(iy0),
