@@ -80,3 +80,20 @@ def test_config_small_fpga_fields():
                          (dict(shared_engine="yes"), "shared_engine: 'yes' must be true or false")]:
         with pytest.raises(ConfigError, match=message):
             replace(SMALL, **bad)
+
+
+def test_split_memory_placement_errors_name_the_fix():
+    """A layer reading one tensor as operand and residual cannot use single-port memories;
+    tensors too big for them say which field to raise."""
+    from sw.compile import compile_model
+    from sw.golden.random_model import random_qmodel
+    from sw.program import ProgramError
+    split = replace(SMALL, shared_engine=True, act_split=2, act_bytes=1024, res_bytes=512)
+    with pytest.raises(ProgramError, match="no placement in 2 single-port memories"):
+        compile_model(random_qmodel(HYBRID, seed=1, input_shape=(1, 8, 8)), split)
+    with pytest.raises(ProgramError, match="raise act_bytes or res_bytes"):
+        compile_model(random_qmodel(BLOCKS, seed=1, input_shape=(1, 8, 8)),
+                      replace(split, act_bytes=128, res_bytes=64))
+    with pytest.raises(ProgramError, match=r"params_in_act: 90 parameters .*\(raise act_bytes"):
+        compile_model(random_qmodel(BLOCKS, seed=1, input_shape=(1, 8, 8)),
+                      replace(split, params_in_act=True, p_words=16))
