@@ -72,36 +72,28 @@ class ActivationMemory(wiring.Component):
             return addr[stride_bits:]
 
         stride_bits = (cfg.act_bytes // V - 1).bit_length()
-        rd_part, res_part = Signal(8), Signal(8)      # where last cycle's reads went
+        mems = regions(cfg)
+        rd_part, res_part = Signal(range(len(mems))), Signal(range(len(mems)))
         m.d.sync += [rd_part.eq(part(self.rd.addr)), res_part.eq(part(self.res.addr))]
-        rd_data, res_data = [], []
-        for i, (first, size, ports) in enumerate(regions(cfg)):
+        outs = []                                     # each memory's read data
+        for i, (_, size, ports) in enumerate(mems):
             mem = m.submodules[f"part{i}"] = memory.Memory(shape=self.word, depth=size // V,
                                                            init=[])
-            depth_bits = (size // V - 1).bit_length()
             writing = (part(self.wr.addr) == i) & self.wr.en.any()
-            res_here = (part(self.res.addr) == i) & self.res.en
-            wr = mem.write_port(granularity=1)
+            read_addr = Mux((part(self.res.addr) == i) & self.res.en, self.res.addr,
+                            self.rd.addr)             # the residual read first
+            wr, rd = mem.write_port(granularity=1), mem.read_port()
             m.d.comb += [wr.data.eq(self.wr.data), wr.en.eq(Mux(writing, self.wr.en, 0))]
-            if ports == "1rw":   # one port: a write, else the residual read, else the operand
-                addr = Signal(depth_bits, name=f"part{i}_addr")
-                rd = mem.read_port()
-                m.d.comb += [
-                    addr.eq(Mux(writing, self.wr.addr, Mux(res_here, self.res.addr, self.rd.addr))),
-                    wr.addr.eq(addr), rd.addr.eq(addr), rd.en.eq(~writing)]
-                rd_data.append(rd.data)
-                res_data.append(rd.data)
-            else:                # one read port (residual first) and the write port
-                rd = mem.read_port()
-                m.d.comb += [
-                    wr.addr.eq(self.wr.addr),
-                    rd.addr.eq(Mux(res_here, self.res.addr, self.rd.addr)),
-                    rd.en.eq(1)]
-                rd_data.append(rd.data)
-                res_data.append(rd.data)
-        for ours, sel, datas in ((self.rd, rd_part, rd_data), (self.res, res_part, res_data)):
+            if ports == "1rw":   # one port: a write, else a read
+                addr = Signal((size // V - 1).bit_length(), name=f"part{i}_addr")
+                m.d.comb += [addr.eq(Mux(writing, self.wr.addr, read_addr)),
+                             wr.addr.eq(addr), rd.addr.eq(addr), rd.en.eq(~writing)]
+            else:                # a read port and the write port
+                m.d.comb += [wr.addr.eq(self.wr.addr), rd.addr.eq(read_addr), rd.en.eq(1)]
+            outs.append(rd.data)
+        for ours, sel in ((self.rd, rd_part), (self.res, res_part)):
             with m.Switch(sel):
-                for i, d in enumerate(datas):
+                for i, out in enumerate(outs):
                     with m.Case(i):
-                        m.d.comb += ours.data.eq(d)
+                        m.d.comb += ours.data.eq(out)
         return m
