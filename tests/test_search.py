@@ -50,7 +50,8 @@ def micro_cfg(**kw):
                 train_images=64, test_images=32, batch_size=16, pgp=[["cs-wide", 1],
                                                                      ["adder-all", 1]],
                 search_epochs=2, calib_images=32, val_images=32, candidates=3,
-                random_samples=1, lr=0.05)
+                random_samples=1, lr=0.05, family_candidates=2, pool_random=2,
+                proxy_networks=2, proxy_epochs=1, proxy_images=64, proxy_val_images=32)
     base.update(kw)
     return SearchConfig(**base)
 
@@ -257,6 +258,13 @@ def test_resume_continues_exactly(tmp_path):
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
     lines = [json.loads(s) for s in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [x["phase"] for x in lines[:4]] == ["cs-wide", "adder-all", "search", "search"]
+    # a finished search selects again with other selection options (one-shot pick here)
+    again = run_search(micro_cfg(macro=cfg.macro, random_samples=0, proxy_networks=0),
+                       tmp_path / "b", tmp_path / "c.json", "m", data=micro_data(),
+                       log=quiet, resume=True, lanes=LANES)
+    assert all(r["proxy_accuracy"] is None for r in again["selection"])
+    assert again["blocks"] == max((r for r in again["selection"] if r["group"] == "k-best"),
+                                  key=lambda r: r["val_accuracy"])["blocks"]
     # a different option refuses to resume
     with pytest.raises(Exception, match="seed = 0, this run has 1"):
         run_search(micro_cfg(macro=cfg.macro, random_samples=0, seed=1), tmp_path / "b",
@@ -292,12 +300,30 @@ def test_micro_search_within_budget_quantises_and_maps(tmp_path):
                      tmp_path / "arch.json", "micro", data=micro_data(), log=lambda s: None,
                      lanes=LANES)
     assert res["within_budget"] and res["cost"] <= budget and res["mapped"] is None
-    # the pick: the best held-out accuracy of the most probable in-budget networks
+    # the pool: the 3 most probable in-budget networks, the 2 most probable all-conv and
+    # multiplication-free ones, 2 random ones; all distinct and within the budget
     sel = res["selection"]
-    assert len(sel) == 3 and all(r["cost"] <= budget for r in sel)
-    assert [r["log_prob"] for r in sel] == sorted((r["log_prob"] for r in sel), reverse=True)
-    best = max(sel, key=lambda r: r["val_accuracy"])
+    assert all(r["cost"] <= budget for r in sel)
+    assert len({tuple(r["choices"]) for r in sel}) == len(sel)
+    kbest = [r for r in sel if r["group"] == "k-best"]
+    assert len(kbest) == 3
+    assert [r["log_prob"] for r in kbest] == sorted((r["log_prob"] for r in kbest),
+                                                    reverse=True)
+    for fam, ops in (("conv", {"conv", "skip"}), ("mult-free", {"shift", "adder", "skip"})):
+        assert all({CHOICES[j][0] for j in r["choices"]} <= ops
+                   for r in sel if r["group"] == fam)
+    assert {r["group"] for r in sel} <= {"k-best", "conv", "mult-free", "random"}
+    # the pick: the best proxy (from-scratch) accuracy of the shortlist, which takes the
+    # best one-shot network of each group in turn
+    trained = [r for r in sel if r["proxy_accuracy"] is not None]
+    assert len(trained) == 2 and trained[0]["group"] != trained[1]["group"]
+    for r in trained:
+        assert r["val_accuracy"] == max(x["val_accuracy"] for x in sel
+                                        if x["group"] == r["group"])
+    best = max(trained, key=lambda r: (r["proxy_accuracy"], -r["cost"]))
     assert res["blocks"] == best["blocks"] and res["cost"] == best["cost"]
+    assert res["networks"][0]["proxy_accuracy"] == best["proxy_accuracy"]
+    assert (tmp_path / "s" / "proxy" / "_".join(best["blocks"]) / "report.json").is_file()
     arch = arch_mod.load(tmp_path / "arch.json")
     assert arch.name == "micro" and H.arch_cost(arch, BOARD, "cycles", LANES) == res["cost"]
     assert res["networks"][0]["cycles_" + BOARD] == res["cost"]

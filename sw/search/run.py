@@ -25,10 +25,17 @@ from sw.train import REPO, evaluate, load_data, to_input
 from .hwcost import BOARDS, HwCost, HwError, arch_cost, mapper_lanes
 from .pgp import PHASES, WeightTrainer, pgp_epoch
 from .search import CostTerm, derive, next_lam, probs, search_epoch
-from .space import CHOICES, Space, SpaceError, label
+from .space import CHOICES, SPACES, Space, SpaceError, label
 from .supernet import Supernet
 
 FORMAT = "nasa-fpga-search-checkpoint"
+# options that act only after the last epoch (the final selection and evaluation): a
+# finished search may be resumed with other values to select again
+SELECTION_KEYS = ("val_images", "test_images", "calib_images", "candidates",
+                  "random_samples", "family_candidates", "pool_random", "proxy_networks",
+                  "proxy_epochs", "proxy_images", "proxy_val_images")
+# groups of the selection pool besides the most probable networks: sub-spaces by operator
+FAMILIES = ("conv", "mult-free")
 REFERENCES = ("default", "all-conv", "all-shift", "all-adder")
 
 
@@ -65,14 +72,28 @@ class SearchConfig:
     energy_weight: float = 0.5
     calib_images: int = 512
     candidates: int = 16               # most probable in-budget networks, ranked one-shot
-    random_samples: int = 8
+    random_samples: int = 8            # random networks in the final one-shot evaluation
+    # final selection (docs/search.md): a pool of in-budget networks (the ``candidates``
+    # most probable, the ``family_candidates`` most probable all-conv and all-mult-free
+    # ones, ``pool_random`` random ones), ranked one-shot within each group; the
+    # ``proxy_networks`` best, taken from the groups in turn, are trained from scratch
+    # for ``proxy_epochs`` on ``proxy_images`` of the search's training images and the
+    # pick is the best on ``proxy_val_images`` held-out images (0: one-shot pick)
+    family_candidates: int = 8
+    pool_random: int = 8
+    proxy_networks: int = 8
+    proxy_epochs: int = 2
+    proxy_images: int = 12000
+    proxy_val_images: int = 5000
 
     @classmethod
     def quick(cls, **kw):
         """< 5 minutes on 2 shared cores: a 2000-image subset, one epoch per phase."""
         base = dict(train_images=2000, val_images=500, test_images=1000,
                     pgp=[[p, 1] for p in PHASES], search_epochs=2, calib_images=256,
-                    candidates=4, random_samples=4)
+                    candidates=4, random_samples=4, family_candidates=2, pool_random=2,
+                    proxy_networks=2, proxy_epochs=1, proxy_images=1000,
+                    proxy_val_images=500)
         return cls(**{**base, **kw})
 
 
@@ -109,7 +130,9 @@ def _data(cfg, data):
     (tr_x, tr_y), (te_x, te_y) = data or (load_data(cfg.dataset, "train"),
                                           load_data(cfg.dataset, "test"))
     order = train_order(cfg, len(tr_y))
-    idx, held = order[:cfg.train_images], order[cfg.train_images:][:cfg.val_images]
+    idx = order[:cfg.train_images]
+    held = order[cfg.train_images:][:max(cfg.val_images, cfg.proxy_val_images
+                                         if cfg.proxy_networks else 0)]
     if not len(held):
         raise SearchError(f"--train-images {cfg.train_images} leaves none of the "
                           f"{len(tr_y)} training images for the held-out selection")
@@ -176,8 +199,12 @@ def _load(path):
     return state
 
 
-def _check_resume(path, old, cfg):
+def _check_resume(path, old, cfg, finished=False):
+    """Every option must match, except the selection's (:data:`SELECTION_KEYS`) when the
+    checkpoint is past its last epoch (missing ones: the checkpoint predates them)."""
     for key, value in dataclasses.asdict(cfg).items():
+        if finished and key in SELECTION_KEYS:
+            continue
         if old.get(key) != value:
             raise SearchError(f"{path}: was run with {key} = {old.get(key)!r}, this run has "
                               f"{value!r}; use the same options or drop --resume")
@@ -266,7 +293,7 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
     cost.refresh(ref[cfg.board])
     start, lam, history = 0, cfg.lam0, []
     if state:
-        _check_resume(ckpt, state["config"], cfg)
+        _check_resume(ckpt, state["config"], cfg, finished=state["epoch"] >= len(phases))
         net.load_state_dict(state["supernet"])
         trainer.opt.load_state_dict(state["opt"])
         with torch.no_grad():
@@ -304,7 +331,7 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
                      "lam": lam, "history": history, "reference_lanes": _lanes_out(ref)})
     if end < len(phases):
         return None
-    return _finish(cfg, space, net, alpha, split_w, val, test, out_dir, arch_path, name,
+    return _finish(cfg, space, net, alpha, split_w, both, val, test, out_dir, arch_path, name,
                    history, ref, cost, log, mapped=lanes is None)
 
 
@@ -317,31 +344,138 @@ def _progress(s, total, metric):
     return line
 
 
-def select(cfg, space, net, alpha, tables, calib, val, log):
-    """The final network: of the ``cfg.candidates`` most probable networks within the
-    budget (:func:`derive`), the one with the best one-shot accuracy on the held-out
-    ``val`` images. Returns (choices, cost, [one row per candidate])."""
-    rows = []
-    for n, (ch, cost, logp) in enumerate(derive(space, alpha, *tables, cfg.budget,
-                                                cfg.candidates)):
-        rows.append({"blocks": [label(j) for j in ch], "choices": ch, "cost": cost,
-                     "log_prob": logp, "val_accuracy": one_shot(net, ch, calib, val)})
-        log(f"candidate {n + 1:2d}/{cfg.candidates}: val {100 * rows[-1]['val_accuracy']:5.1f}%"
-            f"  {cost:8.0f}  logp {logp:7.2f}  {' '.join(rows[-1]['blocks'])}")
-    best = max(rows, key=lambda r: r["val_accuracy"])
+def network_cost(fixed, table, choices):
+    return fixed + sum(float(table[i, j]) for i, j in enumerate(choices))
+
+
+def random_in_budget(space, fixed, table, budget, n, gen, tries=50):
+    """Up to ``n`` distinct uniformly random networks of ``space`` within ``budget`` (at
+    most ``tries * n`` draws), as [(choices, cost, None)]."""
+    out, seen = [], set()
+    for _ in range(tries * n):
+        if len(out) == n:
+            break
+        ch = space.random(gen)
+        cost = network_cost(fixed, table, ch)
+        if cost <= budget and tuple(ch) not in seen:
+            seen.add(tuple(ch))
+            out.append((ch, cost, None))
+    return out
+
+
+def selection_pool(cfg, space, alpha, tables):
+    """{group: [(choices, cost, log-probability or None)]}, every network within the
+    budget: ``k-best``, the ``cfg.candidates`` most probable (:func:`derive`); per operator
+    family that is a proper part of the space (all-conv, multiplication-free), its
+    ``cfg.family_candidates`` most probable networks (alpha restricted to the family;
+    the space contains them, so the search must be able to pick them); ``random``:
+    ``cfg.pool_random`` random networks of the space."""
+    fixed, table = tables
+    groups = {"k-best": [c for c in derive(space, alpha, fixed, table, cfg.budget,
+                                           cfg.candidates) if c[1] <= cfg.budget]}
+    ops = set(SPACES[space.kind])
+    for fam in FAMILIES:
+        if cfg.family_candidates and set(SPACES[fam]) < ops:
+            sub = Space.from_arch(space.macro, fam)
+            sub = dataclasses.replace(sub, allowed=tuple(
+                tuple(j for j in js if j in space.allowed[i])
+                for i, js in enumerate(sub.allowed)))
+            groups[fam] = [c for c in derive(sub, alpha, fixed, table, cfg.budget,
+                                             cfg.family_candidates) if c[1] <= cfg.budget]
+    if cfg.pool_random:
+        groups["random"] = random_in_budget(space, fixed, table, cfg.budget,
+                                            cfg.pool_random, _generator(cfg.seed, 10 ** 6 + 1))
+    return groups
+
+
+def shortlist(rows, n):
+    """``n`` distinct networks of ``rows`` (dicts with ``group``, ``choices``,
+    ``val_accuracy``): the best one-shot of each group in turn (groups in order of first
+    appearance), then the second best of each, and so on."""
+    by_group = {}
+    for r in rows:
+        by_group.setdefault(r["group"], []).append(r)
+    queues = [sorted(g, key=lambda r: -r["val_accuracy"]) for g in by_group.values()]
+    out, seen = [], set()
+    while len(out) < n and any(queues):
+        for q in queues:
+            while q and tuple(q[0]["choices"]) in seen:
+                q.pop(0)
+            if q and len(out) < n:
+                r = q.pop(0)
+                seen.add(tuple(r["choices"]))
+                out.append(r)
+    return out
+
+
+def proxy_train(cfg, space, choices, train_xy, val_xy, out_dir, log=None):
+    """Validation accuracy of the network ``choices`` trained from scratch by sw.train
+    (its recipe, seed ``cfg.seed``) for ``cfg.proxy_epochs`` on ``train_xy``, evaluated on
+    ``val_xy``; the run lives in ``out_dir`` (a finished one is reused on resume)."""
+    from sw.train import TrainConfig, train
+    arch = space.arch(choices, "proxy")
+    tcfg = TrainConfig(dataset=cfg.dataset, epochs=cfg.proxy_epochs, seed=cfg.seed,
+                       warmup_epochs=min(1.0, cfg.proxy_epochs / 4))
+    rep = train(arch, tcfg, out_dir, resume=True, data=(train_xy, val_xy),
+                log=log or (lambda s: None))
+    return rep["test_accuracy"]
+
+
+def select(cfg, space, net, alpha, tables, calib, val, log, train_xy=None, proxy_val=None,
+           proxy_dir=None):
+    """The final network. Every network of :func:`selection_pool` gets its one-shot
+    accuracy on the held-out ``val`` images; with ``cfg.proxy_networks`` (and
+    ``train_xy``), the :func:`shortlist` of that many is trained from scratch
+    (:func:`proxy_train`, on ``proxy_val``) and the best proxy accuracy wins (ties: fewer
+    cycles); without, the best one-shot accuracy of the ``k-best`` group. Returns (choices,
+    cost, [one row per pool network])."""
+    rows, seen = [], set()
+    for group, nets in selection_pool(cfg, space, alpha, tables).items():
+        for ch, cost, logp in nets:
+            if tuple(ch) in seen:
+                continue
+            seen.add(tuple(ch))
+            rows.append({"group": group, "blocks": [label(j) for j in ch], "choices": ch,
+                         "cost": cost, "log_prob": logp,
+                         "val_accuracy": one_shot(net, ch, calib, val),
+                         "proxy_accuracy": None})
+            log(f"pool {len(rows):2d} {group:9s}: one-shot val "
+                f"{100 * rows[-1]['val_accuracy']:5.1f}%  {cost:8.0f}"
+                + (f"  logp {logp:7.2f}" if logp is not None else " " * 14)
+                + f"  {' '.join(rows[-1]['blocks'])}")
+    if not cfg.proxy_networks or train_xy is None:
+        best = max((r for r in rows if r["group"] == "k-best"), default=None,
+                   key=lambda r: r["val_accuracy"]) or max(rows, key=lambda r: r["val_accuracy"])
+        return best["choices"], best["cost"], rows
+    short = shortlist(rows, cfg.proxy_networks)
+    for n, r in enumerate(short):
+        t0 = time.perf_counter()
+        r["proxy_accuracy"] = proxy_train(
+            cfg, space, r["choices"], train_xy, proxy_val,
+            Path(proxy_dir) / "_".join(r["blocks"]))
+        r["proxy_seconds"] = time.perf_counter() - t0
+        log(f"proxy {n + 1:2d}/{len(short)} {r['group']:9s}: {cfg.proxy_epochs} epochs, val "
+            f"{100 * r['proxy_accuracy']:5.1f}%  {r['cost']:8.0f}  {r['proxy_seconds']:5.0f} s"
+            f"  {' '.join(r['blocks'])}")
+    best = max(short, key=lambda r: (r["proxy_accuracy"], -r["cost"]))
     return best["choices"], best["cost"], rows
 
 
-def _finish(cfg, space, net, alpha, split_w, val, test, out_dir, arch_path, name, history,
-            ref, cost_term, log, mapped):
+def _finish(cfg, space, net, alpha, split_w, both, val, test, out_dir, arch_path, name,
+            history, ref, cost_term, log, mapped):
     """Select, evaluate beside the references and random networks (costed on the reference
     accelerators ``ref``), write the outputs; ``mapped``: also cost the searched network
     on the accelerators the mapper sizes for it."""
     from .plot import pareto
     metric = cost_term.metric
     calib = split_w[0][:cfg.calib_images]
-    choices, cost, selection = select(cfg, space, net, alpha, cost_term.tables[metric], calib,
-                                      val, log)
+    t0 = time.perf_counter()
+    proxy_xy = (both[0][:cfg.proxy_images], both[1][:cfg.proxy_images])
+    choices, cost, selection = select(
+        cfg, space, net, alpha, cost_term.tables[metric], calib,
+        (val[0][:cfg.val_images], val[1][:cfg.val_images]), log, proxy_xy,
+        (val[0][:cfg.proxy_val_images], val[1][:cfg.proxy_val_images]), out_dir / "proxy")
+    selection_seconds = time.perf_counter() - t0
     arch = space.arch(choices, name)
     gen = _generator(cfg.seed, 10 ** 6)
     candidates = [("searched", choices)]
@@ -359,6 +493,9 @@ def _finish(cfg, space, net, alpha, split_w, val, test, out_dir, arch_path, name
             a = space.arch(ch, name)
             row = {"net": net_name, "blocks": [label(j) for j in ch],
                    "one_shot_accuracy": one_shot(net, ch, calib, test), **hw_figures(a, ref)}
+            if net_name == "searched":
+                row["proxy_accuracy"] = next((r["proxy_accuracy"] for r in selection
+                                              if r["choices"] == ch), None)
             rows.append(row)
             f.write(json.dumps(row) + "\n")
     arch_mod.save(arch, arch_path)
@@ -368,7 +505,8 @@ def _finish(cfg, space, net, alpha, split_w, val, test, out_dir, arch_path, name
               "within_budget": cost <= cfg.budget, "probabilities": p.tolist(),
               "reference_lanes": _lanes_out(ref),
               "mapped": hw_figures(arch) if mapped else None, "selection": selection,
-              "seconds": sum(h["seconds"] for h in history), "networks": rows}
+              "seconds": sum(h["seconds"] for h in history),
+              "selection_seconds": selection_seconds, "networks": rows}
     (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     pareto(result, out_dir / "pareto.png")
     s = rows[0]
