@@ -80,7 +80,7 @@ def _run(board, platform, top, name, out, requested_mhz, meta, dsp=True, figures
         stale.unlink(missing_ok=True)
     try:
         platform.build(top, name=name, build_dir=str(out), do_program=False,
-                       nextpnr_opts="--timing-allow-fail", **board.overrides(dsp=dsp))
+                       nextpnr_opts="--timing-allow-fail", **board.overrides(dsp=dsp, top=name))
     except subprocess.CalledProcessError:
         if not tim.exists():
             raise BuildFailed(f"synthesis failed; see {out / (name + '.rpt')}") from None

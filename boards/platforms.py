@@ -5,6 +5,7 @@ from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import (ULX3S_12F_Platform, ULX3S_25F_Platform,
                                    ULX3S_45F_Platform, ULX3S_85F_Platform)
 
+from . import synth
 from .toolchain import BuildOnly
 
 __all__ = ["Board", "BOARDS", "get_board"]
@@ -15,16 +16,16 @@ ULX3S_LEDS = (("led", 0), ("led", 1), ("led", 2), ("led", 3))
 
 @dataclass(frozen=True)
 class Board:
-    """A board: its platform class, bitstream file extension, the Yosys synthesis
-    options that enable (``dsp_opts``) or disable (``nodsp_opts``) DSP inference, the
-    board top's default clock (``top_mhz``; ``None``: the board clock), its status LEDs
+    """A board: its platform class, bitstream file extension, FPGA family (``ice40``:
+    synthesised with :mod:`boards.synth`'s script: SB_MAC16s, SPRAM for the big
+    memories, their zero inits dropped, the ABC9 name workaround; ``ecp5``: amaranth's
+    ``synth_ecp5``), the board top's default clock (``top_mhz``; ``None``: the board clock), its status LEDs
     (resource name, number; in :data:`boards.top.LEDS` order) and the name of a platform
     attribute with extra resources to add (``extra_resources``)."""
     name: str
     platform_cls: type
     bitstream_ext: str
-    dsp_opts: str = ""
-    nodsp_opts: str = ""
+    family: str = "ecp5"
     top_mhz: float | None = None
     leds: tuple = ULX3S_LEDS
     extra_resources: str = ""
@@ -36,18 +37,21 @@ class Board:
             platform.add_resources(getattr(platform, self.extra_resources))
         return platform
 
-    def overrides(self, *, dsp=True):
-        """Extra ``platform.build()`` arguments."""
-        return {"synth_opts": self.dsp_opts if dsp else self.nodsp_opts}
+    def overrides(self, *, dsp=True, top="top"):
+        """Extra ``platform.build()`` arguments for a design called ``top``; ``dsp``
+        off keeps multipliers out of DSP blocks."""
+        if self.family == "ice40":
+            return synth.overrides("ice40", top, dsp=dsp)
+        return {"synth_opts": "" if dsp else "-nodsp"}
 
 
 BOARDS = {board.name: board for board in [
     # synth_ice40 leaves the SB_MAC16s unused without -dsp; synth_ecp5 uses MULT18X18Ds.
     # iCEBreaker: green/red on the board, the rest on the break-off PMOD (in PMOD2).
-    Board("icebreaker", ICEBreakerPlatform, "bin", dsp_opts="-dsp",
+    Board("icebreaker", ICEBreakerPlatform, "bin", family="ice40",
           leds=(("led_g", 0), ("led_g", 1), ("led_g", 2), ("led_r", 0)),
           extra_resources="break_off_pmod"),
-    *(Board(f"ulx3s-{size}", platform, "bit", nodsp_opts="-nodsp", top_mhz=30.0)
+    *(Board(f"ulx3s-{size}", platform, "bit", top_mhz=30.0)
       for size, platform in (("12f", ULX3S_12F_Platform), ("25f", ULX3S_25F_Platform),
                              ("45f", ULX3S_45F_Platform), ("85f", ULX3S_85F_Platform))),
 ]}

@@ -28,10 +28,17 @@ class UARTAccelerator(wiring.Component):
     """The accelerator of ``cfg`` behind an 8N1 UART of ``divisor`` clocks per bit.
 
     Ports: ``rx`` / ``tx`` (the UART pins, idle high), ``leds`` (bits in :data:`LEDS`
-    order: a ~1 Hz heartbeat, ``busy`` while a run executes, ``rx`` lit ~50 ms after each
-    received byte, ``error`` held from the first framing error or overrun until reset).
-    ``clk_hz`` only scales the LED timing. The UART has no flow control: the host waits
-    for each reply (and, in a run, for each image's logits) before sending more.
+    order: a ~1 Hz heartbeat, ``busy`` while a run executes, ``rx`` lit for 2^k to
+    2^(k+1) cycles after each received byte (2^k the power of two at or below
+    ``clk_hz / 20``: 44-87 ms at 24 MHz), ``error`` held from the first framing error or
+    overrun until reset), ``por_done`` (set for good once :data:`POR_US` have passed
+    since configuration; the board top's power-on reset). ``clk_hz`` only scales the
+    LED and power-on timing. The UART has no flow control: the host waits for each reply
+    (and, in a run, for each image's logits) before sending more.
+
+    One free-running counter (no reset) makes the heartbeat, the rx LED's time base and
+    the power-on delay, so the board logic beside the accelerator stays small (the UP5K
+    is full).
     """
 
     def __init__(self, cfg, divisor, clk_hz):
@@ -42,6 +49,7 @@ class UARTAccelerator(wiring.Component):
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
             "leds": Out(len(LEDS)),
+            "por_done": Out(1),
         })
 
     def elaborate(self, platform):
@@ -53,17 +61,24 @@ class UARTAccelerator(wiring.Component):
         wiring.connect(m, rx.o, accel.i)
         wiring.connect(m, accel.o, tx.i)
 
-        heartbeat = Signal(max(2, self.clk_hz.bit_length()))
-        m.d.sync += heartbeat.eq(heartbeat + 1)
-        rx_hold = Signal(range(self.clk_hz // 20 + 2))
+        # the free-running counter: no reset (it also times the power-on reset)
+        m.domains.free = ClockDomain("free", reset_less=True, local=True)
+        m.d.comb += ClockSignal("free").eq(ClockSignal("sync"))
+        ticks = Signal(max(2, self.clk_hz.bit_length()))
+        m.d.free += ticks.eq(ticks + 1)
+        por_bit = max(0, int(POR_US * self.clk_hz / 1e6) - 1).bit_length()
+        m.d.free += self.por_done.eq(self.por_done | ticks[min(por_bit, len(ticks) - 1)])
+        # rx: lit from a byte until the second wrap of the counter's low k bits
+        k = min(len(ticks) - 1, max(1, (self.clk_hz // 20).bit_length() - 1))
+        rx_age = Signal(2)
         with m.If(rx.o.valid & rx.o.ready):
-            m.d.sync += rx_hold.eq(self.clk_hz // 20 + 1)
-        with m.Elif(rx_hold != 0):
-            m.d.sync += rx_hold.eq(rx_hold - 1)
+            m.d.sync += rx_age.eq(2)
+        with m.Elif((rx_age != 0) & ticks[:k].all()):
+            m.d.sync += rx_age.eq(rx_age - 1)
         error = Signal()
         with m.If(rx.frame_error | rx.overrun):
             m.d.sync += error.eq(1)
-        leds = {"heartbeat": heartbeat[-1], "busy": accel.busy, "rx": rx_hold != 0,
+        leds = {"heartbeat": ticks[-1], "busy": accel.busy, "rx": rx_age != 0,
                 "error": error}
         m.d.comb += [self.leds[i].eq(leds[name]) for i, name in enumerate(LEDS)]
         return m
@@ -102,24 +117,16 @@ class BoardTop(Elaboratable):
             else:
                 m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
                 clk_in = clk_buf.i
-            pll_clk = Signal()         # a top-level net, so the constraint finds its name
-            m.submodules.pll = pll_instance(self.pll, clk_in, pll_clk, lock)
-            m.d.comb += cd_sync.clk.eq(pll_clk)
-            platform.add_clock_constraint(pll_clk, self.clk_hz)
+            # no constraint of its own: nextpnr derives the PLL output's from the board
+            # clock's and the dividers ("Derived frequency constraint of 24.0 MHz for
+            # net clk"); a named one is lost when synthesis merges the net into "clk"
+            m.submodules.pll = pll_instance(self.pll, clk_in, cd_sync.clk, lock)
 
-        # power-on reset: POR_US after configuration, and while the PLL is not locked
-        m.domains.por = ClockDomain("por", reset_less=True, local=True)
-        m.d.comb += ClockSignal("por").eq(cd_sync.clk)
-        por_cycles = int(POR_US * self.clk_hz / 1e6)
-        por_count = Signal(range(por_cycles + 1))
-        por_done = Signal()
-        with m.If(por_count == por_cycles):
-            m.d.por += por_done.eq(1)
-        with m.Else():
-            m.d.por += por_count.eq(por_count + 1)
-        m.submodules.reset_sync = ResetSynchronizer(~lock | ~por_done, domain="sync")
-
+        # power-on reset: POR_US after configuration (the core's free-running counter),
+        # and while the PLL is not locked
         m.submodules.core = core = self.core
+        m.submodules.reset_sync = ResetSynchronizer(~lock | ~core.por_done, domain="sync")
+
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)

@@ -155,12 +155,15 @@ def test_board_top_clock_choice():
     assert (top.pll, top.clk_hz, top.divisor) == (None, 12e6, 4)
     with pytest.raises(ValueError, match="baud 6000000 is too fast for a 12 MHz clock"):
         BoardTop(SMALL, ice, None, baud=6_000_000)
-    # elaborates for the platforms (no build), with the PLL primitive and its constraint
+    # elaborates for the platforms (no build), with the PLL primitive; only the board
+    # clock is constrained (nextpnr derives the PLL output's from it and the dividers)
     for board, primitive, constraints, line in (
-            (ice, "SB_PLL40_PAD", "t.pcf", "set_frequency pll_clk 30.0"),
-            (ulx3s, "EHXPLLL", "t.lpf", 'FREQUENCY NET "pll_clk" 30000000.0 HZ;')):
+            (ice, "SB_PLL40_PAD", "t.pcf", "set_frequency clk12_0__io 12.0"),
+            (ulx3s, "EHXPLLL", "t.lpf", 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ;')):
         files = board.platform().prepare(BoardTop(SMALL, board, 30), name="t").files
         assert primitive in files["t.il"] and line in files[constraints].splitlines()
+        assert sum("FREQUENCY" in x or "set_frequency" in x
+                   for x in files[constraints].splitlines()) == 1
 
 
 def test_throughput_figures(small_model):
