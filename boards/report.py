@@ -16,7 +16,8 @@ CATEGORIES = {
 
 _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
 _ICE40_FF = re.compile(r"^Info:\s+(\d+) LCs used as (?:LUT4 and DFF|DFF only)", re.M)
-_FMAX = re.compile(r"^Info: Max frequency for clock '([^']+)': ([\d.]+) MHz"
+# nextpnr prints a failing clock's post-route line as a warning
+_FMAX = re.compile(r"^(?:Info|Warning): Max frequency for clock '([^']+)': ([\d.]+) MHz"
                    r"(?: \((?:PASS|FAIL) at ([\d.]+) MHz\))?", re.M)
 _ERROR = re.compile(r"^ERROR: (.*)$", re.M)
 
