@@ -68,20 +68,20 @@ def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6):
     return data.StructLayout({
         "lanewise": 1,          # 1: lanewise mode, 0: broadcast mode
         "in_h": 8, "in_w": 8,   # input size (padding bounds)
-        "out_h": 8, "out_w": 8,
-        "cin": 10,              # channel taps per kernel position (1 in lanewise mode)
-        "kernel": 5, "stride": 3, "pad": 4,
-        "groups": 8,            # lane groups
+        # loop bounds less one (the loop-end compares then see flip-flops only)
+        "out_h_m1": 8, "out_w_m1": 8,
+        "cin_m1": 10,           # channel taps per kernel position, less one (0: lanewise)
+        "kernel_m1": 5, "stride": 3, "pad": 4,
+        "groups_m1": 8,         # lane groups less one
         "out_c": 10,            # output channels (later ones are not written)
         "in_start": a,          # in_base - pad*row_stride - pad*in_cpad
         "in_cpad": a,           # byte stride between input pixels
         "row_stride": a,        # in_w * in_cpad
         "col_step": a,          # stride * in_cpad
         "row_step": a,          # stride * row_stride
-        "chan_step": a,         # input byte offset per lane group (word_bytes or 0)
-        "out_base": a, "res_base": a,
+        "out_base": a,
+        "res_off": a,           # residual byte address - output byte address
         "out_cpad": a,          # byte stride between output pixels
-        "out_chan_step": 10,    # output channels per lane group (lanes or word_bytes)
         "w_base": w_addr_bits, "taps": w_addr_bits,   # weight words per lane group
         "p_base": p_addr_bits,
         "has_res": 1, "shift": shift_bits, "res_shift": shift_bits,
@@ -187,32 +187,36 @@ class LayerEngine(wiring.Component):
         o_g, o_pix = Signal(a_shape), Signal(a_shape)       # output address of lane 0
         ch_g = Signal(10)                                   # output channel of lane 0
         running = Signal()
+        # output channels per lane group: the row's lanes (broadcast) or word_bytes
+        group_ch = Signal(range(lanes + 1))
+        for spec, sel in zip(self.specs, selected):
+            with m.If(sel):
+                m.d.comb += group_ch.eq(Mux(d.lanewise, V, spec.lanes))
 
-        # loop bounds less one, registered at start: the loop-end compares see registers only
-        cin_m1, k_m1 = Signal.like(d.cin), Signal.like(d.kernel)
-        ow_m1, oh_m1, g_m1 = Signal.like(d.out_w), Signal.like(d.out_h), Signal.like(d.groups)
-        # the tap loops' end flags are registers, set with their counters: `issue` (which
-        # enables every counter) sees flip-flops only
+        # the descriptor holds the loop bounds less one, and the tap loops' end flags are
+        # registers set with their counters: `issue` (which enables every counter) and the
+        # loop-end compares see flip-flops only
+        cin_m1, k_m1 = d.cin_m1, d.kernel_m1
         last_c, last_kw, last_kh = Signal(), Signal(), Signal()
-        last_ox, last_oy, last_g = ox == ow_m1, oy == oh_m1, g == g_m1
+        last_ox, last_oy, last_g = ox == d.out_w_m1, oy == d.out_h_m1, g == d.groups_m1
         first_tap = (c == 0) & (kw == 0) & (kh == 0)
         last_tap = last_c & last_kw & last_kh
 
         # ---- pipeline registers -----------------------------------------------------------
         subs = max(spec.lanes // V for spec in self.specs)   # lanewise groups per weight word
         s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "pad": 1,
-                                       "byte": range(V), "sub": range(subs), "out": a_shape,
-                                       "ch": 10}))
+                                       "byte": range(V), "sub": range(subs)}))
         s1q = Signal.like(s1)                                   # stage 1b: data registered
         act_q = Signal.like(self.act_rd.data)
         w_q = Signal.like(self.w_rd.data)
-        s2 = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
+        # output address and channel of the last tap in flight: a last tap issues only when
+        # no sums are on their way (`issue`), so one register serves until they drain
+        tag = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
         shadow = Signal(data.ArrayLayout(signed(self.acc_width), lanes))   # shifts out lane 0
         drain_left = Signal(range(lanes + 1))
         # running addresses of the lane being drained (registers: no adder before a memory)
         drain_ch, drain_out, drain_res = Signal(10), Signal(a_shape), Signal(a_shape)
         drain_p = Signal.like(d.p_base)
-        res_off = Signal(a_shape)                            # res_base - out_base
         d1 = Signal(data.StructLayout({"valid": 1, "acc": signed(self.acc_width),
                                        "out": a_shape, "byte": range(V)}))
         d1q = Signal.like(d1)                    # stage 2b: parameters and residual registered
@@ -228,7 +232,6 @@ class LayerEngine(wiring.Component):
             "first": 1, "last": 1}))
         beat_valid = Signal()
         sums_valid = Signal()                         # the selected row's sums are out
-        beat_tag = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
         sums_in_flight = ((s1.valid & s1.last) | (s1q.valid & s1q.last) | (beat_valid & beat.last)
                           | sums_valid)
         issue = Signal()
@@ -249,9 +252,10 @@ class LayerEngine(wiring.Component):
         ]
         m.d.sync += [
             s1.valid.eq(issue), s1.first.eq(first_tap), s1.last.eq(last_tap),
-            s1.pad.eq(pad), s1.byte.eq(a_c[:ws] if ws else 0), s1.sub.eq(sub), s1.out.eq(o_pix),
-            s1.ch.eq(ch_g),
+            s1.pad.eq(pad), s1.byte.eq(a_c[:ws] if ws else 0), s1.sub.eq(sub),
         ]
+        with m.If(issue & last_tap):
+            m.d.sync += [tag.out.eq(o_pix), tag.ch.eq(ch_g)]
 
         def taps_from(base):
             return [a_kh.eq(base), a_kw.eq(base), a_c.eq(base)]
@@ -268,10 +272,7 @@ class LayerEngine(wiring.Component):
                         *taps_from(d.in_start), sub.eq(0),
                         w_g.eq(d.w_base), w_t.eq(d.w_base),
                         o_g.eq(d.out_base), o_pix.eq(d.out_base), ch_g.eq(0),
-                        last_c.eq(d.cin == 1), last_kw.eq(d.kernel == 1),
-                        last_kh.eq(d.kernel == 1),
-                        cin_m1.eq(d.cin - 1), k_m1.eq(d.kernel - 1), ow_m1.eq(d.out_w - 1),
-                        oh_m1.eq(d.out_h - 1), g_m1.eq(d.groups - 1),
+                        last_c.eq(cin_m1 == 0), last_kw.eq(k_m1 == 0), last_kh.eq(k_m1 == 0),
                     ]
                     if self.params_in_act:
                         m.d.sync += [pl_addr.eq(d.p_base), pl_left.eq(d.out_c * pl_k),
@@ -313,14 +314,14 @@ class LayerEngine(wiring.Component):
                                          *taps_from(a_oy + d.row_step),
                                          o_pix.eq(o_pix + d.out_cpad)]
                         with m.Elif(~last_g):
-                            nxt = a_g + d.chan_step
+                            nxt = a_g + Mux(d.lanewise, V, 0)   # lanewise: next word
                             m.d.sync += [ox.eq(0), oy.eq(0), g.eq(g + 1),
                                          iy0.eq(-d.pad), ix0.eq(-d.pad),
                                          iy.eq(-d.pad), ix.eq(-d.pad),
                                          a_g.eq(nxt), a_oy.eq(nxt), a_ox.eq(nxt), *taps_from(nxt),
-                                         o_g.eq(o_g + (d.out_chan_step << d.wide)),
-                                         o_pix.eq(o_g + (d.out_chan_step << d.wide)),
-                                         ch_g.eq(ch_g + d.out_chan_step)]
+                                         o_g.eq(o_g + (group_ch << d.wide)),
+                                         o_pix.eq(o_g + (group_ch << d.wide)),
+                                         ch_g.eq(ch_g + group_ch)]
                             with m.If(last_sub):      # next weight word block
                                 m.d.sync += [sub.eq(0), w_g.eq(w_g + d.taps),
                                              w_t.eq(w_g + d.taps)]
@@ -358,7 +359,6 @@ class LayerEngine(wiring.Component):
             beat.last.eq(s1q.last),
             beat.w.eq(Mux(d.lanewise, w_lanewise, w_q) if subs > 1 else w_q),
             beat.x.eq(Mux(s1q.pad, 0, x_lanes)),
-            beat_tag.out.eq(s1q.out), beat_tag.ch.eq(s1q.ch),
         ]
         for row, spec, sel in zip(self.rows, self.specs, selected):
             m.d.comb += [
@@ -368,8 +368,6 @@ class LayerEngine(wiring.Component):
                 *(row.i.payload.x[lane].eq(beat.x[lane]) for lane in range(spec.lanes)),
             ]
         m.d.comb += sums_valid.eq(Cat(row.o.valid for row in self.rows).any())
-        with m.If(beat_valid & beat.last):
-            m.d.sync += [s2.out.eq(beat_tag.out), s2.ch.eq(beat_tag.ch)]
 
         # ---- stage 2: sums to the shadow; drain one lane per cycle -------------------------
         draining = drain_left != 0
@@ -378,7 +376,6 @@ class LayerEngine(wiring.Component):
             self.res_rd.addr.eq(drain_res[ws:]), self.res_rd.en.eq(d.has_res & draining),
         ]
         m.d.sync += [
-            res_off.eq(d.res_base - d.out_base),
             d1.valid.eq(draining & (drain_ch < d.out_c)),
             d1.acc.eq(shadow[0]),
             d1.out.eq(drain_out),
@@ -388,10 +385,10 @@ class LayerEngine(wiring.Component):
             for row, sel in zip(self.rows, selected):
                 with m.If(sel):
                     m.d.sync += [shadow[lane].eq(row.o.payload[lane]) for lane in range(row.n)]
-            m.d.sync += [drain_left.eq(d.out_chan_step),
-                         drain_out.eq(s2.out), drain_res.eq(s2.out + res_off),
-                         drain_ch.eq(s2.ch),
-                         drain_p.eq(s2.ch if self.params_in_act else d.p_base + s2.ch)]
+            m.d.sync += [drain_left.eq(group_ch),
+                         drain_out.eq(tag.out), drain_res.eq(tag.out + d.res_off),
+                         drain_ch.eq(tag.ch),
+                         drain_p.eq(tag.ch if self.params_in_act else d.p_base + tag.ch)]
         with m.Elif(draining):
             step = Mux(d.wide, 2, 1)
             m.d.sync += [drain_left.eq(drain_left - 1),

@@ -77,9 +77,10 @@ class HostBridge(wiring.Component):
 
         rd_left = Signal(range(self.act_bytes + 1))
         rd_word = Signal(8 * self.act_bytes)
-        # run arguments: images, input and output tensors (word offsets within a slot)
-        images, in_addr, in_words, out_addr, out_words = (Signal(16, name=n) for n in (
-            "images", "in_addr", "in_words", "out_addr", "out_words"))
+        # run arguments: images, input and output tensors (word offsets within a slot); they
+        # stay in ``hdr`` while the run lasts (no command is decoded before it ends)
+        images, in_addr, in_words, out_addr, out_words = (hdr[i:i + 16]
+                                                          for i in range(0, 80, 16))
         next_image = self.next_image
         in_run = Signal()
         slot_base = Signal(16)
@@ -132,10 +133,7 @@ class HostBridge(wiring.Component):
                         with m.If(hdr[72:88] == 0):
                             m.next = "CMD"
                     with m.Default():     # run
-                        m.d.sync += [images.eq(hdr[0:16]), in_addr.eq(hdr[16:32]),
-                                     in_words.eq(hdr[32:48]), out_addr.eq(hdr[48:64]),
-                                     out_words.eq(hdr[64:80]),
-                                     wire_bytes.eq(input_bytes(hdr[80:88])),
+                        m.d.sync += [wire_bytes.eq(input_bytes(hdr[80:88])),
                                      next_image.eq(0), in_run.eq(1)]
                         m.d.comb += self.run.eq(1)
                         m.next = "RUN_WAIT"

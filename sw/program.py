@@ -152,18 +152,17 @@ def descriptor(layer, *, lanes, word_bytes, in_base, out_base, w_base, p_base, s
     in_cpad = cpad(c, word_bytes)
     out_cpad = cpad(layer.out_c * (2 if layer.wide else 1), word_bytes)
     row_stride = w * in_cpad
-    size = layer.group_size(lanes, word_bytes)
     lanewise = layer.mode == "lanewise"
     return {
-        "lanewise": int(lanewise), "in_h": h, "in_w": w, "out_h": oh, "out_w": ow,
-        "cin": 1 if lanewise else c, "kernel": layer.kernel, "stride": layer.stride,
-        "pad": layer.pad, "groups": layer.groups(lanes, word_bytes), "out_c": layer.out_c,
+        "lanewise": int(lanewise), "in_h": h, "in_w": w, "out_h_m1": oh - 1,
+        "out_w_m1": ow - 1, "cin_m1": 0 if lanewise else c - 1, "kernel_m1": layer.kernel - 1,
+        "stride": layer.stride, "pad": layer.pad,
+        "groups_m1": layer.groups(lanes, word_bytes) - 1, "out_c": layer.out_c,
         "in_start": in_base - layer.pad * (row_stride + in_cpad),
         "in_cpad": in_cpad, "row_stride": row_stride,
         "col_step": layer.stride * in_cpad, "row_step": layer.stride * row_stride,
-        "chan_step": word_bytes if lanewise else 0,
-        "out_base": out_base, "res_base": res_base if res_base is not None else 0,
-        "out_cpad": out_cpad, "out_chan_step": size,
+        "out_base": out_base, "res_off": 0 if res_base is None else res_base - out_base,
+        "out_cpad": out_cpad,
         "w_base": w_base, "taps": layer.taps(), "p_base": p_base,
         "has_res": int(res_base is not None), "shift": shift, "res_shift": res_shift,
         "wide": int(layer.wide), "lo": lo, "hi": hi,
