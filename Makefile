@@ -24,7 +24,7 @@ BUDGET  ?=
 NAME    ?= searched
 QUICK   ?=
 
-.PHONY: help setup test test-slow demo data search train quant map rtl sim bitstream flash bench clean
+.PHONY: help setup test test-slow demo data search train quant map board-config rtl sim bitstream flash bench clean
 
 help: ## list the targets
 	@echo "Targets (variables: ARCH=$(ARCH) BOARD=$(BOARD) SIM=$(SIM) DATA_DIR=$(DATA_DIR)):"
@@ -65,7 +65,15 @@ rtl: map ## generate the accelerator's Verilog -> build/ARCH-BOARD/accel.v
 sim: map data ## run IMAGES (100) test images of ARCH on the RTL (Verilator), bit-exact vs golden
 	$(PY) -m sim.network --qmodel $(QMODEL) --accel $(OUT)/accel.json --images $(IMAGES)
 
-bitstream: map ## build the accelerator's board top for BOARD (MHZ= BAUD=) -> build/ARCH-BOARD/top.bin|bit + top.report.json
+# the board flow's accel.json: the mapper's; on the iCEBreaker the small organisation
+# (the mapper's when it chooses it, else sw.mapper.small_config with LANES=CLP,SLP,ALP, 4,6,4)
+BOARD_CONFIG := $(if $(filter icebreaker,$(BOARD)),board-config,map)
+
+board-config: $(STAMP) ## the small organisation's accel.json for BOARD=icebreaker (LANES=4,6,4) -> build/ARCH-BOARD/
+	$(PY) -m boards.config --qmodel $(QMODEL) --board $(BOARD) --out $(OUT) --objective $(OBJECTIVE) \
+		$(if $(LANES),--lanes $(LANES))
+
+bitstream: $(BOARD_CONFIG) ## build the accelerator's board top for BOARD (MHZ= BAUD=; fails on timing) -> build/ARCH-BOARD/top.bin|bit + top.report.json
 	$(PY) -m boards.build --accel $(OUT)/accel.json --board $(BOARD) --out $(OUT) --qmodel $(QMODEL) \
 		$(if $(MHZ),--mhz $(MHZ)) $(if $(BAUD),--baud $(BAUD))
 

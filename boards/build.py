@@ -24,10 +24,12 @@ from sw.costmodel import program_cycles
 from sw.golden import model as golden
 
 from .platforms import BOARDS, get_board
+from .pll import ecp5_pll, ice40_pll
 from .report import Report, parse_nextpnr_log
 from .smoke import KIND_CHOICES, SmokeTop, row_kinds
 from .toolchain import ToolchainError, configure
 from .top import BoardTop
+from .uart import divisor_for
 
 __all__ = ["BuildFailed", "BuildResult", "build", "build_top", "throughput", "failure", "main"]
 
@@ -114,16 +116,65 @@ def throughput(cfg, qm, clk_mhz, fmax_mhz, baud):
             "uart_images_per_s": round(baud / 10 / (in_bytes + out_bytes), 1)}
 
 
+def lower_clock(board, fmax_mhz, baud):
+    """The fastest clock not above ``fmax_mhz`` that ``board`` makes (a PLL output, or
+    the board clock) and at which ``baud`` works; ``None`` when there is none."""
+    board_mhz = board.platform().default_clk_frequency / 1e6
+    pll = ice40_pll if board.family == "ice40" else ecp5_pll
+    want = fmax_mhz
+    for _ in range(64):
+        try:
+            out = pll(board_mhz, want, at_most=True).out_mhz
+        except ValueError:
+            break
+        if out <= board_mhz:
+            break
+        try:
+            divisor_for(out * 1e6, baud)
+            return out
+        except ValueError:
+            want = out - 1e-6
+    if board_mhz <= fmax_mhz:
+        try:
+            divisor_for(board_mhz * 1e6, baud)
+            return board_mhz
+        except ValueError:
+            pass
+    return None
+
+
 def build_top(accel, board_name, out, *, qmodel=DEFAULT_QMODEL, mhz=None, baud=DEFAULT_BAUD,
-              log=print):
+              fallback=False, log=print):
     """Build the accelerator board top of ``accel`` (accel.json) for ``board_name`` at
     ``mhz`` (default: the board's ``top_mhz``) and ``baud`` into ``out``; the report JSON
-    adds the clock, the UART and :func:`throughput`. Raises like :func:`build`, and
+    adds the clock, the UART and :func:`throughput`. ``fallback``: when it fits but the
+    routed fmax misses the clock, build once more at :func:`lower_clock` of the fmax
+    (the JSON's ``clock.fallback_from`` says from what). Raises like :func:`build`, and
     ``ValueError`` for a bad config, model, clock or baud."""
     board = get_board(board_name)
     cfg = AccelConfig.load(accel)
     qm = golden.load(qmodel)
-    top = BoardTop(cfg, board, mhz if mhz is not None else board.top_mhz, baud)
+    want = mhz if mhz is not None else board.top_mhz
+    result = _build_top(cfg, qm, accel, qmodel, board, out, want, baud, None, log)
+    report = result.report
+    if not (fallback and report.fits and not report.errors and report.clocks
+            and not report.timing_met):
+        return result
+    worst = min(report.clocks, key=lambda clock: clock.fmax_mhz)
+    lower = lower_clock(board, worst.fmax_mhz, baud)
+    if lower is None or lower >= worst.target_mhz:
+        log(f"timing failed at {worst.target_mhz:.3f} MHz (routed fmax "
+            f"{worst.fmax_mhz:.2f} MHz) and {board.name} makes no slower clock for it")
+        return result
+    log(f"timing failed at {worst.target_mhz:.3f} MHz (routed fmax {worst.fmax_mhz:.2f} MHz); "
+        f"building again at {lower:.3f} MHz, the fastest clock {board.name} makes at or "
+        f"below the fmax")
+    return _build_top(cfg, qm, accel, qmodel, board, out, lower, baud,
+                      {"mhz": worst.target_mhz, "fmax_mhz": worst.fmax_mhz}, log)
+
+
+def _build_top(cfg, qm, accel, qmodel, board, out, mhz, baud, fallback_from, log):
+    top = BoardTop(cfg, board, mhz, baud)
     platform = board.platform()
     configure(platform.required_tools)
     out = Path(out)
@@ -141,7 +192,7 @@ def build_top(accel, board_name, out, *, qmodel=DEFAULT_QMODEL, mhz=None, baud=D
     return _run(board, platform, top, TOP, out, clk_mhz, dict(
         accel=str(accel), qmodel=str(qmodel),
         clock={"board_mhz": platform.default_clk_frequency / 1e6, "mhz": clk_mhz,
-               "pll": top.pll.dividers if top.pll else None},
+               "pll": top.pll.dividers if top.pll else None, "fallback_from": fallback_from},
         baud=baud, divisor=top.divisor), figures=figures)
 
 
@@ -173,8 +224,12 @@ def main(argv=None):
     top.add_argument("--accel", type=Path, help="accelerator config (accel.json from make map)")
     top.add_argument("--qmodel", type=Path, default=DEFAULT_QMODEL,
                      help=f"integer model, for cycles and bytes per image (default: {DEFAULT_QMODEL})")
-    top.add_argument("--mhz", type=float, help="clock (default: 30 on ULX3S, the board clock "
-                     "on iCEBreaker); a PLL makes it unless it is the board clock")
+    top.add_argument("--mhz", type=float, help="clock (default: 30 on ULX3S, 24 on "
+                     "iCEBreaker); a PLL makes it unless it is the board clock")
+    top.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
+                     help="when the routed fmax misses the clock, build again at the fastest "
+                          "clock the board makes at or below the fmax (default: on unless "
+                          "--mhz is given)")
     top.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                      help=f"UART baud rate (default: {DEFAULT_BAUD})")
     smoke = parser.add_argument_group("smoke top (PE rows fed by LFSRs)")
@@ -191,8 +246,9 @@ def main(argv=None):
         if args.smoke:
             result = build(args.board, args.out, kind=args.kind, pes=args.pes, dsp=args.dsp)
         else:
+            fallback = args.mhz is None if args.fallback is None else args.fallback
             result = build_top(args.accel, args.board, args.out, qmodel=args.qmodel,
-                               mhz=args.mhz, baud=args.baud)
+                               mhz=args.mhz, baud=args.baud, fallback=fallback)
     except ToolchainError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

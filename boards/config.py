@@ -40,14 +40,15 @@ def parse_lanes(text):
     return lanes
 
 
-def board_config(qmodel, board, out, lanes=None, log=print):
+def board_config(qmodel, board, out, lanes=None, objective="latency", log=print):
     """Run the mapper into ``out`` and return (``out/accel.json``, how it was made). On a
     :data:`SMALL_BOARDS` board, a mapper config that is not the small organisation (or
     none) is replaced by ``sw.mapper.small_config(qm, lanes)``; ``lanes`` given always
     takes the small organisation with those lanes."""
     out = Path(out)
     accel = out / "accel.json"
-    argv = ["--qmodel", str(qmodel), "--board", board, "--out", str(out), "--no-plot"]
+    argv = ["--qmodel", str(qmodel), "--board", board, "--out", str(out), "--no-plot",
+            "--objective", objective]
     if board not in SMALL_BOARDS:
         if mapper.main(argv):
             raise SystemExit(2)
@@ -72,11 +73,13 @@ def main(argv=None):
     ap.add_argument("--qmodel", required=True, type=Path)
     ap.add_argument("--board", required=True)
     ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--objective", default="latency", choices=mapper.OBJECTIVES)
     ap.add_argument("--lanes", type=parse_lanes,
                     help="small organisation with these CLP,SLP,ALP lanes (skips the mapper)")
     args = ap.parse_args(argv)
     try:
-        accel, how = board_config(args.qmodel, args.board, args.out, args.lanes)
+        accel, how = board_config(args.qmodel, args.board, args.out, args.lanes,
+                                  args.objective)
     except (mapper.MapError, golden.QModelError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

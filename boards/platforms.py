@@ -48,7 +48,7 @@ class Board:
 BOARDS = {board.name: board for board in [
     # synth_ice40 leaves the SB_MAC16s unused without -dsp; synth_ecp5 uses MULT18X18Ds.
     # iCEBreaker: green/red on the board, the rest on the break-off PMOD (in PMOD2).
-    Board("icebreaker", ICEBreakerPlatform, "bin", family="ice40",
+    Board("icebreaker", ICEBreakerPlatform, "bin", family="ice40", top_mhz=24.0,
           leds=(("led_g", 0), ("led_g", 1), ("led_g", 2), ("led_r", 0)),
           extra_resources="break_off_pmod"),
     *(Board(f"ulx3s-{size}", platform, "bit", top_mhz=30.0)

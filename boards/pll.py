@@ -20,16 +20,20 @@ class PLLSetting:
     dividers: dict
 
 
-def _nearest(candidates, in_mhz, want_mhz, family):
+def _nearest(candidates, in_mhz, want_mhz, family, at_most=False):
+    if at_most:
+        candidates = [c for c in candidates if c[0] <= want_mhz + 1e-9]
     if not candidates:
-        raise ValueError(f"no {family} PLL setting makes {want_mhz:g} MHz from {in_mhz:g} MHz")
+        raise ValueError(f"no {family} PLL setting makes {'at most ' * at_most}"
+                         f"{want_mhz:g} MHz from {in_mhz:g} MHz")
     out, dividers = min(candidates, key=lambda c: abs(c[0] - want_mhz))
     return PLLSetting(family, in_mhz, out, dividers)
 
 
-def ice40_pll(in_mhz, want_mhz):
+def ice40_pll(in_mhz, want_mhz, at_most=False):
     """``SB_PLL40`` in SIMPLE feedback: PFD 10-133 MHz, VCO 533-1066 MHz, output 16-275 MHz
-    (iCE40 sysCLOCK PLL guide)."""
+    (iCE40 sysCLOCK PLL guide). The output nearest ``want_mhz``; ``at_most``: the fastest
+    output not above it."""
     candidates = []
     for divr in range(16):
         pfd = in_mhz / (divr + 1)
@@ -45,12 +49,13 @@ def ice40_pll(in_mhz, want_mhz):
                     filter_range = 1 + sum(pfd >= f for f in (17, 26, 44, 66, 101))
                     candidates.append((out, {"DIVR": divr, "DIVF": divf, "DIVQ": divq,
                                              "FILTER_RANGE": filter_range}))
-    return _nearest(candidates, in_mhz, want_mhz, "iCE40")
+    return _nearest(candidates, in_mhz, want_mhz, "iCE40", at_most)
 
 
-def ecp5_pll(in_mhz, want_mhz):
+def ecp5_pll(in_mhz, want_mhz, at_most=False):
     """``EHXPLLL`` with CLKOP feedback: PFD >= 3.125 MHz, VCO 400-800 MHz, output
-    3.125-400 MHz (ECP5 sysCLOCK guide, as ``ecppll`` searches it)."""
+    3.125-400 MHz (ECP5 sysCLOCK guide, as ``ecppll`` searches it); ``at_most`` as for
+    :func:`ice40_pll`."""
     candidates = []
     for clki in range(1, 129):
         pfd = in_mhz / clki
@@ -64,7 +69,7 @@ def ecp5_pll(in_mhz, want_mhz):
             if clkop is not None:
                 candidates.append((out, {"CLKI_DIV": clki, "CLKFB_DIV": clkfb,
                                          "CLKOP_DIV": clkop}))
-    return _nearest(candidates, in_mhz, want_mhz, "ECP5")
+    return _nearest(candidates, in_mhz, want_mhz, "ECP5", at_most)
 
 
 def pll_instance(setting, clk_in, clk_out, lock):

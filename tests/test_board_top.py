@@ -4,6 +4,7 @@ flashing, and the board-top build."""
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ from amaranth.sim import Simulator
 
 from boards import flash, host
 from boards.build import main as build_main
-from boards.build import throughput
+from boards.build import lower_clock, throughput
+from boards.config import DEFAULT_LANES, is_small
+from boards.config import main as config_main
 from boards.platforms import get_board
 from boards.pll import ecp5_pll, ice40_pll
 from boards.top import BoardTop, UARTAccelerator
@@ -26,6 +29,7 @@ from sw import schedule
 from sw.compile import compile_model
 from sw.golden import model as golden
 from sw.golden.random_model import random_qmodel
+from sw.mapper import small_config
 
 SMALL = AccelConfig(word_bytes=4, act_bytes=4096, p_words=256, prog_words=16,
                     clp=ChunkConfig(4, 8, 24, 256), slp=ChunkConfig(6, 3, 24, 256),
@@ -112,6 +116,27 @@ def test_board_core_over_uart_pins():
                               divisor=DIVISOR))
 
 
+#: blocks whose residual is the block input (tests/test_accel.py): the small organisation
+#: places them in its split activation memories
+BLOCKS = [("conv", "mul", 8, 3, 1), ("conv", "shift", 16, 1, 1), ("dw", "adder", 3, 1),
+          ("res", "shift", 1, 2), ("dw", "shift", 5, 2), ("conv", "adder", 12, 1, 1),
+          ("gap",), ("fc", "mul", 10)]
+
+
+def test_board_core_small_organisation_over_uart_pins():
+    """The iCEBreaker's organisation (``boards.config``: ``sw.mapper.small_config`` with
+    4 / 6 / 4 lanes: shared engine, two SPRAM-sized single-port activation memories and a
+    residual memory, parameters in the activation memory, 16-bit program words, 2-byte
+    words) behind the UART: two images bit-exact through the pins."""
+    cfg = small_config(random_qmodel(BLOCKS, seed=7), dict(zip(("clp", "slp", "alp"),
+                                                               DEFAULT_LANES)))
+    assert is_small(cfg) and cfg.params_in_act and cfg.prog_width == 16
+    run_testbench(UARTAccelerator(cfg, DIVISOR, clk_hz=1000), name="board_core_small",
+                  test_module="sim.tb_board", sim=selected_simulators()[0],
+                  params=dict(cfg=cfg.to_dict(), specs=BLOCKS, seed=7, images=2,
+                              divisor=DIVISOR))
+
+
 def test_uart_steps_pace_the_run():
     qm = random_qmodel(SPECS, seed=5)
     cfg = replace(SMALL, slots=2)
@@ -164,6 +189,37 @@ def test_board_top_clock_choice():
         assert primitive in files["t.il"] and line in files[constraints].splitlines()
         assert sum("FREQUENCY" in x or "set_frequency" in x
                    for x in files[constraints].splitlines()) == 1
+
+
+def test_lower_clock_for_a_missed_fmax():
+    """The fallback clock: the fastest PLL output at or below the routed fmax at which the
+    baud works (22.5 MHz would be 2.3% off 1 Mbaud), else the board clock, else none."""
+    ice, ulx3s = get_board("icebreaker"), get_board("ulx3s-85f")
+    assert lower_clock(ice, 23.73, 1_000_000) == 23.625        # 12 MHz x 63 / 32
+    assert lower_clock(ice, 22.6, 1_000_000) == 22.125
+    assert lower_clock(ice, 14.0, 1_000_000) == 12.0           # below the PLL's 16 MHz
+    assert lower_clock(ice, 11.0, 1_000_000) is None
+    assert lower_clock(ulx3s, 29.1, 1_000_000) == 25 * 8 / 7
+    assert ice.top_mhz == 24.0
+
+
+def test_board_config_is_the_small_organisation(tmp_path, capsys):
+    """``boards.config`` (make bitstream's accel.json): the iCEBreaker gets the small
+    organisation (the mapper's when it chooses it, else small_config 4,6,4); ``--lanes``
+    sizes it with other lanes."""
+    qmodel = str(Path(__file__).resolve().parents[1] / "archs/default/qmodel.npz")
+    assert config_main(["--qmodel", qmodel, "--board", "icebreaker", "--out",
+                        str(tmp_path / "a")]) == 0
+    cfg = AccelConfig.load(tmp_path / "a" / "accel.json")
+    assert is_small(cfg) and cfg.slots == 1 and cfg.prog_width == 16 and cfg.params_in_act
+    assert config_main(["--qmodel", qmodel, "--board", "icebreaker", "--out",
+                        str(tmp_path / "b"), "--lanes", "2,2,2"]) == 0
+    cfg = AccelConfig.load(tmp_path / "b" / "accel.json")
+    assert is_small(cfg) and [c.lanes for _, _, c in cfg.chunks] == [2, 2, 2]
+    assert "small_config lanes 2,2,2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        config_main(["--qmodel", qmodel, "--board", "icebreaker", "--out",
+                     str(tmp_path / "c"), "--lanes", "2,2"])
 
 
 def test_throughput_figures(small_model):
@@ -296,9 +352,9 @@ def test_build_cli_errors(small_model, tmp_path, capsys):
     assert "give --accel ACCEL_JSON" in capsys.readouterr().err
     assert build_main(["--board", "icebreaker", "--out", str(tmp_path), "--accel",
                        str(d / "accel.json"), "--qmodel", str(d / "qmodel.npz"),
-                       "--baud", "5000000"]) == 1
+                       "--baud", "7000000"]) == 1
     assert capsys.readouterr().err == \
-        "error: baud 5000000 is too fast for a 12 MHz clock (needs at least 4 clocks per bit)\n"
+        "error: baud 7000000 is too fast for a 24 MHz clock (needs at least 4 clocks per bit)\n"
 
 
 @pytest.mark.slow
