@@ -32,7 +32,7 @@ All reads are synchronous (data the cycle after the address) and enabled every c
 every memory output is registered as it arrives, before any logic (byte select, slot
 mux outside, PEs, requantiser), so a far block RAM only drives a wire to a flip-flop.
 Latency from a tap's issue to its PE beat: 3 cycles; from a drained lane to its byte write:
-6 cycles.
+3 + ``Requantizer.LATENCY`` cycles.
 """
 from typing import NamedTuple
 
@@ -211,20 +211,22 @@ class LayerEngine(wiring.Component):
         w_q = Signal.like(self.w_rd.data)
         # output address and channel of the last tap in flight: a last tap issues only when
         # no sums are on their way (`issue`), so one register serves until they drain
-        tag = Signal(data.StructLayout({"out": a_shape, "ch": 10}))
+        o_shape = unsigned(self.addr_bits)        # output addresses are never negative
+        tag = Signal(data.StructLayout({"out": o_shape, "ch": 10}))
         shadow = Signal(data.ArrayLayout(signed(self.acc_width), lanes))   # shifts out lane 0
         drain_left = Signal(range(lanes + 1))
         # running addresses of the lane being drained (registers: no adder before a memory)
-        drain_ch, drain_out, drain_res = Signal(10), Signal(a_shape), Signal(a_shape)
+        drain_ch, drain_out, drain_res = Signal(10), Signal(o_shape), Signal(o_shape)
         drain_p = Signal.like(d.p_base)
         d1 = Signal(data.StructLayout({"valid": 1, "acc": signed(self.acc_width),
-                                       "out": a_shape, "byte": range(V)}))
+                                       "out": o_shape, "byte": range(V)}))
         d1q = Signal.like(d1)                    # stage 2b: parameters and residual registered
         p_q = Signal.like(self.p_rd.data)
         res_q = Signal.like(self.res_rd.data)
         d2 = Signal(rq.i.payload.shape())        # stage 2c: registered requantiser input
-        d2_valid, d2_out = Signal(), Signal(a_shape)
-        w_pipe = [Signal(a_shape, name=f"waddr{i}") for i in range(3)]   # requant latency
+        d2_valid, d2_out = Signal(), Signal(o_shape)
+        rq_lat = Requantizer.LATENCY
+        w_pipe = [Signal(o_shape, name=f"waddr{i}") for i in range(rq_lat)]
 
         # A last tap may issue only when its sums cannot land on an undrained shadow.
         beat = Signal(data.StructLayout({                 # stage 1c: registered PE operands
@@ -260,8 +262,8 @@ class LayerEngine(wiring.Component):
         def taps_from(base):
             return [a_kh.eq(base), a_kw.eq(base), a_c.eq(base)]
 
-        rq_busy = Signal(3)   # valid bits inside the requantiser
-        m.d.sync += rq_busy.eq(Cat(d2_valid, rq_busy[:2]))
+        rq_busy = Signal(rq_lat)   # valid bits inside the requantiser
+        m.d.sync += rq_busy.eq(Cat(d2_valid, rq_busy[:-1]))
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -408,7 +410,8 @@ class LayerEngine(wiring.Component):
             rq.i.valid.eq(d2_valid), rq.i.payload.eq(d2),
             rq.shift.eq(d.shift), rq.res_shift.eq(d.res_shift), rq.lo.eq(d.lo), rq.hi.eq(d.hi),
         ]
-        m.d.sync += [w_pipe[0].eq(d2_out)] + [w_pipe[i + 1].eq(w_pipe[i]) for i in range(2)]
+        m.d.sync += [w_pipe[0].eq(d2_out)] + [w_pipe[i + 1].eq(w_pipe[i])
+                                              for i in range(rq_lat - 1)]
         waddr = w_pipe[-1]
         m.d.comb += [
             self.act_wr.addr.eq(waddr[ws:]),

@@ -6,8 +6,8 @@ needs one adder less). ``>>`` is arithmetic (floor). Per-channel ``m`` and ``b_r
 the optional residual ``res`` travel with each accumulator; ``shift``, ``res_shift``,
 ``lo`` and ``hi`` are per-layer settings that hold still while a layer runs.
 
-Latency 3 cycles (multiply, add, shift + clamp), throughput 1 output per cycle, no
-backpressure. ``m_width`` 16 fits one SB_MAC16 / MULT18X18D port.
+Latency :attr:`Requantizer.LATENCY` = 4 cycles (multiply, add, shift, clamp), throughput
+1 output per cycle, no backpressure. ``m_width`` 16 fits one SB_MAC16 / MULT18X18D port.
 """
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -23,6 +23,8 @@ class Requantizer(wiring.Component):
     (every intermediate sum; ``b_round`` has this width), ``res_width`` (residual input),
     ``out_width`` (output). Ports: ``i`` stream ``{acc, m, b, res}``, ``o`` stream of
     ``signed(out_width)``, settings ``shift``, ``res_shift``, ``lo``, ``hi``."""
+
+    LATENCY = 4     # cycles from an input beat to its output
 
     def __init__(self, *, acc_width=24, m_width=16, rq_width=48, res_width=8, out_width=8):
         for name, value, lo, hi in (("acc_width", acc_width, 2, 48), ("m_width", m_width, 2, 18),
@@ -62,12 +64,14 @@ class Requantizer(wiring.Component):
         total = Signal(signed(self.rq_width))
         valid2 = Signal()
         m.d.sync += [total.eq(prod + bias), valid2.eq(valid1)]
-        # stage 3: arithmetic shift and clamp
+        # stage 3: arithmetic shift
         shifted = Signal(signed(self.rq_width))
-        m.d.comb += shifted.eq(total >> self.shift)
+        valid3 = Signal()
+        m.d.sync += [shifted.eq(total >> self.shift), valid3.eq(valid2)]
+        # stage 4: clamp
         m.d.sync += [
             self.o.payload.eq(Mux(shifted < self.lo, self.lo,
                                   Mux(shifted > self.hi, self.hi, shifted))),
-            self.o.valid.eq(valid2),
+            self.o.valid.eq(valid3),
         ]
         return m

@@ -14,7 +14,7 @@ from hw.requant import Requantizer
 from hw.payload import pack
 from sw.golden.model import requantize
 
-LATENCY = 3
+LATENCY = Requantizer.LATENCY
 
 
 def random_setting(rng, p):

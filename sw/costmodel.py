@@ -4,18 +4,20 @@ A layer of ``outputs = groups * out_h * out_w`` outputs with ``taps`` beats each
 chunk whose lane group drains ``step`` sums (``lanes`` in broadcast mode, ``word_bytes``
 in lanewise mode), takes
 
-    taps + (outputs - 1) * max(taps, step + 4) + max(last + 11, step + 5)
+    taps + (outputs - 1) * max(taps, step + 4) + max(last + 8 + R, step + 5)
 
 cycles from start to idle: one tap per cycle, except that an output's last tap waits
 until the previous sums have drained (``step`` cycles, +4 for the memory-output,
 operand and PE stages); then the last group's ``last`` valid sums pass the memory-output
-and requantiser-input registers and the requantiser (3 stages) and are written.
+and requantiser-input registers and the requantiser (``R = Requantizer.LATENCY``
+stages) and are written.
 Between layers the chunk controllers hand over in a few cycles (``CONTROL`` per layer,
 within a cycle or two: the next chunk may already be waiting, or still be walking the
 program). With one image slot the image's cycles are the sum; with more, the chunks
 overlap images and ``sim/network.py`` measures the throughput.
 """
 from hw.accel import prog_beats
+from hw.requant import Requantizer
 from sw.compile import Program, param_act_words
 
 CONTROL = 4
@@ -28,7 +30,8 @@ def layer_cycles(layer, lanes, word_bytes):
     oh, ow = layer.out_hw
     outputs, taps = groups * oh * ow, layer.taps()
     last = layer.out_c - (groups - 1) * step
-    return taps + (outputs - 1) * max(taps, step + 4) + max(last + 11, step + 5)
+    return (taps + (outputs - 1) * max(taps, step + 4)
+            + max(last + 8 + Requantizer.LATENCY, step + 5))
 
 
 def control_cycles(cfg):
