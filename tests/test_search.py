@@ -236,6 +236,16 @@ def test_gumbel_sample_cost_pulls_the_sample_to_the_budget(space):
         assert (moved < term.expected(g)) == (side == 0.5)
 
 
+def test_shortlist_takes_the_best_of_each_group_in_turn():
+    from sw.search.run import shortlist
+    rows = [{"group": g, "choices": [n], "val_accuracy": a} for g, n, a in (
+        ("k-best", 1, 0.7), ("k-best", 2, 0.9), ("k-best", 3, 0.8), ("conv", 4, 0.5),
+        ("conv", 5, 0.6), ("random", 6, 0.1))]
+    assert [r["choices"][0] for r in shortlist(rows, 5)] == [2, 5, 6, 3, 4]
+    assert [r["choices"][0] for r in shortlist(rows, 10)] == [2, 5, 6, 3, 4, 1]
+    assert shortlist(rows, 0) == []
+
+
 def test_resume_continues_exactly(tmp_path):
     cfg = micro_cfg(macro=tiny_macro(tmp_path), random_samples=0)
     quiet = lambda s: None  # noqa: E731

@@ -423,14 +423,22 @@ def proxy_train(cfg, space, choices, train_xy, val_xy, out_dir, log=None):
 
 def select(cfg, space, net, alpha, tables, calib, val, log, train_xy=None, proxy_val=None,
            proxy_dir=None):
-    """The final network. Every network of :func:`selection_pool` gets its one-shot
-    accuracy on the held-out ``val`` images; with ``cfg.proxy_networks`` (and
-    ``train_xy``), the :func:`shortlist` of that many is trained from scratch
-    (:func:`proxy_train`, on ``proxy_val``) and the best proxy accuracy wins (ties: fewer
-    cycles); without, the best one-shot accuracy of the ``k-best`` group. Returns (choices,
-    cost, [one row per pool network])."""
+    """The final network: :func:`rank` of :func:`selection_pool`. Returns (choices, cost,
+    [one row per pool network])."""
+    return rank(cfg, space, net, selection_pool(cfg, space, alpha, tables), calib, val, log,
+                train_xy, proxy_val, proxy_dir)
+
+
+def rank(cfg, space, net, groups, calib, val, log, train_xy=None, proxy_val=None,
+         proxy_dir=None):
+    """The best network of ``groups`` ({group: [(choices, cost, logp or None)]}). Every
+    one gets its one-shot accuracy on the held-out ``val`` images; with
+    ``cfg.proxy_networks`` (and ``train_xy``), the :func:`shortlist` of that many is
+    trained from scratch (:func:`proxy_train`, evaluated on ``proxy_val``) and the best
+    proxy accuracy wins (ties: fewer cycles); without, the best one-shot accuracy of the
+    first group. Returns (choices, cost, [one row per network])."""
     rows, seen = [], set()
-    for group, nets in selection_pool(cfg, space, alpha, tables).items():
+    for group, nets in groups.items():
         for ch, cost, logp in nets:
             if tuple(ch) in seen:
                 continue
@@ -444,8 +452,8 @@ def select(cfg, space, net, alpha, tables, calib, val, log, train_xy=None, proxy
                 + (f"  logp {logp:7.2f}" if logp is not None else " " * 14)
                 + f"  {' '.join(rows[-1]['blocks'])}")
     if not cfg.proxy_networks or train_xy is None:
-        best = max((r for r in rows if r["group"] == "k-best"), default=None,
-                   key=lambda r: r["val_accuracy"]) or max(rows, key=lambda r: r["val_accuracy"])
+        first = [r for r in rows if r["group"] == rows[0]["group"]]
+        best = max(first, key=lambda r: r["val_accuracy"])
         return best["choices"], best["cost"], rows
     short = shortlist(rows, cfg.proxy_networks)
     for n, r in enumerate(short):
