@@ -246,6 +246,16 @@ def test_shortlist_takes_the_best_of_each_group_in_turn():
     assert shortlist(rows, 0) == []
 
 
+def test_pick_is_the_cheapest_the_proxy_cannot_tell_from_the_best():
+    from sw.search.run import pick
+    rows = [{"proxy_accuracy": a, "cost": c} for a, c in ((0.827, 222879), (0.824, 194880),
+                                                           (0.822, 191929), (0.81, 150000))]
+    # one standard error of 82.7% on 5000 images: 0.53 points
+    assert pick(rows, 1.0, 5000)["cost"] == 191929
+    assert pick(rows, 0.0, 5000)["cost"] == 222879
+    assert pick(rows, 1.0, 100)["cost"] == 150000
+
+
 def test_resume_continues_exactly(tmp_path):
     cfg = micro_cfg(macro=tiny_macro(tmp_path), random_samples=0)
     quiet = lambda s: None  # noqa: E731
@@ -330,7 +340,10 @@ def test_micro_search_within_budget_quantises_and_maps(tmp_path):
     for r in trained:
         assert r["val_accuracy"] == max(x["val_accuracy"] for x in sel
                                         if x["group"] == r["group"])
-    best = max(trained, key=lambda r: (r["proxy_accuracy"], -r["cost"]))
+    top = max(r["proxy_accuracy"] for r in trained)
+    floor = top - math.sqrt(top * (1 - top) / 32)             # one standard error
+    best = min((r for r in trained if r["proxy_accuracy"] >= floor),
+               key=lambda r: (r["cost"], -r["proxy_accuracy"]))
     assert res["blocks"] == best["blocks"] and res["cost"] == best["cost"]
     assert res["networks"][0]["proxy_accuracy"] == best["proxy_accuracy"]
     assert (tmp_path / "s" / "proxy" / "_".join(best["blocks"]) / "report.json").is_file()

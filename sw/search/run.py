@@ -33,7 +33,7 @@ FORMAT = "nasa-fpga-search-checkpoint"
 # finished search may be resumed with other values to select again
 SELECTION_KEYS = ("val_images", "test_images", "calib_images", "candidates",
                   "random_samples", "family_candidates", "pool_random", "proxy_networks",
-                  "proxy_epochs", "proxy_images", "proxy_val_images")
+                  "proxy_epochs", "proxy_images", "proxy_val_images", "proxy_margin")
 # groups of the selection pool besides the most probable networks: sub-spaces by operator
 FAMILIES = ("conv", "mult-free")
 REFERENCES = ("default", "all-conv", "all-shift", "all-adder")
@@ -85,6 +85,8 @@ class SearchConfig:
     proxy_epochs: int = 2
     proxy_images: int = 12000
     proxy_val_images: int = 5000
+    proxy_margin: float = 1.0          # pick: the cheapest within this many binomial
+                                       # standard errors of the best proxy accuracy
 
     @classmethod
     def quick(cls, **kw):
@@ -434,9 +436,9 @@ def rank(cfg, space, net, groups, calib, val, log, train_xy=None, proxy_val=None
     """The best network of ``groups`` ({group: [(choices, cost, logp or None)]}). Every
     one gets its one-shot accuracy on the held-out ``val`` images; with
     ``cfg.proxy_networks`` (and ``train_xy``), the :func:`shortlist` of that many is
-    trained from scratch (:func:`proxy_train`, evaluated on ``proxy_val``) and the best
-    proxy accuracy wins (ties: fewer cycles); without, the best one-shot accuracy of the
-    first group. Returns (choices, cost, [one row per network])."""
+    trained from scratch (:func:`proxy_train`, evaluated on ``proxy_val``) and the pick is
+    the cheapest within ``cfg.proxy_margin`` standard errors of the best proxy accuracy
+    (:func:`pick`); without, the best one-shot accuracy of the first group. Returns (choices, cost, [one row per network])."""
     rows, seen = [], set()
     for group, nets in groups.items():
         for ch, cost, logp in nets:
@@ -465,8 +467,18 @@ def rank(cfg, space, net, groups, calib, val, log, train_xy=None, proxy_val=None
         log(f"proxy {n + 1:2d}/{len(short)} {r['group']:9s}: {cfg.proxy_epochs} epochs, val "
             f"{100 * r['proxy_accuracy']:5.1f}%  {r['cost']:8.0f}  {r['proxy_seconds']:5.0f} s"
             f"  {' '.join(r['blocks'])}")
-    best = max(short, key=lambda r: (r["proxy_accuracy"], -r["cost"]))
+    best = pick(short, cfg.proxy_margin, len(proxy_val[1]))
     return best["choices"], best["cost"], rows
+
+
+def pick(rows, margin, n):
+    """The cheapest row whose ``proxy_accuracy`` is within ``margin`` binomial standard
+    errors (on ``n`` images) of the best one: networks the proxy cannot tell apart are
+    told apart by their cost (the search's objective); ties: the more accurate."""
+    top = max(r["proxy_accuracy"] for r in rows)
+    floor = top - margin * math.sqrt(top * (1 - top) / max(1, n))
+    return min((r for r in rows if r["proxy_accuracy"] >= floor - 1e-12),
+               key=lambda r: (r["cost"], -r["proxy_accuracy"]))
 
 
 def _finish(cfg, space, net, alpha, split_w, both, val, test, out_dir, arch_path, name,
