@@ -6,11 +6,13 @@ Run: .venv/bin/python bench/nasa.py [--boards icebreaker ulx3s-85f] [--objective
                                     [--hybrid default] [--baseline all-conv] [--measure N]
 
 Per board both designs are sized by the mapper (``sw.mapper.search``: the same budget,
-objective and resource model); the mul-only one gets only a CLP chunk because its network
-has only multiplications. Printed per design: integer accuracy (the bundled
-``archs/<net>/quant_report.json``), lanes, image slots, cycles per image (the pipeline
-interval), images/s at the family's fmax, energy per image (45 nm model), predicted
-resources; then the ratios hybrid / mul-only. ``--measure N`` also runs N test images of
+objective and resource model, and on the iCE40UP5K the same choice of organisation: an
+engine per chunk, or the small organisation with one shared engine and SPRAM memories);
+the mul-only one gets only a CLP chunk because its network has only multiplications.
+Printed per design: integer accuracy (the bundled ``archs/<net>/quant_report.json``), the
+organisation, lanes, image slots, cycles per image (the pipeline interval), images/s at
+the family's fmax, energy per image (45 nm model), predicted resources (block RAM +
+SPRAM); then the ratios hybrid / mul-only. ``--measure N`` also runs N test images of
 each design on the RTL (``sim.network``, Verilator) and uses the measured cycles.
 Target (issue 5): hybrid >= 1.5x the throughput of multiplier-only on iCE40UP5K and ECP5-85F.
 """
@@ -59,10 +61,11 @@ def design(net, board, objective, images):
         p = mapper.search(qm, board, objective)
     except mapper.MapError as e:
         return {"net": net, "fits": False, "why": str(e)}
-    cfg = mapper.size_config(qm, p.lanes, p.word_bytes, p.slots)
+    cfg = mapper.point_config(qm, p)
     cycles = measure(net, board, cfg, images) if images else p.cycles
     fmax = R.fmax_mhz(board)
     return {"net": net, "fits": True, "acc": accuracy(net), "lanes": p.lanes,
+            "org": p.organisation, "word": p.word_bytes,
             "slots": p.slots, "cycles": cycles, "measured": bool(images),
             "ips": fmax * 1e6 / cycles, "uj": p.energy_pj / 1e6, "use": p.usage}
 
@@ -77,9 +80,10 @@ def main(argv=None):
     ap.add_argument("--measure", type=int, default=0, metavar="N",
                     help="measure cycles on the RTL with N test images (Verilator)")
     args = ap.parse_args(argv)
-    print("| board | design | net (integer acc.) | lanes CLP/SLP/ALP | slots | cycles/image "
-          "| images/s | energy uJ/image | logic | DSP | BRAM |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| board | design | net (integer acc.) | organisation | lanes CLP/SLP/ALP | word B "
+          "| slots | cycles/image | images/s | energy uJ/image | logic | FFs | DSP | BRAM | "
+          "SPRAM |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     ratios = []
     for board in args.boards:
         rows = {}
@@ -89,11 +93,12 @@ def main(argv=None):
                 print(f"| {board} | {label} | {net} | does not fit: {d['why']} |")
                 continue
             acc = f"{d['acc']:.2%}" if d["acc"] is not None else "?"
+            u = d["use"]
             print(f"| {board} @ {R.fmax_mhz(board):g} MHz | {label} | {net} ({acc}) | "
-                  + "/".join(str(d["lanes"][c]) for c in mapper.CHUNKS)
-                  + f" | {d['slots']} | {d['cycles']}{' (RTL)' if d['measured'] else ''} | "
-                  f"{d['ips']:.0f} | {d['uj']:.2f} | {d['use']['logic']} | {d['use']['dsp']} | "
-                  f"{d['use']['bram'] + d['use']['spram']} |")
+                  f"{d['org']} | " + "/".join(str(d["lanes"][c]) for c in mapper.CHUNKS)
+                  + f" | {d['word']} | {d['slots']} | {d['cycles']}"
+                  f"{' (RTL)' if d['measured'] else ''} | {d['ips']:.1f} | {d['uj']:.2f} | "
+                  f"{u['logic']} | {u['ffs']} | {u['dsp']} | {u['bram']} | {u['spram']} |")
         h, m = rows["hybrid"], rows["mul-only"]
         if h["fits"] and m["fits"]:
             ratios.append((board, h["ips"] / m["ips"], m["uj"] / h["uj"],

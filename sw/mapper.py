@@ -44,7 +44,7 @@ from sw import energy as E
 from sw import resources as R
 from sw import schedule
 from sw.compile import compile_model, pipeline_deltas
-from sw.costmodel import CONTROL, layer_cycles
+from sw.costmodel import CONTROL, compiled_layer_cycles, control_cycles, layer_cycles
 from sw.golden import model as golden
 from sw.program import ProgramError
 
@@ -142,7 +142,7 @@ def small_config(qm, lanes, word_bytes=2):
     chunk: one shared engine, two single-port activation memories of one SPRAM each plus
     a residual memory cut to its use, 16-bit program words, parameters in the activation
     memory (a parameter memory for the widest layer), weight regions cut to their use.
-    Sizing only: the search and the resource model do not cover it yet."""
+    :func:`search` considers it on parts with SPRAM (:func:`small_points`)."""
     sized = size_config(qm, lanes, word_bytes, 1)
     cfg = replace(sized, shared_engine=True, act_split=2, act_bytes=SPRAM_BYTES,
                   res_bytes=SPRAM_BYTES // 2, prog_width=16, params_in_act=True,
@@ -168,6 +168,7 @@ class Point:
     latency_s: float
     energy_pj: float
     usage: dict
+    organisation: str = "chunks"     # "chunks": an engine per chunk; "small": small_config
 
     def score(self, objective):
         return {"latency": self.latency_s, "energy": self.energy_pj,
@@ -220,6 +221,91 @@ def proportional_lanes(work, word_bytes, scale):
     present = [c for c in CHUNKS if work[c]]
     per = scale / sum(work[c] * PE_COST[c] for c in present)
     return {c: max(word_bytes, round(per * work[c])) if c in present else 0 for c in CHUNKS}
+
+
+#: the small organisation's activation word (its SPRAMs are 16 bits wide) and the most
+#: lanes per chunk it is searched over
+SMALL_WORD = 2
+SMALL_MAX_LANES = 32
+ORGANISATIONS = {"chunks": "an engine per chunk (pipelined chunks, dual-read banks)",
+                 "small": "small: one shared engine, 2 single-port SPRAM activation memories "
+                          "+ a residual memory, parameters in the activation memory, "
+                          "16-bit program words"}
+
+
+def small_points(qm, board, objective, headroom=R.HEADROOM, rule="search"):
+    """``(points that fit, the candidate of least logic)`` of the small organisation
+    (:func:`small_config`) on ``board``: every lane count per chunk from ``SMALL_WORD`` to
+    ``SMALL_MAX_LANES`` (``rule="proportional"``: NASA's ray only), costed exactly as
+    :func:`small_config` sizes it (cycles by ``sw.schedule`` on the compiled program,
+    energy by ``sw.energy``, resources by ``sw.resources.estimate``). The layers do not
+    depend on the lanes, so the program is compiled once; per lane count only the weight
+    regions change (``w_words``, packed as the compiler packs them)."""
+    V = SMALL_WORD
+    work = chunk_work(qm)
+    present = [c for c in CHUNKS if work[c]]
+    try:
+        base = small_config(qm, {c: V if c in present else 0 for c in CHUNKS})
+    except (ProgramError, ConfigError):
+        return [], None
+    prog = compile_model(qm, base)
+    res = residual_layers(qm)
+    have = R.budget(board, headroom)
+    fmax = R.fmax_mhz(board) * 1e6
+    mine = {c: [L.layer for L in prog.layers if L.chunk == c] for c in present}
+
+    def config(lanes):
+        return replace(base, **{c: replace(base.chunk(c), lanes=lanes[c], w_words=max(1, sum(
+            L.w_words(lanes[c], V) for L in mine[c]))) for c in present})
+
+    if rule == "proportional":
+        combos = []
+        for scale in range(V, 4 * SMALL_MAX_LANES):
+            lanes = proportional_lanes(work, V, scale)
+            if max(lanes.values()) > SMALL_MAX_LANES:
+                break
+            if lanes not in combos:
+                combos.append(lanes)
+    else:
+        combos = None
+    points, smallest = [], None
+
+    def visit(lanes):
+        """Cost one candidate; False when it is over the logic budget (more lanes of the
+        last chunk only add logic)."""
+        nonlocal smallest
+        cfg = config(lanes)
+        use = R.estimate(cfg, board)
+        if smallest is None or use["logic"] < smallest["logic"]:
+            smallest = use
+        if use["logic"] > have["logic"]:
+            return False
+        if all(use[r] <= have[r] for r in R.RESOURCES):
+            cycles = schedule.interval(prog, cfg)
+            pj = E.program_energy(prog, cfg, res)[1].total
+            points.append(Point(dict(lanes), V, 1, round(cycles), cycles / fmax, pj, use,
+                                "small"))
+        return True
+
+    if combos is not None:
+        for lanes in combos:
+            visit({c: lanes.get(c, 0) for c in CHUNKS})
+        return points, smallest
+
+    def walk(i, lanes):
+        """Whether some candidate with ``lanes`` so far is within the logic budget; logic
+        only grows with lanes, so a chunk's lane counts stop at the first over it."""
+        if i == len(present):
+            return visit(lanes)
+        first = True
+        for n in range(V, SMALL_MAX_LANES + 1):
+            if not walk(i + 1, {**lanes, present[i]: n}):
+                return not first
+            first = False
+        return True
+
+    walk(0, {c: 0 for c in CHUNKS})
+    return points, smallest
 
 
 def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule="search"):
@@ -312,6 +398,15 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             if best is None or (point.score(objective), point.usage["logic"]) < \
                     (best.score(objective), best.usage["logic"]):
                 best = point
+    if R.PARTS[R.part_of(board)]["spram"] and slots in (None, 1):
+        # parts with SPRAM (the iCE40UP5K): the small organisation too
+        points, least = small_points(qm, board, objective, headroom, rule)
+        for point in points:
+            if best is None or (point.score(objective), point.usage["logic"]) < \
+                    (best.score(objective), best.usage["logic"]):
+                best = point
+        if least is not None and (smallest is None or least["logic"] < smallest["logic"]):
+            smallest = least
     if best is None:
         short = R.shortfalls(smallest, board, headroom) if smallest else \
             ["no activation word size can run its layers"]
@@ -320,11 +415,22 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
     return best
 
 
+def point_config(qm, p):
+    """The accelerator of a :class:`Point`, sized for ``qm`` in its organisation."""
+    if p.organisation == "small":
+        return small_config(qm, p.lanes, p.word_bytes)
+    return size_config(qm, p.lanes, p.word_bytes, p.slots)
+
+
+def organisation(cfg):
+    """``"small"`` for :func:`small_config`'s organisation, else ``"chunks"``."""
+    return "small" if cfg.params_in_act else "chunks"
+
+
 def default_config(qm, board, slots=None, rule="search", objective="latency",
                    headroom=R.HEADROOM):
     """The accelerator :func:`search` picks for ``qm`` on ``board``."""
-    p = search(qm, board, objective, headroom, slots, rule)
-    return size_config(qm, p.lanes, p.word_bytes, p.slots)
+    return point_config(qm, search(qm, board, objective, headroom, slots, rule))
 
 
 def program_listing(prog, cfg):
@@ -332,9 +438,15 @@ def program_listing(prog, cfg):
     chunk, the image offset ``delta`` and the layer descriptor's fields."""
     from hw.accel import program_layout
     from hw.payload import unpack
+    from hw.accel import prog_beats
     chunk_of = {v: k for k, v in CHUNK_ID.items()}
+    words, beats = prog.images["prog"][0], prog_beats(cfg)
+    if cfg.prog_width:       # a descriptor over ``beats`` words, the first at the bottom
+        words = [sum(int(w) << (cfg.prog_width * b)
+                     for b, w in enumerate(words[i * beats:(i + 1) * beats]))
+                 for i in range(len(words) // beats)]
     entries = []
-    for L, word in zip(prog.layers, prog.images["prog"][0]):
+    for L, word in zip(prog.layers, words):
         entry = unpack(program_layout(cfg), word)
         entries.append({"layer": L.name, "chunk": chunk_of[entry.pop("chunk")], **entry})
     return entries
@@ -350,7 +462,7 @@ def layer_report(qm, cfg):
         lanes = cfg.chunk(L.chunk).lanes
         size = L.layer.group_size(lanes, cfg.word_bytes)
         oh, ow = L.layer.out_hw
-        cycles = layer_cycles(L.layer, lanes, cfg.word_bytes)
+        cycles = compiled_layer_cycles(L, cfg)      # with a parameter copy (params_in_act)
         rows.append({
             "layer": L.name, "chunk": L.chunk, "mode": L.layer.mode,
             "tiling": f"{L.layer.groups(lanes, cfg.word_bytes)}x{size} ch, {oh}x{ow} px, "
@@ -364,7 +476,7 @@ def layer_report(qm, cfg):
 def report(qm, cfg, board, objective, headroom=R.HEADROOM):
     """Everything ``map_report.json`` holds (the table the CLI prints, in data)."""
     rows, total = layer_report(qm, cfg)
-    busy = {c: sum(r["cycles"] + CONTROL for r in rows if r["chunk"] == c)
+    busy = {c: sum(r["cycles"] + control_cycles(cfg) for r in rows if r["chunk"] == c)
             for c in CHUNKS if cfg.chunk(c).lanes}
     image = sum(busy.values())
     interval = round(schedule.interval(compile_model(qm, cfg), cfg))
@@ -373,7 +485,7 @@ def report(qm, cfg, board, objective, headroom=R.HEADROOM):
     macs = sum(r["macs"] for r in rows)
     return {
         "network": qm.name, "board": board, "part": R.part_of(board), "objective": objective,
-        "accel": cfg.to_dict(), "layers": rows,
+        "organisation": organisation(cfg), "accel": cfg.to_dict(), "layers": rows,
         "chunks": {c: {"lanes": cfg.chunk(c).lanes, "busy_cycles": busy[c],
                        "utilisation": sum(r["macs"] for r in rows if r["chunk"] == c)
                        / (cfg.chunk(c).lanes * interval)} for c in busy},
@@ -394,6 +506,7 @@ def print_report(rep, out=None):
     p(f"{rep['network']} on {rep['board']} ({rep['part']}), objective {rep['objective']}: "
       + ", ".join(f"{c.upper()} {acc[c]['lanes']} lanes" for c in CHUNKS)
       + f", word {acc['word_bytes']} B, {acc['slots']} image slot(s)")
+    p(f"organisation: {ORGANISATIONS[rep['organisation']]}")
     p(f"{'layer':<24}{'chunk':<6}{'tiling':<32}{'cycles':>9}{'util':>7}{'energy nJ':>11}")
     for r in rep["layers"]:
         p(f"{r['layer']:<24}{r['chunk']:<6}{r['tiling']:<32}{r['cycles']:>9}"

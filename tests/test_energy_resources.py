@@ -167,3 +167,36 @@ def test_shared_engine_and_split_memories_are_counted_from_their_structure():
             dual = R.act_usage(fam, 4, 4096, 1, 1)["bram"]
             parts = R.act_usage(fam, 4, 4096, 1, 1, [(4096, 1), (4096, 1), (1024, 1)])["bram"]
             assert (dual, parts) == (2 * 8, 2 * 8 + 2)
+
+
+def test_spram_and_small_organisation_memories():
+    # SPRAM 16K x 16: a column per 16 bits, the rest packed in 4-bit nibbles (yosys)
+    assert R.spram_blocks(16, 16384) == 1 and R.spram_blocks(32, 14350) == 2
+    assert R.spram_blocks(20, 26598) == 3 and R.spram_blocks(32, 16388) == 4
+    # single-port memories go to SPRAM where 32 EBR cost more; never on the ECP5
+    assert R.in_spram("act", 16, 16384, "ice40", single_port=True)
+    assert not R.in_spram("act", 16, 16384, "ice40")                 # two ports: EBR
+    assert not R.in_spram("clp", 32, 1024, "ice40", single_port=True)  # 8 EBR
+    assert not R.in_spram("act", 16, 16384, "ecp5", single_port=True)
+    # the iCE40 block shapes yosys picked on the small organisation (commit 86430a9)
+    assert R.bram_shape(16, 672, "ice40") == (3, 3)          # program: 256 x 16
+    assert R.bram_shape(16, 2368, "ice40") == (10, 5)        # residual: 512 x 8
+    assert R.bram_shape(52, 256, "ice40") == (4, 1)          # parameters
+    assert R.PARTS["ice40up5k"]["spram"] == 4 and R.budget("icebreaker")["spram"] == 4
+
+
+def test_small_organisation_prediction_matches_its_builds():
+    """The small organisation (shared engine, SPRAM activations, parameters in the
+    activation memory) predicted within 10% of the stored builds it was fitted on, block
+    RAM and SPRAM exactly."""
+    small = R.costs("ice40")["small"]
+    assert set(small["fitted_on"]) == set(R.SMALL_CALIBRATION)
+    for label, got in small["fitted_on"].items():
+        want = R.estimate(R.small_calibration_config(label), "icebreaker")
+        for r in ("logic", "ffs"):
+            assert abs(want[r] - got[r]) <= 0.10 * got[r], (label, r, want[r], got[r])
+        assert {r: want[r] for r in ("dsp", "bram", "spram")} == \
+            {r: got[r] for r in ("dsp", "bram", "spram")}, label
+    # the ECP5 and the per-chunk organisation have no small part
+    cfg = R.calibration_config("shared-engine")
+    assert R.estimate(cfg, "icebreaker") == R.estimate(cfg, "icebreaker", small=False)

@@ -121,7 +121,7 @@ def test_cli_map_report_generate_and_errors(qmodel_path, tmp_path, capsys):
     listing = json.loads((tmp_path / "program.json").read_text())
     assert [e["chunk"] for e in listing] == [r["chunk"] for r in rep["layers"]]
     assert [e["last"] for e in listing] == [0] * (len(SPECS) - 1) + [1]
-    assert listing[0]["desc"]["kernel"] == 3 and listing[-1]["desc"]["out_c"] == 10
+    assert listing[0]["desc"]["kernel_m1"] == 2 and listing[-1]["desc"]["out_c"] == 10
     assert generate.main(["--accel", str(tmp_path / "accel.json"), "--out", str(tmp_path)]) == 0
     assert "module accel" in (tmp_path / "accel.v").read_text()
     bad = tmp_path / "bad.json"
@@ -162,3 +162,35 @@ def test_small_config_fits_the_up5k_memories():
     assert prog.res_bytes_used <= cfg.res_bytes < prog.res_bytes_used + 64
     per_layer, total = program_cycles(prog, cfg)
     assert total == pytest.approx(1_107_000, rel=0.01)
+
+
+def test_icebreaker_gets_the_small_organisation_within_its_budget(tmp_path, capsys):
+    """On the iCE40UP5K the per-chunk organisation does not fit; the search chooses the
+    small one (shared engine, SPRAM memories) with lanes whose predicted resources fit the
+    budget, costed as the sized config costs, and no feasible neighbour is faster."""
+    qm = golden.load("archs/default/qmodel.npz")
+    p = mapper.search(qm, "icebreaker")
+    assert p.organisation == "small" and (p.slots, p.word_bytes) == (1, mapper.SMALL_WORD)
+    cfg = mapper.point_config(qm, p)
+    assert mapper.organisation(cfg) == "small" and cfg.shared_engine and cfg.act_split == 2
+    use = R.estimate(cfg, "icebreaker")
+    assert use == p.usage and not R.shortfalls(use, "icebreaker")
+    assert use["spram"] <= 4 and use["logic"] <= R.budget("icebreaker")["logic"]
+    prog = compile_model(qm, cfg)
+    assert p.cycles == round(schedule.interval(prog, cfg))
+    assert p.energy_pj == pytest.approx(
+        E.program_energy(prog, cfg, mapper.residual_layers(qm))[1].total, rel=1e-9)
+    for c in mapper.CHUNKS:      # one more lane anywhere: over the budget, or no faster
+        more = mapper.small_config(qm, dict(p.lanes, **{c: p.lanes[c] + 1}))
+        if not R.shortfalls(R.estimate(more, "icebreaker"), "icebreaker"):
+            assert schedule.interval(compile_model(qm, more), more) >= p.cycles
+    # without headroom the search finds the hand-sized UP5K config (docs/accelerator.md)
+    assert mapper.search(qm, "icebreaker", headroom=0.0).lanes == {"clp": 4, "slp": 6, "alp": 4}
+    assert mapper.main(["--qmodel", "archs/default/qmodel.npz", "--board", "icebreaker",
+                        "--out", str(tmp_path), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "organisation: small" in out and "spram 4/4" in out
+    assert AccelConfig.load(tmp_path / "accel.json") == cfg
+    listing = json.loads((tmp_path / "program.json").read_text())
+    assert [e["chunk"] for e in listing] == [L.chunk for L in prog.layers]
+    assert listing[-1]["last"] == 1 and listing[-1]["desc"]["out_c"] == 10
