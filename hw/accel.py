@@ -259,6 +259,12 @@ class Accelerator(wiring.Component):
             if len(chunks) > 1:
                 with m.If(is_chunk[c]):
                     m.d.comb += engine.row.eq(i)
+        # The entry's image is in its slot with the previous layer done: registered (the
+        # engine's start fans out to every loop register). The entry is fixed from DECIDE
+        # on and the condition, once true, stays so until the layer runs, so the register
+        # is never stale in WAIT_INPUT and costs no cycle.
+        ready = Signal(name=f"{name}_ready")
+        m.d.sync += ready.eq((Array(slot_img)[slot] == img) & (Array(progress)[slot] == pc))
         with m.FSM(name=f"{name}_ctrl"):
             with m.State("IDLE"):
                 with m.If(running & ~finished):
@@ -284,7 +290,7 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "NEXT"
             with m.State("WAIT_INPUT"):
-                with m.If((Array(slot_img)[slot] == img) & (Array(progress)[slot] == pc)):
+                with m.If(ready):
                     m.d.comb += engine.start.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
