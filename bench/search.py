@@ -3,6 +3,7 @@
 Run: .venv/bin/python bench/search.py --search build/search/NAME [--epochs 8]
          [--train-images 12000] [--test-images 10000] [--random N] [--int] [--threads 2]
          [--conv-search DIR] [--mult-free-search DIR] [--proxy-random] [--up5k-lanes 4,6,4]
+         [--also NAME=BLOCK,BLOCK,...]
 
 Networks, all on the search's macro and within its budget (cycles on the search's
 reference accelerator: the one the mapper sized for the macro network on its board):
@@ -136,6 +137,8 @@ def main(argv=None):
     ap.add_argument("--int", action="store_true", help="also the integer (PTQ) accuracy")
     ap.add_argument("--conv-search", default=None, help="a --space conv search's dir")
     ap.add_argument("--mult-free-search", default=None, help="a --space mult-free search's dir")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=BLOCK,BLOCK,...",
+                    help="one more network of the search's space (e.g. another pick)")
     ap.add_argument("--proxy-random", action="store_true",
                     help="add random search ranked by the search's own proxy selection")
     ap.add_argument("--up5k-lanes", default="4,6,4", metavar="CLP,SLP,ALP",
@@ -165,6 +168,9 @@ def main(argv=None):
         r.get("proxy_accuracy") is not None for r in result.get("selection") or ()) \
         else "hybrid (searched)"
     nets = [("searched", how, choices)]
+    for spec in args.also:
+        tag, _, blocks = spec.partition("=")
+        nets.append((tag, "given", [from_label(b) for b in blocks.split(",")]))
     if args.proxy_random:
         nets.append(proxy_random(net, space, cfg, result, ref, calib, order, tr_x, tr_y,
                                  log, REPO / "build" / "search" / "bench" /
