@@ -4,6 +4,7 @@ board budget (issue 5, point 7).
 
 Run: .venv/bin/python bench/nasa.py [--boards icebreaker ulx3s-85f] [--objective latency]
                                     [--hybrid default] [--baseline all-conv] [--measure N]
+                                    [--headroom 0.1]
 
 Per board both designs are sized by the mapper (``sw.mapper.search``: the same budget,
 objective and resource model, and on the iCE40UP5K the same choice of organisation: an
@@ -55,10 +56,10 @@ def measure(net, board, cfg, images):
     return int(found.group(1))
 
 
-def design(net, board, objective, images):
+def design(net, board, objective, images, headroom=R.HEADROOM):
     qm = golden.load(REPO / "archs" / net / "qmodel.npz")
     try:
-        p = mapper.search(qm, board, objective)
+        p = mapper.search(qm, board, objective, headroom)
     except mapper.MapError as e:
         return {"net": net, "fits": False, "why": str(e)}
     cfg = mapper.point_config(qm, p)
@@ -77,6 +78,8 @@ def main(argv=None):
     ap.add_argument("--objective", default="latency", choices=mapper.OBJECTIVES)
     ap.add_argument("--hybrid", default="default")
     ap.add_argument("--baseline", default="all-conv")
+    ap.add_argument("--headroom", type=float, default=R.HEADROOM,
+                    help="share of logic, FFs and block RAM kept free (default 0.1)")
     ap.add_argument("--measure", type=int, default=0, metavar="N",
                     help="measure cycles on the RTL with N test images (Verilator)")
     args = ap.parse_args(argv)
@@ -88,7 +91,7 @@ def main(argv=None):
     for board in args.boards:
         rows = {}
         for label, net in (("hybrid", args.hybrid), ("mul-only", args.baseline)):
-            d = rows[label] = design(net, board, args.objective, args.measure)
+            d = rows[label] = design(net, board, args.objective, args.measure, args.headroom)
             if not d["fits"]:
                 print(f"| {board} | {label} | {net} | does not fit: {d['why']} |")
                 continue

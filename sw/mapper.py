@@ -16,6 +16,11 @@ flight, 1 .. 8). Every point is costed exactly:
 - logic, FFs, DSPs, block RAM and SPRAM by ``sw.resources``, kept within the board's
   budget (data-sheet totals less ``--headroom`` of logic, FFs and block RAM).
 
+On parts with SPRAM (the iCE40UP5K) the small organisation (:func:`small_config`: one
+shared engine, SPRAM activation memories, parameters in the activation memory) is searched
+too, over the lanes per chunk (:func:`small_points`), and the objective chooses between the
+organisations; the report names the one chosen.
+
 ``--rule search`` (default) takes the point that minimises the objective (``latency``,
 ``energy`` or ``edp``, ties to less logic); ``--rule proportional`` is NASA's rule: lanes
 in proportion to each chunk's work, scaled up as far as the budget and the objective
