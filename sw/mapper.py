@@ -542,7 +542,8 @@ def plot(rep, path):
     a.set_xticks(range(len(rows)), [r["layer"].replace(".op", "") for r in rows],
                  rotation=75, fontsize=7)
     a.set_ylabel("cycles per image")
-    a.set_title(f"{rep['network']} on {rep['board']}: cycles per layer "
+    a.set_title(f"{rep['network']} on {rep['board']} ({rep['organisation']} organisation): "
+                f"cycles per layer "
                 f"({', '.join(f'{c.upper()} {colours[c][4:]}' for c in rep['chunks'])})")
     res = [r for r in R.RESOURCES if rep["part_totals"][r]]
     shares = [rep["resources"][r] / rep["part_totals"][r] for r in res]

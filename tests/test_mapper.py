@@ -194,3 +194,13 @@ def test_icebreaker_gets_the_small_organisation_within_its_budget(tmp_path, caps
     listing = json.loads((tmp_path / "program.json").read_text())
     assert [e["chunk"] for e in listing] == [L.chunk for L in prog.layers]
     assert listing[-1]["last"] == 1 and listing[-1]["desc"]["out_c"] == 10
+
+
+def test_ecp5_keeps_the_per_chunk_organisation():
+    """No SPRAM on the ECP5: the search is the per-chunk one, and the default network's
+    ECP5-85F design stays 32/48/72 lanes, 16-byte words, 2 slots."""
+    qm = golden.load("archs/default/qmodel.npz")
+    p = mapper.search(qm, BOARD)
+    assert p.organisation == "chunks" and (p.word_bytes, p.slots) == (16, 2)
+    assert p.lanes == {"clp": 32, "slp": 48, "alp": 72}
+    assert mapper.organisation(mapper.point_config(qm, p)) == "chunks"
