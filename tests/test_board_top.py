@@ -27,6 +27,7 @@ from sim.network import session
 from sim.runner import run_testbench, selected_simulators
 from sw import schedule
 from sw.compile import compile_model
+from sw.datasets import DatasetError, load
 from sw.golden import model as golden
 from sw.golden.random_model import random_qmodel
 from sw.mapper import small_config
@@ -391,3 +392,25 @@ def test_build_board_top_icebreaker_small_organisation(tmp_path):
                                                 "fallback_from": None}
     assert data["resources"]["spram"]["used"] >= 2 and data["resources"]["dsp"]["used"] > 0
     assert data["cycles_per_image"] > 0 and data["uart_images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_board_core_icebreaker_default_network_over_uart_pins():
+    """The default network on the iCEBreaker's config (``boards.config``: small_config
+    4,6,4) behind the UART pins: program, parameters and weights loaded and one
+    Fashion-MNIST test image sent through the rx pin, its logits (from the tx pin)
+    bit-exact with the golden model. About 2.4M cycles (1.2M of them loading ~31 KB at
+    4 clocks per bit); Verilator when installed."""
+    repo = Path(__file__).resolve().parents[1]
+    qmodel = repo / "archs/default/qmodel.npz"
+    try:
+        load("fashion-mnist", "test")
+    except DatasetError as error:
+        pytest.skip(str(error))
+    cfg = small_config(golden.load(qmodel), dict(zip(("clp", "slp", "alp"), DEFAULT_LANES)))
+    sims = selected_simulators()
+    run_testbench(UARTAccelerator(cfg, DIVISOR, clk_hz=1000), name="board_core_default",
+                  test_module="boards.tb_network",
+                  sim="verilator" if "verilator" in sims else sims[0],
+                  params=dict(cfg=cfg.to_dict(), qmodel=str(qmodel), dataset="fashion-mnist",
+                              images=1, divisor=DIVISOR))

@@ -1,0 +1,40 @@
+"""cocotb testbench: a trained network (a qmodel file) on the board top's core
+(:class:`boards.top.UARTAccelerator`) through its UART pins, with test images from a
+dataset; the bit-level UART model is ``sim.tb_board``'s, the session
+:func:`boards.host.uart_steps`' (the serial-port host's).
+
+``$TB_PARAMS`` (JSON): ``cfg`` (AccelConfig dict), ``qmodel`` (path), ``dataset``,
+``images``, ``divisor`` (clocks per bit).
+"""
+import json
+import os
+
+import cocotb
+
+from boards.host import uart_steps
+from hw.config import AccelConfig
+from sim.network import parse, session
+from sim.tb_board import TB
+from sw.compile import compile_model
+from sw.datasets import load
+from sw.golden import model as golden
+
+
+@cocotb.test()
+async def network_over_uart_matches_golden_model(dut):
+    p = json.loads(os.environ["TB_PARAMS"])
+    tb = TB(dut, p["divisor"])
+    cfg = AccelConfig.from_dict(p["cfg"])
+    qm = golden.load(p["qmodel"])
+    prog = compile_model(qm, cfg)
+    images = load(p["dataset"], "test")[0][:p["images"]]
+    await tb.reset()
+    cmds = session(prog, cfg, images)
+    # a run step waits for an image's compute: about a million cycles (250k bit times)
+    reply = b"".join([await tb.command(s.send, s.reply, timeout_bits=2_000_000)
+                      for s in uart_steps(cmds, cfg.slots, len(images))])
+    got, _ = parse(cmds, reply, prog, len(images))
+    expect = golden.forward(qm, images)
+    assert (got == expect).all(), f"logits {got.tolist()} != golden {expect.tolist()}"
+    assert list(got.argmax(1)) == list(expect.argmax(1))
+    assert tb.framing_errors == 0 and not tb.led("error")
