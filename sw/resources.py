@@ -16,8 +16,9 @@ counted in blocks from their geometry (depth, width, copies): iCE40 EBR 4 kbit (
 SPRAM cheaper), ECP5 DP16KD 18 kbit (512x36 .. 16K x 1). The small organisation
 (``sw.mapper.small_config``: shared engine, split SPRAM activations, parameters in the
 activation memory) has a fixed part of its own, fitted on its builds
-(``python -m sw.resources calibrate-small``). The calibrated numbers, the RTL commit and tool versions they were fitted with and
-the fmax of the measured accelerator live in ``sw/resource_costs.json``.
+(``python -m sw.resources calibrate-small``). The calibrated numbers, the RTL commit and
+tool versions they were fitted with and the fmax of the measured accelerator live in
+``sw/resource_costs.json``.
 """
 import json
 import math
