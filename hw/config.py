@@ -81,9 +81,6 @@ class AccelConfig:
         _int("res_bytes", self.res_bytes, 0, 1 << 22)
         if self.res_bytes % 64:
             raise ConfigError(f"res_bytes: {self.res_bytes} is not a multiple of 64")
-        if self.act_split and self.slots != 1:
-            raise ConfigError(f"slots: {self.slots} with act_split {self.act_split}; split "
-                              "activation memories hold one image slot (slots 1)")
         if self.res_bytes and not self.act_split:
             raise ConfigError(f"res_bytes: {self.res_bytes} needs act_split (the dual-read "
                               "memory has its own residual port)")
