@@ -238,7 +238,7 @@ ORGANISATIONS = {"chunks": "an engine per chunk (pipelined chunks, dual-read ban
                           "16-bit program words"}
 
 
-def small_points(qm, board, objective, headroom=R.HEADROOM, rule="search"):
+def small_points(qm, board, headroom=R.HEADROOM, rule="search"):
     """``(points that fit, the candidate of least logic)`` of the small organisation
     (:func:`small_config`) on ``board``: every lane count per chunk from ``SMALL_WORD`` to
     ``SMALL_MAX_LANES`` (``rule="proportional"``: NASA's ray only), costed exactly as
@@ -405,7 +405,7 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
                 best = point
     if R.PARTS[R.part_of(board)]["spram"] and slots in (None, 1):
         # parts with SPRAM (the iCE40UP5K): the small organisation too
-        points, least = small_points(qm, board, objective, headroom, rule)
+        points, least = small_points(qm, board, headroom, rule)
         for point in points:
             if best is None or (point.score(objective), point.usage["logic"]) < \
                     (best.score(objective), best.usage["logic"]):
@@ -428,8 +428,9 @@ def point_config(qm, p):
 
 
 def organisation(cfg):
-    """``"small"`` for :func:`small_config`'s organisation, else ``"chunks"``."""
-    return "small" if cfg.params_in_act else "chunks"
+    """``"small"`` for :func:`small_config`'s organisation (a shared engine over split
+    activation memories), else ``"chunks"``."""
+    return "small" if cfg.shared_engine and cfg.act_split else "chunks"
 
 
 def default_config(qm, board, slots=None, rule="search", objective="latency",
@@ -441,9 +442,8 @@ def default_config(qm, board, slots=None, rule="search", objective="latency",
 def program_listing(prog, cfg):
     """The program the controller runs, decoded from its memory image: per entry the
     chunk, the image offset ``delta`` and the layer descriptor's fields."""
-    from hw.accel import program_layout
+    from hw.accel import prog_beats, program_layout
     from hw.payload import unpack
-    from hw.accel import prog_beats
     chunk_of = {v: k for k, v in CHUNK_ID.items()}
     words, beats = prog.images["prog"][0], prog_beats(cfg)
     if cfg.prog_width:       # a descriptor over ``beats`` words, the first at the bottom
