@@ -19,9 +19,10 @@ the PE sees ``x = 0`` (for adder layers that contributes ``-|w|``, as the golden
 says). When an output's last tap is in, the ``lanes`` accumulators are copied to a shadow
 register and drained one per cycle through the parameter memory (``M``, ``B + 2^(S-1)``),
 the residual read and the :class:`~hw.requant.Requantizer` into byte writes (two bytes,
-little-endian, per output of a ``wide`` layer: the 16-bit logits). The engine
-stalls only when a new set of sums arrives before the previous one has drained
-(reductions shorter than ``lanes`` taps).
+little-endian, per output of a ``wide`` layer: the 16-bit logits). An output's last tap
+issues when its sums (``SUMS_LATENCY`` cycles later) will find the shadow's last lane
+draining or the shadow empty, and no other sums are on their way: outputs are at least
+``max(taps, lanes drained, SUMS_LATENCY + 1)`` cycles apart.
 
 Activations are bytes in ``word_bytes``-wide words, HWC order, channel stride ``cpad``
 (a multiple of ``word_bytes``). Memories are outside: the engine drives two activation
@@ -111,6 +112,8 @@ class LayerEngine(wiring.Component):
     Control: pulse ``start`` with ``desc`` valid; ``busy`` stays high until the last
     output byte is written; ``desc`` must hold while busy. One tap per cycle for all lanes.
     """
+
+    SUMS_LATENCY = 4   # cycles from a last tap's issue to its sums at the shadow
 
     def __init__(self, rows, *, word_bytes=4, m_width=16, rq_width=48, addr_bits=16,
                  w_addr_bits=12, p_addr_bits=10, params_in_act=False):
@@ -228,7 +231,6 @@ class LayerEngine(wiring.Component):
         rq_lat = Requantizer.LATENCY
         w_pipe = [Signal(o_shape, name=f"waddr{i}") for i in range(rq_lat)]
 
-        # A last tap may issue only when its sums cannot land on an undrained shadow.
         beat = Signal(data.StructLayout({                 # stage 1c: registered PE operands
             "x": data.ArrayLayout(signed(8), lanes), "w": self.w_rd.data.shape(),
             "first": 1, "last": 1}))
@@ -244,7 +246,10 @@ class LayerEngine(wiring.Component):
         pl_word = Signal(range(pl_k))                       # word of the arriving parameter
         pl_idx = Signal.like(self.p_rd.addr)                # parameter memory address
         loading = Signal()
-        m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > 1) | sums_in_flight)))
+        # a last tap waits until its sums (SUMS_LATENCY cycles on) cannot land on an
+        # undrained shadow: the shadow takes them while its last lane drains
+        m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > self.SUMS_LATENCY + 1)
+                                                     | sums_in_flight)))
 
         pad = (iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)
         m.d.comb += [

@@ -4,11 +4,12 @@ A layer of ``outputs = groups * out_h * out_w`` outputs with ``taps`` beats each
 chunk whose lane group drains ``step`` sums (``lanes`` in broadcast mode, ``word_bytes``
 in lanewise mode), takes
 
-    taps + (outputs - 1) * max(taps, step + 4) + max(last + 8 + R, step + 5)
+    taps + (outputs - 1) * max(taps, step, 5) + max(last + 8 + R, step + 5)
 
-cycles from start to idle: one tap per cycle, except that an output's last tap waits
-until the previous sums have drained (``step`` cycles, +4 for the memory-output,
-operand and PE stages); then the last group's ``last`` valid sums pass the memory-output
+cycles from start to idle: one tap per cycle, except that an output's last tap issues
+only when its sums (4 cycles on: memory-output, operand and PE stages) meet the previous
+sums' last lane draining, and after those sums are out (so at least 5 cycles apart);
+then the last group's ``last`` valid sums pass the memory-output
 and requantiser-input registers and the requantiser (``R = Requantizer.LATENCY``
 stages) and are written.
 Between layers the chunk controllers hand over in a few cycles (``CONTROL`` per layer,
@@ -17,6 +18,7 @@ program). With one image slot the image's cycles are the sum; with more, the chu
 overlap images and ``sim/network.py`` measures the throughput.
 """
 from hw.accel import prog_beats
+from hw.engine import LayerEngine
 from hw.requant import Requantizer
 from sw.compile import Program, param_act_words
 
@@ -30,7 +32,7 @@ def layer_cycles(layer, lanes, word_bytes):
     oh, ow = layer.out_hw
     outputs, taps = groups * oh * ow, layer.taps()
     last = layer.out_c - (groups - 1) * step
-    return (taps + (outputs - 1) * max(taps, step + 4)
+    return (taps + (outputs - 1) * max(taps, step, LayerEngine.SUMS_LATENCY + 1)
             + max(last + 8 + Requantizer.LATENCY, step + 5))
 
 
