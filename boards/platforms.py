@@ -5,7 +5,7 @@ from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import (ULX3S_12F_Platform, ULX3S_25F_Platform,
                                    ULX3S_45F_Platform, ULX3S_85F_Platform)
 
-from . import synth
+from hw import synth
 from .toolchain import BuildOnly
 
 __all__ = ["Board", "BOARDS", "get_board"]
@@ -17,7 +17,7 @@ ULX3S_LEDS = (("led", 0), ("led", 1), ("led", 2), ("led", 3))
 @dataclass(frozen=True)
 class Board:
     """A board: its platform class, bitstream file extension, FPGA family (``ice40``:
-    synthesised with :mod:`boards.synth`'s script: SB_MAC16s, SPRAM for the big
+    synthesised with :mod:`hw.synth`'s script: SB_MAC16s, SPRAM for the big
     memories, their zero inits dropped, the ABC9 name workaround; ``ecp5``: amaranth's
     ``synth_ecp5``), the board top's default clock (``top_mhz``; ``None``: the board clock), its status LEDs
     (resource name, number; in :data:`boards.top.LEDS` order) and the name of a platform

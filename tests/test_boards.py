@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from amaranth.sim import Simulator
 
-from boards import synth
+from hw import synth
 from boards.build import BuildResult, failure, main
 from boards.platforms import BOARDS, get_board
 from boards.report import parse_nextpnr_log

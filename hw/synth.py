@@ -1,6 +1,7 @@
 """Yosys synthesis scripts for the accelerator: one definition for the board flow
-(amaranth-boards' templated script, :func:`overrides`) and the out-of-context builds
-(a plain ``yosys -p`` script, :func:`script`).
+(``boards/``: amaranth-boards' templated script, :func:`overrides`) and the
+out-of-context builds (``bench/accel.py``, the resource calibration: a plain ``yosys -p``
+script, :func:`script`).
 
 Two workarounds, both needed for the small (SPRAM) organisation on the iCE40UP5K:
 
