@@ -36,6 +36,7 @@ Outputs in ``--out``: ``accel.json`` (the single source of truth for the generat
 A network that fits nowhere gets one line per resource that falls short and by how much.
 """
 import argparse
+import itertools
 import json
 import sys
 from dataclasses import dataclass, replace
@@ -139,6 +140,39 @@ def _size(qm, lanes, word_bytes, slots):
         prog
 
 
+def split_memories(qm, cfg):
+    """``cfg`` with each slot in two single-port activation memories and a residual memory
+    (``act_split = 2``): the smallest part (from half the dual bank up) the compiler can
+    place the network in, the residual memory cut to its use; ``None`` when none works."""
+    whole = cfg.act_bytes
+    for eighths in range(4, 9):
+        trial = replace(cfg, act_split=2, act_bytes=-(-whole * eighths // 8 // 64) * 64,
+                        res_bytes=-(-whole // 64) * 64)
+        try:
+            prog = compile_model(qm, trial)
+        except (ProgramError, ConfigError):
+            continue
+        return replace(trial, res_bytes=-(-prog.res_bytes_used // 64) * 64)
+    return None
+
+
+def split_config(qm, lanes, word_bytes, slots):
+    """:func:`size_config` with split activation memories (:func:`split_memories`): one
+    block RAM copy per memory instead of one per read port, so more slots fit."""
+    cfg = split_memories(qm, size_config(qm, lanes, word_bytes, slots))
+    if cfg is None:
+        raise MapError("act_split: the compiler cannot place this network in two "
+                       "single-port activation memories")
+    return cfg
+
+
+def split_regions(cfg):
+    """A split slot's memories as ``sw.resources.act_usage`` regions: ``(bytes, copies,
+    single_port)``."""
+    from hw.actmem import regions
+    return [(size, 1, ports == "1rw") for _, size, ports in regions(cfg)]
+
+
 SPRAM_BYTES = 32768      # one iCE40 SB_SPRAM256KA: 16K words of 16 bits
 
 
@@ -173,7 +207,7 @@ class Point:
     latency_s: float
     energy_pj: float
     usage: dict
-    organisation: str = "chunks"     # "chunks": an engine per chunk; "small": small_config
+    organisation: str = "chunks"     # a key of ORGANISATIONS
 
     def score(self, objective):
         return {"latency": self.latency_s, "energy": self.energy_pj,
@@ -233,6 +267,8 @@ def proportional_lanes(work, word_bytes, scale):
 SMALL_WORD = 2
 SMALL_MAX_LANES = 32
 ORGANISATIONS = {"chunks": "an engine per chunk (pipelined chunks, dual-read banks)",
+                 "split": "an engine per chunk (pipelined chunks), each slot in 2 single-port "
+                          "activation memories + a residual memory",
                  "small": "small: one shared engine, 2 single-port SPRAM activation memories "
                           "+ a residual memory, parameters in the activation memory, "
                           "16-bit program words"}
@@ -313,9 +349,12 @@ def small_points(qm, board, headroom=R.HEADROOM, rule="search"):
     return points, smallest
 
 
-def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule="search"):
-    """The best :class:`Point` for ``qm`` on ``board`` under its budget. Raises
-    :class:`MapError` naming what falls short when nothing fits."""
+def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule="search",
+           split=False):
+    """The best :class:`Point` for ``qm`` on ``board`` under its budget. ``split``: also
+    the split activation memories (:func:`split_config`; their block RAM is not yet
+    checked by synthesis on the ECP5, so they are opt-in). Raises :class:`MapError` naming
+    what falls short when nothing fits."""
     if objective not in OBJECTIVES:
         raise MapError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
     if rule not in RULES:
@@ -367,10 +406,15 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
                     prog.output_bytes, V)
             return exact_cache[key]
 
-        for s in (SLOTS if slots is None else (slots,)):
-            if s * sized.slot_words > 1 << 16:         # the host protocol's address space
+        orgs = [("chunks", sized, None)]
+        halves = split_memories(qm, sized) if split else None
+        if halves is not None:
+            orgs.append(("split", halves, split_regions(halves)))
+        for (org, mem, regions), s in itertools.product(
+                orgs, SLOTS if slots is None else (slots,)):
+            if s * mem.slot_words > 1 << 16:           # the host protocol's address space
                 continue
-            act = R.act_usage(fam, V, sized.act_bytes, s, len(present))
+            act = R.act_usage(fam, V, mem.act_bytes, s, len(present), regions)
             use = {r: np.round(sum(cols[c][:, USE[r]] for c in present) + shared[r] + act[r])
                    for r in R.RESOURCES}
             bound = schedule.lower_bound(busy, s)
@@ -399,7 +443,7 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             cycles = found[1]
             point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
                           V, s, round(cycles), cycles / fmax, float(pj[k]),
-                          {r: round(v[k]) for r, v in use.items()})
+                          {r: round(v[k]) for r, v in use.items()}, org)
             if best is None or (point.score(objective), point.usage["logic"]) < \
                     (best.score(objective), best.usage["logic"]):
                 best = point
@@ -424,19 +468,24 @@ def point_config(qm, p):
     """The accelerator of a :class:`Point`, sized for ``qm`` in its organisation."""
     if p.organisation == "small":
         return small_config(qm, p.lanes, p.word_bytes)
+    if p.organisation == "split":
+        return split_config(qm, p.lanes, p.word_bytes, p.slots)
     return size_config(qm, p.lanes, p.word_bytes, p.slots)
 
 
 def organisation(cfg):
-    """``"small"`` for :func:`small_config`'s organisation (a shared engine over split
-    activation memories), else ``"chunks"``."""
-    return "small" if cfg.shared_engine and cfg.act_split else "chunks"
+    """The key of :data:`ORGANISATIONS` that ``cfg`` is: ``"small"`` (a shared engine over
+    split activation memories), ``"split"`` (engines per chunk over split memories) or
+    ``"chunks"``."""
+    if cfg.act_split:
+        return "small" if cfg.shared_engine else "split"
+    return "chunks"
 
 
 def default_config(qm, board, slots=None, rule="search", objective="latency",
-                   headroom=R.HEADROOM):
+                   headroom=R.HEADROOM, split=False):
     """The accelerator :func:`search` picks for ``qm`` on ``board``."""
-    return point_config(qm, search(qm, board, objective, headroom, slots, rule))
+    return point_config(qm, search(qm, board, objective, headroom, slots, rule, split))
 
 
 def program_listing(prog, cfg):
@@ -571,12 +620,16 @@ def main(argv=None):
                     help="images in flight (default: searched, 1/2/4/8)")
     ap.add_argument("--headroom", type=float, default=R.HEADROOM,
                     help="share of logic, FFs and block RAM kept free (default 0.1)")
+    ap.add_argument("--split", action="store_true",
+                    help="also consider split activation memories (one block RAM copy per "
+                         "memory: more slots in the same block RAM; not yet synthesised on "
+                         "the ECP5, so off by default)")
     ap.add_argument("--no-plot", action="store_true", help="skip map.png")
     args = ap.parse_args(argv)
     try:
         qm = golden.load(args.qmodel)
         cfg = default_config(qm, args.board, args.slots, args.rule, args.objective,
-                             args.headroom)
+                             args.headroom, args.split)
         rep = report(qm, cfg, args.board, args.objective, args.headroom)
     except (golden.QModelError, ConfigError, ProgramError, MapError, R.ResourceError) as e:
         print(f"error: {e}", file=sys.stderr)

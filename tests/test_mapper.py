@@ -204,3 +204,20 @@ def test_ecp5_keeps_the_per_chunk_organisation():
     assert p.organisation == "chunks" and (p.word_bytes, p.slots) == (16, 2)
     assert p.lanes == {"clp": 32, "slp": 48, "alp": 72}
     assert mapper.organisation(mapper.point_config(qm, p)) == "chunks"
+
+
+def test_split_memories_give_the_ecp5_more_slots():
+    """``split=True`` (``--split``): a slot in two single-port memories and a residual
+    memory holds one block-RAM copy per memory, so the default network gets more slots
+    and a shorter interval within the ECP5-85F's budget; the point's cycles are the
+    schedule's on the sized config."""
+    qm = golden.load("archs/default/qmodel.npz")
+    dual = mapper.search(qm, BOARD)
+    p = mapper.search(qm, BOARD, split=True)
+    assert p.organisation == "split" and p.slots > dual.slots and p.cycles < 0.6 * dual.cycles
+    have = R.budget(BOARD)
+    assert all(p.usage[r] <= have[r] for r in R.RESOURCES)
+    cfg = mapper.point_config(qm, p)
+    assert cfg.act_split == 2 and not cfg.shared_engine and cfg.slots == p.slots
+    assert mapper.organisation(cfg) == "split"
+    assert p.cycles == round(schedule.interval(compile_model(qm, cfg), cfg))
