@@ -11,11 +11,8 @@ import os
 
 import cocotb
 
-from boards.host import uart_steps
 from hw.config import AccelConfig
-from sim.network import parse, session
 from sim.tb_board import TB
-from sw.compile import compile_model
 from sw.datasets import load
 from sw.golden import model as golden
 
@@ -26,15 +23,6 @@ async def network_over_uart_matches_golden_model(dut):
     tb = TB(dut, p["divisor"])
     cfg = AccelConfig.from_dict(p["cfg"])
     qm = golden.load(p["qmodel"])
-    prog = compile_model(qm, cfg)
     images = load(p["dataset"], "test")[0][:p["images"]]
-    await tb.reset()
-    cmds = session(prog, cfg, images)
     # a run step waits for an image's compute: about a million cycles (250k bit times)
-    reply = b"".join([await tb.command(s.send, s.reply, timeout_bits=2_000_000)
-                      for s in uart_steps(cmds, cfg.slots, len(images))])
-    got, _ = parse(cmds, reply, prog, len(images))
-    expect = golden.forward(qm, images)
-    assert (got == expect).all(), f"logits {got.tolist()} != golden {expect.tolist()}"
-    assert list(got.argmax(1)) == list(expect.argmax(1))
-    assert tb.framing_errors == 0 and not tb.led("error")
+    await tb.run_images(qm, cfg, images, timeout_bits=2_000_000)

@@ -87,6 +87,21 @@ class TB:
     def led(self, name):
         return self.leds_seen >> LEDS.index(name) & 1
 
+    async def run_images(self, qm, cfg, images, timeout_bits=200_000):
+        """Reset, run ``images`` through ``qm`` compiled for ``cfg`` in the serial host's
+        session (:func:`boards.host.uart_steps`) and assert the logits and classes equal
+        the golden model's, with no framing error; ``timeout_bits`` per step."""
+        prog = compile_model(qm, cfg)
+        await self.reset()
+        cmds = session(prog, cfg, images)
+        reply = b"".join([await self.command(s.send, s.reply, timeout_bits)
+                          for s in uart_steps(cmds, cfg.slots, len(images))])
+        got, _ = parse(cmds, reply, prog, len(images))
+        expect = golden.forward(qm, images)
+        assert (got == expect).all(), f"logits {got.tolist()} != golden {expect.tolist()}"
+        assert list(got.argmax(1)) == list(expect.argmax(1))
+        assert self.framing_errors == 0 and not self.led("error")
+
 
 def setup(dut):
     p = json.loads(os.environ["TB_PARAMS"])
@@ -98,19 +113,10 @@ async def network_over_uart_matches_golden_model(dut):
     p, tb = setup(dut)
     cfg = AccelConfig.from_dict(p["cfg"])
     qm = random_qmodel([tuple(s) for s in p["specs"]], seed=p["seed"])
-    prog = compile_model(qm, cfg)
     rng = np.random.default_rng(p["seed"])
     images = rng.integers(0, 256, (p["images"],) + tuple(qm.tensors[0]["shape"][1:]),
                           dtype=np.uint8)
-    await tb.reset()
-    cmds = session(prog, cfg, images)
-    reply = b"".join([await tb.command(s.send, s.reply)
-                      for s in uart_steps(cmds, cfg.slots, len(images))])
-    got, _ = parse(cmds, reply, prog, len(images))
-    expect = golden.forward(qm, images)
-    assert (got == expect).all(), f"logits {got.tolist()} != golden {expect.tolist()}"
-    assert list(got.argmax(1)) == list(expect.argmax(1))
-    assert tb.framing_errors == 0 and not tb.led("error")
+    await tb.run_images(qm, cfg, images)
     assert tb.led("busy") and tb.led("rx") and tb.led("heartbeat")
 
 
