@@ -241,7 +241,7 @@ def main(argv=None):
     top.add_argument("--fallback", type=int, metavar="N",
                      help="when the routed fmax misses the clock, build up to N more times, "
                           "each at the fastest clock the board makes at or below the fmax "
-                          f"less {FALLBACK_MARGIN:.0%} (default: {FALLBACKS}, 0 when --mhz "
+                          f"less {FALLBACK_MARGIN:.0%}% (default: {FALLBACKS}, 0 when --mhz "
                           "is given)")
     top.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                      help=f"UART baud rate (default: {DEFAULT_BAUD})")
