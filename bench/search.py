@@ -56,8 +56,8 @@ from sw import arch as arch_mod  # noqa: E402
 from sw.search.hwcost import BOARDS, HwCost, arch_cost, shape_qmodel  # noqa: E402
 from sw.search.plot import pareto  # noqa: E402
 from sw.search.run import (_generator, hw_figures, load_search, one_shot,  # noqa: E402
-                           SELECTION_KEYS, random_in_budget, rank, stored_lanes,
-                           train_order)
+                           SELECTION_KEYS, random_in_budget, rank, repo_relative,
+                           stored_lanes, train_order)
 from sw.search.space import Space, from_label  # noqa: E402
 from sw.train import TrainConfig, load_data, load_model, train  # noqa: E402
 
@@ -214,7 +214,7 @@ def main(argv=None):
         log(f"{label}: {100 * row['accuracy']:.2f}% after {row['epochs']} epochs")
     out_root.mkdir(parents=True, exist_ok=True)
     (out_root.parent / f"{name}.json").write_text(json.dumps(
-        {"search": args.search, "board": cfg.board, "budget": cfg.budget,
+        {"search": repo_relative(Path(args.search).resolve()), "board": cfg.board, "budget": cfg.budget,
          "epochs": args.epochs, "train_images": args.train_images,
          "test_images": args.test_images, "rows": rows}, indent=1) + "\n")
     table = markdown(rows, cfg, args) + "\n" + "\n\n".join(

@@ -6,6 +6,7 @@ mapper calls (a few seconds each, on the ULX3S: the space is costed at its lanes
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,6 +291,20 @@ def test_resume_continues_exactly(tmp_path):
         run_search(micro_cfg(macro=cfg.macro, random_samples=0, seed=1), tmp_path / "b",
                    tmp_path / "b.json", "m", data=micro_data(), log=quiet, resume=True,
                    lanes=LANES)
+
+
+def test_result_files_name_paths_relative_to_the_repository():
+    from sw.search.run import repo_path, repo_relative
+    assert repo_relative(REPO / "archs" / "x" / "arch.json") == "archs/x/arch.json"
+    assert repo_relative("archs/default/arch.json") == "archs/default/arch.json"
+    assert repo_path("archs/x/arch.json") == REPO / "archs/x/arch.json"
+    assert repo_path("/elsewhere/arch.json") == Path("/elsewhere/arch.json")   # old files
+    for name in ("search_result.json", "conv_search_result.json"):
+        res = json.loads((REPO / "archs/searched" / name).read_text())
+        assert not Path(res["arch_file"]).is_absolute(), name
+        arch = arch_mod.load(repo_path(res["arch_file"]))
+        assert [label(choice_index(b.op, b.kernel, b.expansion)) for b in arch.blocks] == \
+            res["blocks"], name
 
 
 def test_cli_refuses_to_overwrite_and_bad_budget(capsys):

@@ -23,7 +23,7 @@ from sw.arch import ArchError  # noqa: E402
 from sw.train import DATASETS, REPO  # noqa: E402
 
 from .hwcost import BOARDS  # noqa: E402
-from .run import SearchConfig, SearchError, run_search  # noqa: E402
+from .run import SearchConfig, SearchError, repo_relative, run_search  # noqa: E402
 from .space import SPACES, SpaceError  # noqa: E402
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -93,7 +93,7 @@ def main(argv=None):
         make = SearchConfig.quick if args.quick else SearchConfig
         cfg = make(dataset=args.dataset, board=args.board, budget=budget,
                    objective=args.objective, cost=args.cost, space=args.space,
-                   seed=args.seed, macro=args.macro, **extra)
+                   seed=args.seed, macro=repo_relative(args.macro), **extra)
         if args.cost == "flops" and args.objective == "energy":
             raise ValueError("--objective energy needs --cost model")
         torch.set_num_threads(args.threads)

@@ -225,9 +225,28 @@ def load_search(out_dir):
     return cfg, space, net.eval(), state["alpha"]
 
 
+def repo_relative(path):
+    """``path`` as result.json stores it: relative to the repository root where it lies
+    inside it (the tree may be checked out anywhere), else absolute; a relative ``path``
+    is taken as relative to the root already."""
+    if not Path(path).is_absolute():
+        return Path(path).as_posix()
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def repo_path(text):
+    """The inverse of :func:`repo_relative`: a stored path (relative to the repository
+    root, or absolute as older result.json files have it) as a Path."""
+    path = Path(text)
+    return path if path.is_absolute() else REPO / path
+
+
 def _space(cfg):
-    macro = arch_mod.load(Path(cfg.macro) if Path(cfg.macro).is_absolute()
-                          else REPO / cfg.macro)
+    macro = arch_mod.load(repo_path(cfg.macro))
     if cfg.dataset != "synthetic":
         macro = macro.replace(dataset=cfg.dataset)
     return Space.from_arch(macro, cfg.space)
@@ -520,7 +539,8 @@ def _finish(cfg, space, net, alpha, split_w, both, val, test, out_dir, arch_path
             f.write(json.dumps(row) + "\n")
     arch_mod.save(arch, arch_path)
     p = probs(alpha.detach(), space.mask())
-    result = {"name": name, "config": dataclasses.asdict(cfg), "arch_file": str(arch_path),
+    result = {"name": name, "config": dataclasses.asdict(cfg),
+              "arch_file": repo_relative(arch_path),
               "blocks": [label(j) for j in choices], "cost": cost, "metric": metric,
               "within_budget": cost <= cfg.budget, "probabilities": p.tolist(),
               "reference_lanes": _lanes_out(ref),
