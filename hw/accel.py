@@ -53,7 +53,7 @@ def prog_beats(cfg):
 def memory_bits(cfg):
     """Bits of one word of each memory, in :data:`hw.protocol.MEMORIES` order (0: absent)."""
     bits = {"act": 8 * cfg.word_bytes,
-            "param": 0 if cfg.params_in_act else cfg.m_width + cfg.rq_width,
+            "param": 0 if cfg.params_in_act else cfg.drain * (cfg.m_width + cfg.rq_width),
             "prog": cfg.prog_width or program_layout(cfg).size}
     widths = {name: c.lanes * Shape.cast(weight_layout(kind, c.w_width)).width
               for name, kind, c in cfg.chunks}
@@ -77,7 +77,8 @@ class Accelerator(wiring.Component):
             ename: LayerEngine([rows[name] for name in names], word_bytes=cfg.word_bytes,
                                m_width=cfg.m_width, rq_width=cfg.rq_width,
                                addr_bits=cfg.act_addr_bits, w_addr_bits=cfg.w_addr_bits,
-                               p_addr_bits=cfg.p_addr_bits, params_in_act=cfg.params_in_act)
+                               p_addr_bits=cfg.p_addr_bits, params_in_act=cfg.params_in_act,
+                               drain=cfg.drain)
             for ename, names in self.engine_chunks.items()}
         some = next(iter(self.engines.values())).signature.members
         self.act_shape = some["act_rd"].signature.members["data"].shape
@@ -110,7 +111,8 @@ class Accelerator(wiring.Component):
         for s in range(S):
             banks.append(ActivationMemory(cfg, act_words_bits))
             m.submodules[f"act{s}"] = banks[-1]
-        params = m.submodules.params = memory.Memory(shape=self.param_shape, depth=cfg.p_words,
+        params = m.submodules.params = memory.Memory(shape=self.param_shape,
+                                                     depth=cfg.p_words // cfg.drain,
                                                      init=[])
         prog = m.submodules.prog = memory.Memory(shape=cfg.prog_width or self.prog_shape,
                                                  depth=cfg.prog_words * prog_beats(cfg),

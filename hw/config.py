@@ -63,6 +63,8 @@ class AccelConfig:
     prog_words: int = 64          # layer descriptors
     prog_width: int = 0           # program memory word bits (0: one descriptor per word;
                                   # else a descriptor is loaded over several words)
+    drain: int = 1                # sums each engine requantises and writes per cycle (its
+                                  # requantisers; parameter words hold this many channels)
     m_width: int = 16             # requant multiplier
     rq_width: int = 48            # requant intermediates
     shared_engine: bool = False   # one engine (sequencer, drain, requantiser) and one weight
@@ -91,6 +93,15 @@ class AccelConfig:
         _pow2("prog_words", self.prog_words, 2, 4096)
         if self.prog_width:
             _int("prog_width", self.prog_width, 8, 1024)
+        _pow2("drain", self.drain, 1, 8)
+        if self.drain > 1:
+            bad = [f"{name}.lanes {c.lanes}" for name, _, c in self.chunks if c.lanes % self.drain]
+            if 2 * self.drain > self.word_bytes or self.params_in_act or bad \
+                    or self.p_words < self.drain:
+                raise ConfigError(f"drain: {self.drain} needs 2 * drain <= word_bytes "
+                                  f"({self.word_bytes}), every chunk's lanes a multiple of it"
+                                  f"{' (not ' + ', '.join(bad) + ')' if bad else ''}, "
+                                  "p_words >= drain and no params_in_act")
         _int("m_width", self.m_width, 2, 18)
         _int("rq_width", self.rq_width, 8, 64)
         for name in ("shared_engine", "params_in_act"):
@@ -157,7 +168,8 @@ class AccelConfig:
 
     @property
     def p_addr_bits(self):
-        return (self.p_words - 1).bit_length()
+        """Bits of a parameter memory address (words of ``drain`` parameters)."""
+        return (self.p_words // self.drain - 1).bit_length()
 
     def to_dict(self):
         return asdict(self)

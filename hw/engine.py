@@ -16,13 +16,15 @@ descriptor, ``sw`` side):
 Loops: ``g`` (lane group) > ``oy`` > ``ox`` > ``kh`` > ``kw`` > ``c``; addresses advance by
 additions only (the descriptor carries the strides). A tap outside the input is padding:
 the PE sees ``x = 0`` (for adder layers that contributes ``-|w|``, as the golden model
-says). When an output's last tap is in, the ``lanes`` accumulators are copied to a shadow
-register and drained one per cycle through the parameter memory (``M``, ``B + 2^(S-1)``),
-the residual read and the :class:`~hw.requant.Requantizer` into byte writes (two bytes,
-little-endian, per output of a ``wide`` layer: the 16-bit logits). An output's last tap
-issues when its sums (``SUMS_LATENCY`` cycles later) will find the shadow's last lane
-draining or the shadow empty, and no other sums are on their way: outputs are at least
-``max(taps, lanes drained, SUMS_LATENCY + 1)`` cycles apart.
+says). When an output's last tap is in, the group's accumulators are copied to a shadow
+register and its valid ones (channels below ``out_c``) drained, ``drain`` per cycle,
+through the parameter memory (``drain`` words of ``M``, ``B + 2^(S-1)`` per address), the
+residual read and ``drain`` :class:`~hw.requant.Requantizer` s into byte writes (two bytes,
+little-endian, per output of a ``wide`` layer: the 16-bit logits), all in one activation
+word. An output's last tap issues when its sums (``SUMS_LATENCY`` cycles later) will find
+the shadow's last lanes draining or the shadow empty, and no other sums are on their way:
+outputs are at least ``max(taps, ceil(valid lanes / drain), SUMS_LATENCY + 1)`` cycles
+apart.
 
 Activations are bytes in ``word_bytes``-wide words, HWC order, channel stride ``cpad``
 (a multiple of ``word_bytes``). Memories are outside: the engine drives two activation
@@ -91,9 +93,11 @@ def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6):
     })
 
 
-def param_layout(m_width, rq_width):
-    """One word of the parameter memory: requantisation multiplier and rounded bias."""
-    return data.StructLayout({"m": signed(m_width), "b": signed(rq_width)})
+def param_layout(m_width, rq_width, drain=1):
+    """One word of the parameter memory: ``drain`` channels' requantisation multiplier and
+    rounded bias (channel ``p * drain + j`` in element ``j`` of word ``p``)."""
+    return data.ArrayLayout(data.StructLayout({"m": signed(m_width), "b": signed(rq_width)}),
+                            drain)
 
 
 class LayerEngine(wiring.Component):
@@ -105,9 +109,10 @@ class LayerEngine(wiring.Component):
     go to the one drain, so timing is that of a one-row engine.
 
     Widths: activations are bytes; per row ``w_width`` and ``acc_width`` (the drain and the
-    requantiser take the widest), ``m_width``/``rq_width`` (requantisation), ``word_bytes``
+    requantisers take the widest), ``m_width``/``rq_width`` (requantisation), ``word_bytes``
     (activation word, at most every row's lanes), ``addr_bits`` (byte address),
-    ``w_addr_bits``, ``p_addr_bits``. A weight word holds one weight per lane of the row
+    ``w_addr_bits``, ``p_addr_bits``. ``drain``: sums requantised and written per cycle
+    (1, or a power of two dividing every row's lanes with ``2 * drain <= word_bytes``). A weight word holds one weight per lane of the row
     (several rows: the low bits of a word as wide as the widest row's).
     Control: pulse ``start`` with ``desc`` valid; ``busy`` stays high until the last
     output byte is written; ``desc`` must hold while busy. One tap per cycle for all lanes.
@@ -116,7 +121,7 @@ class LayerEngine(wiring.Component):
     SUMS_LATENCY = 4   # cycles from a last tap's issue to its sums at the shadow
 
     def __init__(self, rows, *, word_bytes=4, m_width=16, rq_width=48, addr_bits=16,
-                 w_addr_bits=12, p_addr_bits=10, params_in_act=False):
+                 w_addr_bits=12, p_addr_bits=10, params_in_act=False, drain=1):
         rows = [RowSpec(*r) for r in rows]
         if not rows:
             raise ValueError("rows: an engine needs at least one PE row")
@@ -127,16 +132,22 @@ class LayerEngine(wiring.Component):
             raise ValueError(f"word_bytes must be a power of two from 1 to 16 and at most "
                              f"every row's lanes ({min(r.lanes for r in rows)}), not "
                              f"{word_bytes!r}")
+        if drain not in (1, 2, 4, 8) or (drain > 1 and (2 * drain > word_bytes or params_in_act
+                                                       or any(r.lanes % drain for r in rows))):
+            raise ValueError(f"drain must be 1, or 2/4/8 dividing every row's lanes with "
+                             f"2 * drain <= word_bytes {word_bytes} and no params_in_act, "
+                             f"not {drain!r}")
         for name, value in (("addr_bits", addr_bits), ("w_addr_bits", w_addr_bits),
                             ("p_addr_bits", p_addr_bits)):
             _check_width(name, value, 1, 24)
-        self.specs, self.lanes, self.word_bytes = rows, lanes, word_bytes
+        self.specs, self.lanes, self.word_bytes, self.drain = rows, lanes, word_bytes, drain
         self.acc_width = max(r.acc_width for r in rows)
         self.addr_bits = addr_bits
         self.rows = [PERow(r.kind, r.lanes, x_width=8, w_width=r.w_width,
                            acc_width=r.acc_width) for r in rows]
-        self.requant = Requantizer(acc_width=self.acc_width, m_width=m_width,
-                                   rq_width=rq_width, res_width=8, out_width=16)
+        self.requants = [Requantizer(acc_width=self.acc_width, m_width=m_width,
+                                     rq_width=rq_width, res_width=8, out_width=16)
+                         for _ in range(drain)]
         act_word = data.ArrayLayout(signed(8), word_bytes)
         act_addr = addr_bits - (word_bytes.bit_length() - 1)
         w_word = (data.ArrayLayout(weight_layout(rows[0].kind, rows[0].w_width), lanes)
@@ -154,7 +165,8 @@ class LayerEngine(wiring.Component):
                                                     granularity=1)),
             "w_rd": In(memory.ReadPort.Signature(addr_width=w_addr_bits, shape=w_word)),
             "p_rd": In(memory.ReadPort.Signature(addr_width=p_addr_bits,
-                                                 shape=param_layout(m_width, rq_width))),
+                                                 shape=param_layout(m_width, rq_width,
+                                                                    drain))),
         }
         if params_in_act:
             members["p_wr"] = In(memory.WritePort.Signature(
@@ -167,9 +179,10 @@ class LayerEngine(wiring.Component):
         m = Module()
         for i, row in enumerate(self.rows):
             m.submodules[f"row{i}"] = row
-        m.submodules.requant = rq = self.requant
+        for j, rq in enumerate(self.requants):
+            m.submodules[f"requant{j or ''}"] = rq
         d = self.desc
-        lanes, V = self.lanes, self.word_bytes
+        lanes, V, D = self.lanes, self.word_bytes, self.drain
         ws = V.bit_length() - 1
         a_shape = signed(self.addr_bits + 2)
 
@@ -189,6 +202,7 @@ class LayerEngine(wiring.Component):
                 m.d.comb += last_sub.eq(~d.lanewise | (sub == spec.lanes // V - 1))
         o_g, o_pix = Signal(a_shape), Signal(a_shape)       # output address of lane 0
         ch_g = Signal(10)                                   # output channel of lane 0
+        ch_left = Signal(10)                                # out_c - ch_g
         running = Signal()
         # output channels per lane group: the row's lanes (broadcast) or word_bytes
         group_ch = Signal(range(lanes + 1))
@@ -215,19 +229,21 @@ class LayerEngine(wiring.Component):
         # output address and channel of the last tap in flight: a last tap issues only when
         # no sums are on their way (`issue`), so one register serves until they drain
         o_shape = unsigned(self.addr_bits)        # output addresses are never negative
-        tag = Signal(data.StructLayout({"out": o_shape, "ch": 10}))
+        tag = Signal(data.StructLayout({"out": o_shape, "ch": 10,
+                                        "n": range(lanes + 1)}))   # n: valid lanes
         shadow = Signal(data.ArrayLayout(signed(self.acc_width), lanes))   # shifts out lane 0
-        drain_left = Signal(range(lanes + 1))
-        # running addresses of the lane being drained (registers: no adder before a memory)
-        drain_ch, drain_out, drain_res = Signal(10), Signal(o_shape), Signal(o_shape)
+        drain_left = Signal(range(lanes + 1))     # valid lanes still to drain
+        # running addresses of the lanes being drained (registers: no adder before a memory)
+        drain_out, drain_res = Signal(o_shape), Signal(o_shape)
         drain_p = Signal.like(d.p_base)
-        d1 = Signal(data.StructLayout({"valid": 1, "acc": signed(self.acc_width),
+        d1 = Signal(data.StructLayout({"valid": D, "acc": data.ArrayLayout(signed(self.acc_width), D),
                                        "out": o_shape, "byte": range(V)}))
         d1q = Signal.like(d1)                    # stage 2b: parameters and residual registered
         p_q = Signal.like(self.p_rd.data)
         res_q = Signal.like(self.res_rd.data)
-        d2 = Signal(rq.i.payload.shape())        # stage 2c: registered requantiser input
-        d2_valid, d2_out = Signal(), Signal(o_shape)
+        rq_in = self.requants[0].i.payload.shape()
+        d2 = Signal(data.ArrayLayout(rq_in, D))  # stage 2c: registered requantiser inputs
+        d2_valid, d2_out = Signal(D), Signal(o_shape)
         rq_lat = Requantizer.LATENCY
         w_pipe = [Signal(o_shape, name=f"waddr{i}") for i in range(rq_lat)]
 
@@ -248,7 +264,7 @@ class LayerEngine(wiring.Component):
         loading = Signal()
         # a last tap waits until its sums (SUMS_LATENCY cycles on) cannot land on an
         # undrained shadow: the shadow takes them while its last lane drains
-        m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > self.SUMS_LATENCY + 1)
+        m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > D * (self.SUMS_LATENCY + 1))
                                                      | sums_in_flight)))
 
         pad = (iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)
@@ -262,13 +278,14 @@ class LayerEngine(wiring.Component):
             s1.pad.eq(pad), s1.byte.eq(a_c[:ws] if ws else 0), s1.sub.eq(sub),
         ]
         with m.If(issue & last_tap):
-            m.d.sync += [tag.out.eq(o_pix), tag.ch.eq(ch_g)]
+            m.d.sync += [tag.out.eq(o_pix), tag.ch.eq(ch_g),
+                         tag.n.eq(Mux(ch_left < group_ch, ch_left, group_ch))]
 
         def taps_from(base):
             return [a_kh.eq(base), a_kw.eq(base), a_c.eq(base)]
 
         rq_busy = Signal(rq_lat)   # valid bits inside the requantiser
-        m.d.sync += rq_busy.eq(Cat(d2_valid, rq_busy[:-1]))
+        m.d.sync += rq_busy.eq(Cat(d2_valid.any(), rq_busy[:-1]))
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -279,6 +296,7 @@ class LayerEngine(wiring.Component):
                         *taps_from(d.in_start), sub.eq(0),
                         w_g.eq(d.w_base), w_t.eq(d.w_base),
                         o_g.eq(d.out_base), o_pix.eq(d.out_base), ch_g.eq(0),
+                        ch_left.eq(d.out_c),
                         last_c.eq(cin_m1 == 0), last_kw.eq(k_m1 == 0), last_kh.eq(k_m1 == 0),
                     ]
                     if self.params_in_act:
@@ -328,7 +346,8 @@ class LayerEngine(wiring.Component):
                                          a_g.eq(nxt), a_oy.eq(nxt), a_ox.eq(nxt), *taps_from(nxt),
                                          o_g.eq(o_g + (group_ch << d.wide)),
                                          o_pix.eq(o_g + (group_ch << d.wide)),
-                                         ch_g.eq(ch_g + group_ch)]
+                                         ch_g.eq(ch_g + group_ch),
+                                         ch_left.eq(ch_left - group_ch)]
                             with m.If(last_sub):      # next weight word block
                                 m.d.sync += [sub.eq(0), w_g.eq(w_g + d.taps),
                                              w_t.eq(w_g + d.taps)]
@@ -339,7 +358,7 @@ class LayerEngine(wiring.Component):
                             m.next = "FLUSH"
             with m.State("FLUSH"):
                 empty = (~s1.valid & ~s1q.valid & ~beat_valid & ~sums_valid & (drain_left == 0)
-                         & ~d1.valid & ~d1q.valid & ~d2_valid)
+                         & ~d1.valid.any() & ~d1q.valid.any() & ~d2_valid.any())
                 with m.If(empty & ~rq_busy.any()):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
@@ -376,57 +395,69 @@ class LayerEngine(wiring.Component):
             ]
         m.d.comb += sums_valid.eq(Cat(row.o.valid for row in self.rows).any())
 
-        # ---- stage 2: sums to the shadow; drain one lane per cycle -------------------------
+        # ---- stage 2: sums to the shadow; drain `drain` valid lanes per cycle ---------------
         draining = drain_left != 0
         m.d.comb += [
             self.p_rd.addr.eq(drain_p), self.p_rd.en.eq(1),
             self.res_rd.addr.eq(drain_res[ws:]), self.res_rd.en.eq(d.has_res & draining),
         ]
         m.d.sync += [
-            d1.valid.eq(draining & (drain_ch < d.out_c)),
-            d1.acc.eq(shadow[0]),
+            d1.valid.eq(Cat(draining if j == 0 else drain_left > j for j in range(D))),
+            d1.acc.eq(shadow.as_value()[:D * self.acc_width]),
             d1.out.eq(drain_out),
             d1.byte.eq(drain_res[:ws] if ws else 0),
         ]
+        ch_word = tag.ch >> (D.bit_length() - 1)   # the parameter word of a group's lane 0
         with m.If(sums_valid):
             for row, sel in zip(self.rows, selected):
                 with m.If(sel):
                     m.d.sync += [shadow[lane].eq(row.o.payload[lane]) for lane in range(row.n)]
-            m.d.sync += [drain_left.eq(group_ch),
+            m.d.sync += [drain_left.eq(tag.n),
                          drain_out.eq(tag.out), drain_res.eq(tag.out + d.res_off),
-                         drain_ch.eq(tag.ch),
-                         drain_p.eq(tag.ch if self.params_in_act else d.p_base + tag.ch)]
+                         drain_p.eq(ch_word if self.params_in_act else d.p_base + ch_word)]
         with m.Elif(draining):
-            step = Mux(d.wide, 2, 1)
-            m.d.sync += [drain_left.eq(drain_left - 1),
-                         shadow.eq(shadow.as_value() >> self.acc_width),
-                         drain_out.eq(drain_out + step), drain_res.eq(drain_res + step),
-                         drain_ch.eq(drain_ch + 1), drain_p.eq(drain_p + 1)]
+            step = Mux(d.wide, 2 * D, D)
+            m.d.sync += [drain_left.eq(Mux(drain_left > D, drain_left - D, 0) if D > 1
+                                       else drain_left - 1),
+                         shadow.eq(shadow.as_value() >> (D * self.acc_width)),
+                         drain_out.eq(drain_out + step), drain_res.eq(drain_res + D),
+                         drain_p.eq(drain_p + 1)]
 
         # ---- stage 3: parameters and residual registered, requantise, write the byte ------
+        # lanes j of a drain step are channels ch..ch+D-1 (ch a multiple of D): their
+        # residual and output bytes lie side by side in one word, from byte `byte`
         m.d.sync += [d1q.eq(d1), p_q.eq(self.p_rd.data), res_q.eq(self.res_rd.data)]
-        res_byte = res_q[d1q.byte] if V > 1 else res_q[0]
-        m.d.sync += [
-            d2_valid.eq(d1q.valid), d2_out.eq(d1q.out),
-            d2.acc.eq(d1q.acc), d2.m.eq(p_q.m), d2.b.eq(p_q.b),
-            d2.res.eq(Mux(d.has_res, res_byte, 0)),
-        ]
-        m.d.comb += [
-            rq.i.valid.eq(d2_valid), rq.i.payload.eq(d2),
-            rq.shift.eq(d.shift), rq.res_shift.eq(d.res_shift), rq.lo.eq(d.lo), rq.hi.eq(d.hi),
-        ]
+        m.d.sync += [d2_valid.eq(d1q.valid), d2_out.eq(d1q.out)]
+        for j in range(D):
+            if D == 1:
+                res_byte = res_q[d1q.byte] if V > 1 else res_q[0]
+            else:
+                res_byte = Array(res_q[k * D + j] for k in range(V // D))[
+                    d1q.byte[D.bit_length() - 1:]]
+            m.d.sync += [d2[j].acc.eq(d1q.acc[j]), d2[j].m.eq(p_q[j].m), d2[j].b.eq(p_q[j].b),
+                         d2[j].res.eq(Mux(d.has_res, res_byte, 0))]
+        for j, rq in enumerate(self.requants):
+            m.d.comb += [
+                rq.i.valid.eq(d2_valid[j]), rq.i.payload.eq(d2[j]),
+                rq.shift.eq(d.shift), rq.res_shift.eq(d.res_shift), rq.lo.eq(d.lo),
+                rq.hi.eq(d.hi),
+            ]
         m.d.sync += [w_pipe[0].eq(d2_out)] + [w_pipe[i + 1].eq(w_pipe[i])
                                               for i in range(rq_lat - 1)]
         waddr = w_pipe[-1]
+        valid = Cat(rq.o.valid for rq in self.requants)
+        wide_en = Cat(Cat(v, v) for v in valid)           # two bytes per channel
         m.d.comb += [
             self.act_wr.addr.eq(waddr[ws:]),
-            self.act_wr.en.eq(Mux(rq.o.valid, Mux(d.wide, 0b11, 0b01) << (waddr[:ws] if ws else 0),
-                                  0)),
+            self.act_wr.en.eq(Mux(d.wide, wide_en, valid) << (waddr[:ws] if ws else 0)),
         ]
-        y = rq.o.payload
-        for lane in range(V):
-            m.d.comb += self.act_wr.data[lane].eq(Mux(d.wide, y[8:16], y[0:8]) if lane % 2
-                                                  else y[0:8])
+        def out_byte(lane, half):
+            return self.requants[lane].o.payload[8 * half:8 * half + 8]
+        for byte in range(V):
+            narrow, wide = (byte % D, 0), (byte % (2 * D) // 2, byte % 2)
+            m.d.comb += self.act_wr.data[byte].eq(
+                out_byte(*narrow) if narrow == wide else
+                Mux(d.wide, out_byte(*wide), out_byte(*narrow)))
         return m
 
     def _load_params(self, m, act_q, pl_addr, pl_left, pl_word, pl_idx, pl_k, running,

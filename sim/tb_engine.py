@@ -15,6 +15,7 @@ from cocotb.triggers import FallingEdge, RisingEdge
 
 from sim.engine_harness import EngineHarness
 from hw.payload import pack
+from sw.costmodel import layer_cycles
 from sw.golden.model import conv_acc, requantize
 from sw.golden.pe import wrap
 from sw.program import (ConvLayer, cpad, descriptor, pack_activation, param_words,
@@ -112,6 +113,7 @@ async def layers_match_golden_model(dut):
     p = json.loads(os.environ["TB_PARAMS"])
     kind, lanes, e = p["kind"], p["lanes"], p["engine"]
     V, w_width, acc_width = e["word_bytes"], e["w_width"], e["acc_width"]
+    D = e.get("drain", 1)
     rng = np.random.default_rng(p["seed"])
     tb = EngineTB(dut, p)
     await tb.reset()
@@ -147,7 +149,7 @@ async def layers_match_golden_model(dut):
         in_base = V * int(rng.integers(0, 4))
         res_base = in_base + in_bytes
         out_base = res_base + (out_bytes if has_res else 0)
-        w_base, p_base = int(rng.integers(0, 8)), int(rng.integers(0, 8))
+        w_base, p_base = int(rng.integers(0, 8)), int(rng.integers(0, 8))   # p: a word
         words = weight_words(layer, lane_w, lanes, V)
         fields = descriptor(layer, lanes=lanes, word_bytes=V, in_base=in_base,
                             out_base=out_base, w_base=w_base, p_base=p_base, shift=S,
@@ -163,16 +165,21 @@ async def layers_match_golden_model(dut):
         else:
             lane_vals = [[int(v) for v in word] for word in words]
         await tb.load(1, w_base, [pack(w_lane_shape, vals) for vals in lane_vals])
-        await tb.load(2, p_base, [pack(p_shape, {"m": int(mv), "b": int(bv)})
-                                  for mv, bv in param_words(M, B, S)])
+        pw = [{"m": int(mv), "b": int(bv)} for mv, bv in param_words(M, B, S)]
+        pw += [{"m": 0, "b": 0}] * (-len(pw) % D)        # words of D channels' parameters
+        await tb.load(2, p_base, [pack(p_shape, pw[k:k + D]) for k in range(0, len(pw), D)])
 
         cycles = await tb.run_layer(fields)
         got = unpack_activation(await tb.read_bytes(out_base, out_bytes), expect.shape, V,
                                 layer.wide)
         beats = layer.groups(lanes, V) * oh * ow * layer.taps()
-        dut._log.info(f"layer {n} {case} {layer}: {beats} beats, {cycles} cycles")
+        model = layer_cycles(layer, lanes, V, D)
+        dut._log.info(f"layer {n} {case} {layer}: {beats} beats, {cycles} cycles "
+                      f"(cost model {model})")
         bad = np.argwhere(got != expect)
         assert bad.size == 0, (f"layer {n} ({case}, {layer}, S={S}, res={has_res}): "
                                f"{len(bad)} of {expect.size} outputs differ; first at "
                                f"{bad[0].tolist()}: got {got[tuple(bad[0])]}, expected "
                                f"{expect[tuple(bad[0])]}")
+        assert cycles == model + 1, f"layer {n} ({case}, {layer}): {cycles} cycles, the cost " \
+            f"model says {model} (+1: the start cycle)"

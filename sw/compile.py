@@ -273,7 +273,7 @@ def compile_model(qm, cfg):
     w_next = {name: 0 for name, _, _ in cfg.chunks}
     weights = {name: [] for name in w_next}
     params, program = [], []
-    p_layout = param_layout(cfg.m_width, cfg.rq_width)
+    p_layout = param_layout(cfg.m_width, cfg.rq_width).elem_shape     # one channel's
     prog_layout = program_layout(cfg)
     if len(qm.layers) > cfg.prog_words:
         raise ProgramError(f"prog_words: {len(qm.layers)} layers do not fit {cfg.prog_words} "
@@ -304,7 +304,8 @@ def compile_model(qm, cfg):
                 else [int(v) for v in word]
             weights[chunk].append(pack(data.ArrayLayout(lane_layout, cc.lanes), lanes))
         w_next[chunk] += len(words)
-        p_base = len(params)
+        params += [0] * (-len(params) % cfg.drain)   # a layer starts a parameter word
+        p_base = len(params) // cfg.drain
         for mv, bv in param_words(qm.arrays[f"{i}.M"], qm.arrays[f"{i}.B"], L["S"]):
             params.append(pack(p_layout, {"m": int(mv), "b": int(bv)}))
         if cfg.params_in_act:
@@ -335,7 +336,11 @@ def compile_model(qm, cfg):
     if cfg.params_in_act:
         prog.images["act"] = {p_act: _split(params, 8 * V, param_act_words(cfg))}
     else:
-        prog.images["param"] = {0: params}
+        width = p_layout.size
+        params += [0] * (-len(params) % cfg.drain)
+        prog.images["param"] = {0: [sum(v << (j * width) for j, v in
+                                        enumerate(params[k:k + cfg.drain]))
+                                    for k in range(0, len(params), cfg.drain)]}
     prog.images.update({chunk: {cfg.w_bases[chunk]: words}
                         for chunk, words in weights.items() if words})
     return prog

@@ -1,17 +1,18 @@
 """Cycle model of the accelerator, exact for the v1 layer engine (hw/engine.py).
 
-A layer of ``outputs = groups * out_h * out_w`` outputs with ``taps`` beats each, on a
-chunk whose lane group drains ``step`` sums (``lanes`` in broadcast mode, ``word_bytes``
-in lanewise mode), takes
+A layer of ``groups`` lane groups of ``size`` output channels (``lanes`` in broadcast
+mode, ``word_bytes`` in lanewise mode; the last group has the ``last`` channels left) and
+``P = out_h * out_w`` pixels, ``taps`` beats per output, on an engine draining ``D``
+(``drain``) sums per cycle takes, with ``s = ceil(size / D)`` and ``s' = ceil(last / D)``
+drain cycles per output,
 
-    taps + (outputs - 1) * max(taps, step, 5) + max(last + 8 + R, step + 5)
+    taps + (groups - 1) * P * max(taps, s, 5) + (P - 1) * max(taps, s', 5) + s' + 8 + R
 
 cycles from start to idle: one tap per cycle, except that an output's last tap issues
 only when its sums (4 cycles on: memory-output, operand and PE stages) meet the previous
-sums' last lane draining, and after those sums are out (so at least 5 cycles apart);
-then the last group's ``last`` valid sums pass the memory-output
-and requantiser-input registers and the requantiser (``R = Requantizer.LATENCY``
-stages) and are written.
+output's last drain step, and after those sums are out (so at least 5 cycles apart);
+then the last output's sums drain, pass the memory-output and requantiser-input
+registers and the requantisers (``R = Requantizer.LATENCY`` stages) and are written.
 Between layers the chunk controllers hand over in a few cycles (``CONTROL`` per layer,
 within a cycle or two: the next chunk may already be waiting, or still be walking the
 program). With one image slot the image's cycles are the sum; with more, the chunks
@@ -25,15 +26,17 @@ from sw.compile import Program, param_act_words
 CONTROL = 4
 
 
-def layer_cycles(layer, lanes, word_bytes):
-    """Cycles of one ``sw.program.ConvLayer`` on a chunk of ``lanes`` lanes."""
-    step = layer.group_size(lanes, word_bytes)
+def layer_cycles(layer, lanes, word_bytes, drain=1):
+    """Cycles of one ``sw.program.ConvLayer`` on a chunk of ``lanes`` lanes whose engine
+    drains ``drain`` sums per cycle."""
+    size = layer.group_size(lanes, word_bytes)
     groups = layer.groups(lanes, word_bytes)
     oh, ow = layer.out_hw
-    outputs, taps = groups * oh * ow, layer.taps()
-    last = layer.out_c - (groups - 1) * step
-    return (taps + (outputs - 1) * max(taps, step, LayerEngine.SUMS_LATENCY + 1)
-            + max(last + 8 + Requantizer.LATENCY, step + 5))
+    pixels, taps, gap = oh * ow, layer.taps(), LayerEngine.SUMS_LATENCY + 1
+    last = layer.out_c - (groups - 1) * size
+    s, s_last = -(-size // drain), -(-last // drain)
+    return (taps + (groups - 1) * pixels * max(taps, s, gap)
+            + (pixels - 1) * max(taps, s_last, gap) + s_last + 8 + Requantizer.LATENCY)
 
 
 def control_cycles(cfg):
@@ -46,7 +49,7 @@ def compiled_layer_cycles(L, cfg):
     """Cycles of a compiled layer on ``cfg``: :func:`layer_cycles`, after copying its
     parameters in (``params_in_act``: ``out_c`` parameters of a few activation words, one
     word per cycle, plus 2 cycles of read latency)."""
-    cycles = layer_cycles(L.layer, cfg.chunk(L.chunk).lanes, cfg.word_bytes)
+    cycles = layer_cycles(L.layer, cfg.chunk(L.chunk).lanes, cfg.word_bytes, cfg.drain)
     if cfg.params_in_act:
         cycles += L.layer.out_c * param_act_words(cfg) + 2
     return cycles

@@ -173,6 +173,21 @@ def split_regions(cfg):
     return [(size, 1, ports == "1rw") for _, size, ports in regions(cfg)]
 
 
+def drains(word_bytes):
+    """Drain widths an engine with ``word_bytes``-byte words can have (``2 * drain <=
+    word_bytes``: a wide layer's two-byte outputs of one step share a word)."""
+    return [d for d in (1, 2, 4, 8) if d == 1 or 2 * d <= word_bytes]
+
+
+def with_drain(qm, cfg, drain):
+    """``cfg`` draining ``drain`` sums per cycle: its parameter memory holds each layer's
+    parameters from a word boundary (words of ``drain`` channels)."""
+    if drain == cfg.drain:
+        return cfg
+    used = sum(-(-L["out_ch"] // drain) * drain for L in qm.layers)
+    return replace(cfg, drain=drain, p_words=_pow2(max(used, drain)))
+
+
 SPRAM_BYTES = 32768      # one iCE40 SB_SPRAM256KA: 16K words of 16 bits
 
 
@@ -208,6 +223,7 @@ class Point:
     energy_pj: float
     usage: dict
     organisation: str = "chunks"     # a key of ORGANISATIONS
+    drain: int = 1                   # sums each engine writes per cycle
 
     def score(self, objective):
         return {"latency": self.latency_s, "energy": self.energy_pj,
@@ -222,8 +238,9 @@ USE = {r: 3 + i for i, r in enumerate(R.RESOURCES)}
 def chunk_table(qm, layers, chunk, sized, fam, lane_counts):
     """One row per lane count of ``chunk``: lanes, busy cycles per image (with the
     controller's hand-over), energy per image (pJ) and the chunk's own resources (PEs,
-    layer engine, weight memory). ``sized``: a config with the shared memories' sizes."""
-    word_bytes = sized.word_bytes
+    layer engine with ``sized.drain`` requantisers, weight memory). ``sized``: a config
+    with the shared memories' sizes and the drain width."""
+    word_bytes, drain = sized.word_bytes, sized.drain
     widths, _ = chunk_widths(qm)
     w_width, acc = widths[chunk]
     w_bits = E.stored_w_bits(chunk, w_width)
@@ -235,10 +252,10 @@ def chunk_table(qm, layers, chunk, sized, fam, lane_counts):
         mem = E.Memories(act_bytes=sized.act_bytes, weight_bytes=depth * n * w_bits // 8,
                          param_bytes=sized.p_words * (sized.m_width + sized.rq_width) // 8,
                          m_width=sized.m_width, rq_width=sized.rq_width)
-        cycles = sum(layer_cycles(L, n, word_bytes) + CONTROL for _, L in mine)
+        cycles = sum(layer_cycles(L, n, word_bytes, drain) + CONTROL for _, L in mine)
         pj = sum(E.layer_energy_pj(L, chunk, lanes=n, word_bytes=word_bytes, w_bits=w_bits,
                                    acc_bits=acc, residual=i in res, mem=mem) for i, L in mine)
-        use = R.chunk_usage(fam, chunk, n, w_width, depth, word_bytes)
+        use = R.chunk_usage(fam, chunk, n, w_width, depth, word_bytes, drain)
         rows.append([n, cycles, pj] + [use[r] for r in R.RESOURCES])
     return np.array(rows, dtype=float)
 
@@ -349,6 +366,86 @@ def small_points(qm, board, headroom=R.HEADROOM, rule="search"):
     return points, smallest
 
 
+def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slots, rule,
+                 split):
+    """:func:`search` for one word size and drain width (``sized``): per organisation and
+    slot count, ``(best point or None, the candidate of least logic's resources)``."""
+    V = sized.word_bytes
+    shared = R.shared_usage(sized, fam)
+    tables = {c: chunk_table(qm, prog.layers, c, sized, fam,
+                              range(V, MAX_LANES + 1, sized.drain)) for c in present}
+    if rule == "proportional":
+        # one point per scale: every chunk's row at its proportional lane count
+        rows = []
+        for scale in range(V, 4 * MAX_LANES):
+            lanes = proportional_lanes(work, V, scale)
+            if max(lanes.values()) > MAX_LANES:
+                break
+            rows.append([tables[c][lanes[c] - V] for c in present])
+        cols = {c: np.array([r[j] for r in rows]) for j, c in enumerate(present)}
+    else:
+        tables = {c: pareto_rows(t) for c, t in tables.items()}
+        grid = np.meshgrid(*[np.arange(len(tables[c])) for c in present], indexing="ij")
+        cols = {c: tables[c][g.ravel()] for c, g in zip(present, grid)}
+    busy = np.stack([cols[c][:, CYCLES] for c in present])
+    pj = sum(cols[c][:, PJ] for c in present) + E.offchip_pj(prog)
+    chunks = [L.chunk for L in prog.layers]
+    in_words = schedule.input_words(prog)
+    exact_cache = {}
+
+    def exact(k, s):
+        """Steady-state cycles per image of candidate ``k`` with ``s`` slots."""
+        lanes = {c: int(cols[c][k, LANES]) for c in present}
+        key = (tuple(lanes.values()), s)
+        if key not in exact_cache:
+            cyc = [layer_cycles(L.layer, lanes[L.chunk], V, sized.drain)
+                   for L in prog.layers]
+            exact_cache[key] = schedule.steady_interval(
+                chunks, pipeline_deltas(chunks, s), cyc, s, in_words, prog.input_k,
+                prog.output_bytes, V)
+        return exact_cache[key]
+
+    orgs = [("chunks", sized, None)]
+    halves = split_memories(qm, sized) if split else None
+    if halves is not None:
+        orgs.append(("split", halves, split_regions(halves)))
+    for (org, mem, regions), s in itertools.product(
+            orgs, SLOTS if slots is None else (slots,)):
+        if s * mem.slot_words > 1 << 16:           # the host protocol's address space
+            continue
+        act = R.act_usage(fam, V, mem.act_bytes, s, len(present), regions)
+        use = {r: np.round(sum(cols[c][:, USE[r]] for c in present) + shared[r] + act[r])
+               for r in R.RESOURCES}
+        bound = schedule.lower_bound(busy, s)
+        ok = np.all([use[r] <= have[r] for r in R.RESOURCES], 0)
+        k_small = int(np.argmin(use["logic"]))
+        least = {r: round(v[k_small]) for r, v in use.items()}
+        if not ok.any():
+            yield None, least
+            continue
+        weight = pj if objective == "edp" else 1.0
+        first = pj if objective == "energy" else bound * weight
+        order = np.lexsort((use["logic"], first))
+        order = order[ok[order]]
+        if objective == "energy":
+            k = int(order[0])
+            found = (pj[k], exact(k, s))
+        else:
+            # branch and bound: the bound never exceeds the exact interval
+            found, k = (np.inf, None), None
+            for j in order[:MAX_EXACT]:
+                if first[j] >= found[0]:
+                    break
+                cyc = exact(j, s)
+                if cyc * (weight[j] if objective == "edp" else 1) < found[0]:
+                    found, k = (cyc * (weight[j] if objective == "edp" else 1), cyc), int(j)
+        cycles = found[1]
+        point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
+                      V, s, round(cycles), cycles / fmax, float(pj[k]),
+                      {r: round(v[k]) for r, v in use.items()}, org, sized.drain)
+        yield point, least
+
+
 def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule="search",
            split=False):
     """The best :class:`Point` for ``qm`` on ``board`` under its budget. ``split``: also
@@ -373,80 +470,16 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             sized, prog = _size(qm, probe, V, 1)
         except (ProgramError, ConfigError):
             continue
-        shared = R.shared_usage(sized, fam)
-        tables = {c: chunk_table(qm, prog.layers, c, sized, fam, range(V, MAX_LANES + 1))
-                  for c in present}
-        if rule == "proportional":
-            # one point per scale: every chunk's row at its proportional lane count
-            rows = []
-            for scale in range(V, 4 * MAX_LANES):
-                lanes = proportional_lanes(work, V, scale)
-                if max(lanes.values()) > MAX_LANES:
-                    break
-                rows.append([tables[c][lanes[c] - V] for c in present])
-            cols = {c: np.array([r[j] for r in rows]) for j, c in enumerate(present)}
-        else:
-            tables = {c: pareto_rows(t) for c, t in tables.items()}
-            grid = np.meshgrid(*[np.arange(len(tables[c])) for c in present], indexing="ij")
-            cols = {c: tables[c][g.ravel()] for c, g in zip(present, grid)}
-        busy = np.stack([cols[c][:, CYCLES] for c in present])
-        pj = sum(cols[c][:, PJ] for c in present) + E.offchip_pj(prog)
-        chunks = [L.chunk for L in prog.layers]
-        in_words = schedule.input_words(prog)
-        exact_cache = {}
-
-        def exact(k, s):
-            """Steady-state cycles per image of candidate ``k`` with ``s`` slots."""
-            lanes = {c: int(cols[c][k, LANES]) for c in present}
-            key = (tuple(lanes.values()), s)
-            if key not in exact_cache:
-                cyc = [layer_cycles(L.layer, lanes[L.chunk], V) for L in prog.layers]
-                exact_cache[key] = schedule.steady_interval(
-                    chunks, pipeline_deltas(chunks, s), cyc, s, in_words, prog.input_k,
-                    prog.output_bytes, V)
-            return exact_cache[key]
-
-        orgs = [("chunks", sized, None)]
-        halves = split_memories(qm, sized) if split else None
-        if halves is not None:
-            orgs.append(("split", halves, split_regions(halves)))
-        for (org, mem, regions), s in itertools.product(
-                orgs, SLOTS if slots is None else (slots,)):
-            if s * mem.slot_words > 1 << 16:           # the host protocol's address space
-                continue
-            act = R.act_usage(fam, V, mem.act_bytes, s, len(present), regions)
-            use = {r: np.round(sum(cols[c][:, USE[r]] for c in present) + shared[r] + act[r])
-                   for r in R.RESOURCES}
-            bound = schedule.lower_bound(busy, s)
-            ok = np.all([use[r] <= have[r] for r in R.RESOURCES], 0)
-            k_small = int(np.argmin(use["logic"]))
-            if smallest is None or use["logic"][k_small] < smallest["logic"]:
-                smallest = {r: round(v[k_small]) for r, v in use.items()}
-            if not ok.any():
-                continue
-            weight = pj if objective == "edp" else 1.0
-            first = pj if objective == "energy" else bound * weight
-            order = np.lexsort((use["logic"], first))
-            order = order[ok[order]]
-            if objective == "energy":
-                k = int(order[0])
-                found = (pj[k], exact(k, s))
-            else:
-                # branch and bound: the bound never exceeds the exact interval
-                found, k = (np.inf, None), None
-                for j in order[:MAX_EXACT]:
-                    if first[j] >= found[0]:
-                        break
-                    cyc = exact(j, s)
-                    if cyc * (weight[j] if objective == "edp" else 1) < found[0]:
-                        found, k = (cyc * (weight[j] if objective == "edp" else 1), cyc), int(j)
-            cycles = found[1]
-            point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
-                          V, s, round(cycles), cycles / fmax, float(pj[k]),
-                          {r: round(v[k]) for r, v in use.items()}, org)
-            if best is None or (point.score(objective), point.usage["logic"]) < \
-                    (best.score(objective), best.usage["logic"]):
-                best = point
+        for D in drains(V) if rule == "search" else [1]:
+            for point, least in _search_word(qm, fam, objective, have, fmax, work, present,
+                                             with_drain(qm, sized, D), prog, slots, rule,
+                                             split):
+                if smallest is None or least["logic"] < smallest["logic"]:
+                    smallest = least
+                if point is not None and (best is None or (
+                        point.score(objective), point.usage["logic"]) <
+                        (best.score(objective), best.usage["logic"])):
+                    best = point
     if R.PARTS[R.part_of(board)]["spram"] and slots in (None, 1):
         # parts with SPRAM (the iCE40UP5K): the small organisation too
         points, least = small_points(qm, board, headroom, rule)
@@ -469,8 +502,8 @@ def point_config(qm, p):
     if p.organisation == "small":
         return small_config(qm, p.lanes, p.word_bytes)
     if p.organisation == "split":
-        return split_config(qm, p.lanes, p.word_bytes, p.slots)
-    return size_config(qm, p.lanes, p.word_bytes, p.slots)
+        return with_drain(qm, split_config(qm, p.lanes, p.word_bytes, p.slots), p.drain)
+    return with_drain(qm, size_config(qm, p.lanes, p.word_bytes, p.slots), p.drain)
 
 
 def organisation(cfg):
@@ -559,7 +592,8 @@ def print_report(rep, out=None):
     acc = rep["accel"]
     p(f"{rep['network']} on {rep['board']} ({rep['part']}), objective {rep['objective']}: "
       + ", ".join(f"{c.upper()} {acc[c]['lanes']} lanes" for c in CHUNKS)
-      + f", word {acc['word_bytes']} B, {acc['slots']} image slot(s)")
+      + f", word {acc['word_bytes']} B, {acc['slots']} image slot(s), "
+        f"drain {acc['drain']} sums/cycle")
     p(f"organisation: {ORGANISATIONS[rep['organisation']]}")
     p(f"{'layer':<24}{'chunk':<6}{'tiling':<32}{'cycles':>9}{'util':>7}{'energy nJ':>11}")
     for r in rep["layers"]:

@@ -187,11 +187,23 @@ def engine_usage(fam, word_bytes, lanes):
             + word_bytes * c.get("engine_word_byte", {}).get(r, 0) for r in LOGIC}
 
 
-def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes):
-    """A chunk of ``lanes`` PEs with its own engine and its weight memory of ``w_words``
-    words."""
+def drain_usage(fam, drain):
+    """What an engine draining ``drain`` sums per cycle adds to one draining one: per extra
+    lane a requantiser, its parameter, residual-byte and output-byte multiplexers
+    (``drain_lane``, fitted by :func:`fit_drain` on engines alone)."""
+    lane = costs(fam).get("drain_lane") if drain > 1 else {}
+    if lane is None:
+        raise KeyError(f"resource_costs.json: no drain_lane costs for {fam} (run `python -m "
+                       "sw.resources calibrate-drain --write`)")
+    return {r: (drain - 1) * lane.get(r, 0) for r in LOGIC}
+
+
+def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes, drain=1):
+    """A chunk of ``lanes`` PEs with its own engine (draining ``drain`` sums per cycle) and
+    its weight memory of ``w_words`` words."""
     from sw.energy import stored_w_bits
     return _add(row_usage(fam, chunk, lanes), engine_usage(fam, word_bytes, lanes),
+                drain_usage(fam, drain),
                 memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1, fam,
                               single_port=True))
 
@@ -253,7 +265,7 @@ def shared_usage(cfg, fam, small=True):
     n = engine_count(cfg)
     p_bits = cfg.m_width + cfg.rq_width if cfg.params_in_act else bits["param"]
     return _add({r: c["fixed"].get(r, 0) for r in LOGIC}, small_usage(cfg, fam) if small else {},
-                memory_blocks("param", p_bits, cfg.p_words, n, fam),
+                memory_blocks("param", p_bits, cfg.p_words // cfg.drain, n, fam),
                 memory_blocks("prog", bits["prog"], cfg.prog_words * prog_beats(cfg), n, fam))
 
 
@@ -279,7 +291,8 @@ def estimate(cfg, board, small=True):
     if cfg.shared_engine:
         engines = [shared_engine_usage(cfg, fam)]
     else:
-        engines = [chunk_usage(fam, name, c.lanes, c.w_width, c.w_words, cfg.word_bytes)
+        engines = [chunk_usage(fam, name, c.lanes, c.w_width, c.w_words, cfg.word_bytes,
+                               cfg.drain)
                    for name, _, c in cfg.chunks]
     act = [(size, ACT_COPIES if ports == "2r1w" else 1, ports == "1rw")
            for _, size, ports in regions(cfg)]
@@ -392,7 +405,7 @@ def provenance(fam):
 
 #: what a family's costs keep when it is refitted (not fitted by :func:`fit`)
 MEASURED_ELSEWHERE = ("pe", "lut_ram_bits", "spram_memories", "spram_cost", "fmax_mhz",
-                      "fmax_source", "small")
+                      "fmax_source", "small", "drain_lane")
 #: the parts :func:`fit` fits, as named in the cost file
 FITTED = ("fixed", "engine", "row", "lane", "engine_word_byte", "engine_slot_byte",
           "act_mux_bit")
@@ -453,6 +466,22 @@ def fit_small(measured, fam):
     return {"fixed": {r: round(sum(v) / len(v), 2) for r, v in miss.items()}}
 
 
+#: :func:`fit_drain`'s builds: the ``wide-words`` calibration config draining 1 and 4 sums
+DRAIN_CALIBRATION = ("wide-words", 4)
+
+
+def fit_drain(fam, out):
+    """``drain_lane`` (:func:`drain_usage`): what each engine's extra drain lane costs, from
+    whole-accelerator builds of one calibration config with ``drain`` 1 and more."""
+    from dataclasses import replace
+    label, drain = DRAIN_CALIBRATION
+    cfg = calibration_config(label)
+    one = synthesise(cfg, fam, out / f"{label}-drain1")
+    more = synthesise(replace(cfg, drain=drain), fam, out / f"{label}-drain{drain}")
+    lanes = engine_count(cfg) * (drain - 1)
+    return {r: round((more[r] - one[r]) / lanes, 2) for r in LOGIC}, {1: one, drain: more}
+
+
 def nonnegative_lstsq(A, b):
     """Least squares ``A x ~ b`` with ``x >= 0``: a part that comes out negative (the most
     negative first) is set to 0 and the others are fitted again."""
@@ -478,6 +507,11 @@ def main(argv=None):
                          "iCE40 builds of sw.mapper.small_config (SMALL_CALIBRATION)")
     sml.add_argument("--out", type=Path, default=Path("build/resources/ice40"))
     sml.add_argument("--write", action="store_true", help=f"store the fit in {COSTS_FILE.name}")
+    drn = sub.add_parser("calibrate-drain", help="fit the cost of an engine's extra drain "
+                         "lanes (requantisers) on two builds per family")
+    drn.add_argument("--out", type=Path, default=Path("build/resources/drain"))
+    drn.add_argument("--families", nargs="+", default=["ice40", "ecp5"], choices=SYNTH)
+    drn.add_argument("--write", action="store_true", help=f"store the fit in {COSTS_FILE.name}")
     chk = sub.add_parser("check", help="predicted vs synthesised for an accel.json")
     chk.add_argument("--accel", type=Path, required=True)
     chk.add_argument("--board", required=True, choices=BOARD_PART)
@@ -493,6 +527,14 @@ def main(argv=None):
             print(f"{r:<6} predicted {want[r]:>7}  synthesised {got[r]:>7}  {err:+.1%}")
         return 0
     data = json.loads(COSTS_FILE.read_text())
+    if args.cmd == "calibrate-drain":
+        for fam in args.families:
+            lane, builds = fit_drain(fam, args.out / fam)
+            print(f"{fam} drain builds: {builds}\n{fam} drain_lane: {lane}", flush=True)
+            data["families"][fam]["drain_lane"] = {**lane, "calibrated_with": provenance(fam)}
+        if args.write:
+            COSTS_FILE.write_text(json.dumps(data, indent=2) + "\n")
+        return 0
     if args.cmd == "calibrate-small":
         measured = {}
         for label in SMALL_CALIBRATION:

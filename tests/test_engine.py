@@ -16,13 +16,15 @@ CONFIGS = [
     ("mul", 4, dict(word_bytes=4, w_width=8, acc_width=24)),
     ("shift", 6, dict(word_bytes=2, w_width=3, acc_width=26)),
     ("adder", 8, dict(word_bytes=8, w_width=8, acc_width=20)),
+    ("mul", 12, dict(word_bytes=8, w_width=6, acc_width=22, drain=4)),   # 4 sums per cycle
 ]
 ADDR = dict(addr_bits=12, w_addr_bits=10, p_addr_bits=7, m_width=16, rq_width=48)
 SEED = int(os.environ.get("TB_SEED", "5"))
 
 
 @pytest.mark.parametrize("sim", selected_simulators())
-@pytest.mark.parametrize("kind,lanes,widths", CONFIGS, ids=[c[0] for c in CONFIGS])
+@pytest.mark.parametrize("kind,lanes,widths", CONFIGS,
+                         ids=[f"{c[0]}-drain{c[2].get('drain', 1)}" for c in CONFIGS])
 def test_engine_layers_match_golden(sim, kind, lanes, widths):
     engine = dict(widths, **ADDR)
     run_testbench(EngineHarness(kind, lanes, **engine), name=f"engine_{kind}{lanes}",
@@ -31,7 +33,7 @@ def test_engine_layers_match_golden(sim, kind, lanes, widths):
 
 
 def random_configs(seed, count=2):
-    """Random engine configurations (kind, lanes, word and accumulator widths)."""
+    """Random engine configurations (kind, lanes, word and accumulator widths, drain)."""
     rng = random.Random(seed)
     out = []
     for _ in range(count):
@@ -40,8 +42,9 @@ def random_configs(seed, count=2):
         lanes = rng.randint(word_bytes, 12)
         w_width = rng.randint(1, 4) if kind == "shift" else rng.randint(3, 9)
         acc_width = rng.randint(term_width(kind, 8, w_width), 28)
+        drains = [d for d in (1, 2, 4) if 2 * d <= word_bytes and lanes % d == 0] or [1]
         out.append((kind, lanes, dict(word_bytes=word_bytes, w_width=w_width,
-                                      acc_width=acc_width)))
+                                      acc_width=acc_width, drain=rng.choice(drains))))
     return out
 
 
@@ -51,6 +54,7 @@ def test_random_engine_configs(kind, lanes, widths):
     sim = selected_simulators()[0]   # the fast-building one (Icarus when installed)
     engine = dict(widths, **ADDR)
     run_testbench(EngineHarness(kind, lanes, **engine),
-                  name=f"engine_rand_{kind}{lanes}_{widths['word_bytes']}", sim=sim,
+                  name=f"engine_rand_{kind}{lanes}_{widths['word_bytes']}_{widths['drain']}",
+                  sim=sim,
                   test_module="sim.tb_engine",
                   params=dict(kind=kind, lanes=lanes, engine=engine, layers=8, seed=SEED + 1))

@@ -35,9 +35,9 @@ def qmodel_path(tmp_path_factory, qm):
     return path
 
 
-def evaluate(qm, lanes, V, slots, board=BOARD):
+def evaluate(qm, lanes, V, slots, board=BOARD, drain=1):
     """A candidate costed through the per-config functions (not the mapper's tables)."""
-    cfg = mapper.size_config(qm, lanes, V, slots)
+    cfg = mapper.with_drain(qm, mapper.size_config(qm, lanes, V, slots), drain)
     prog = compile_model(qm, cfg)
     cycles = round(schedule.interval(prog, cfg))
     pj = E.program_energy(prog, cfg, mapper.residual_layers(qm))[1].total
@@ -47,7 +47,7 @@ def evaluate(qm, lanes, V, slots, board=BOARD):
 @pytest.mark.parametrize("objective", mapper.OBJECTIVES)
 def test_search_point_is_consistent_and_best(qm, objective):
     p = mapper.search(qm, BOARD, objective)
-    cfg, cycles, pj, use = evaluate(qm, p.lanes, p.word_bytes, p.slots)
+    cfg, cycles, pj, use = evaluate(qm, p.lanes, p.word_bytes, p.slots, drain=p.drain)
     assert (p.cycles, use) == (cycles, p.usage)
     assert p.energy_pj == pytest.approx(pj, rel=1e-9)
     assert not R.shortfalls(use, BOARD)
@@ -57,9 +57,10 @@ def test_search_point_is_consistent_and_best(qm, objective):
     rng = np.random.default_rng(0)
     for _ in range(12):          # random feasible candidates are never better
         V = int(rng.choice([2, 4, 8]))
-        lanes = {c: int(rng.integers(V, 40)) for c in mapper.CHUNKS}
+        drain = int(rng.choice(mapper.drains(V)))
+        lanes = {c: drain * int(rng.integers(-(-V // drain), 40 // drain)) for c in mapper.CHUNKS}
         slots = int(rng.choice([1, 2, 4]))
-        _, c, e, use = evaluate(qm, lanes, V, slots)
+        _, c, e, use = evaluate(qm, lanes, V, slots, drain=drain)
         if not R.shortfalls(use, BOARD):
             assert score[objective](c, e) >= best * (1 - 1e-9)
 
@@ -72,7 +73,7 @@ def test_objectives_trade_off(qm):
 
 def test_one_slot_interval_is_layers_plus_transfers(qm):
     p = mapper.search(qm, BOARD, "latency", slots=1)
-    cfg = mapper.size_config(qm, p.lanes, p.word_bytes, 1)
+    cfg = mapper.point_config(qm, p)
     prog = compile_model(qm, cfg)
     per_layer, with_control = program_cycles(prog, cfg)
     transfers = schedule.input_words(prog) * prog.input_k + prog.output_bytes
@@ -198,11 +199,12 @@ def test_icebreaker_gets_the_small_organisation_within_its_budget(tmp_path, caps
 
 def test_ecp5_keeps_the_per_chunk_organisation():
     """No SPRAM on the ECP5: the search is the per-chunk one, and the default network's
-    ECP5-85F design stays 32/48/72 lanes, 16-byte words, 2 slots."""
+    ECP5-85F design is 104/128/128 lanes, 16-byte words, 2 slots, 8 sums drained per
+    cycle (32/48/72 draining one before the drain width was searched)."""
     qm = golden.load("archs/default/qmodel.npz")
     p = mapper.search(qm, BOARD)
-    assert p.organisation == "chunks" and (p.word_bytes, p.slots) == (16, 2)
-    assert p.lanes == {"clp": 32, "slp": 48, "alp": 72}
+    assert p.organisation == "chunks" and (p.word_bytes, p.slots, p.drain) == (16, 2, 8)
+    assert p.lanes == {"clp": 104, "slp": 128, "alp": 128}
     assert mapper.organisation(mapper.point_config(qm, p)) == "chunks"
 
 
