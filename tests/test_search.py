@@ -144,7 +144,7 @@ def test_layers_and_lanes_match_the_compiler_and_mapper():
     mine = H.arch_layers(arch)
     assert [L.layer for L in prog.layers] == [L.layer for L in mine]
     assert [L.chunk for L in prog.layers] == [L.chunk for L in mine]
-    lanes, wb = H.mapper_lanes(arch, BOARD)       # from the shape-only integer model
+    lanes, wb, _ = H.mapper_lanes(arch, BOARD)    # from the shape-only integer model
     assert lanes == {c: cfg.chunk(c).lanes for c in lanes} and wb == cfg.word_bytes
     assert H.arch_cost(arch, BOARD, "cycles") == program_cycles(prog, cfg)[1]
 
@@ -293,6 +293,91 @@ def test_resume_continues_exactly(tmp_path):
                    lanes=LANES)
 
 
+SMALL = {"clp": 2, "slp": 3, "alp": 2}       # the mapper's UP5K pick for archs/default
+
+
+def up5k_accel(macro):
+    """The small organisation (the iCE40UP5K's) sized for ``macro`` at SMALL lanes."""
+    return H.accel_of(mapper.small_config(H.shape_qmodel(macro), SMALL))
+
+
+def fits_up5k(arch):
+    """Independently of sw.search: small_config sizes ``arch`` at SMALL lanes and the
+    resource model says it fits the UP5K."""
+    from sw import resources as R
+    try:
+        cfg = mapper.small_config(H.shape_qmodel(arch), SMALL)
+    except Exception:  # noqa: BLE001 (a compiler refusal is a network that does not fit)
+        return False
+    return not R.shortfalls(R.estimate(cfg, "icebreaker"), "icebreaker")
+
+
+def test_up5k_costs_are_the_small_organisations_program_cycles():
+    """On the shared engine a network's cycles are its compiled layers' (parameter copy
+    and multi-word descriptors included), whatever the chunk."""
+    from sw.search.run import board_space
+    macro = arch_mod.load(REPO / "archs/default/arch.json")
+    acc = up5k_accel(macro)
+    assert acc[2]["organisation"] == "small" and acc[2]["param_words"] > 0
+    space, _ = board_space(Space.from_arch(macro), "icebreaker", acc,
+                           H.HwCost(Space.from_arch(macro), "icebreaker"))
+    fixed, table = H.HwCost(space, "icebreaker").table("cycles", acc)
+    gen, checked = torch.Generator().manual_seed(2), 0
+    while checked < 3:
+        choices = space.random(gen)
+        arch = space.arch(choices)
+        if not fits_up5k(arch):
+            continue
+        qm = H.shape_qmodel(arch)
+        cfg = mapper.small_config(qm, SMALL)
+        want = program_cycles(compile_model(qm, cfg), cfg)[1]
+        assert fixed + sum(float(table[i, j]) for i, j in enumerate(choices)) == want
+        assert H.arch_cost(arch, "icebreaker", "cycles", acc) == want
+        checked += 1
+
+
+def test_up5k_search_never_picks_a_network_that_does_not_fit():
+    """Choices that cannot fit the UP5K leave the space; the selection pool holds only
+    networks that fit, even where the most probable ones do not."""
+    from sw.search.run import board_space, fit_filter, selection_pool
+    macro = arch_mod.load(REPO / "archs/default/arch.json")
+    acc = up5k_accel(macro)
+    full = Space.from_arch(macro)
+    space, dropped = board_space(full, "icebreaker", acc, H.HwCost(full, "icebreaker"))
+    # e.g. block 0 expanding 16 channels at 28x28 to 48: 37,632 bytes > one 32 KiB SPRAM
+    assert (0, choice_index("conv", 3, 3)) in dropped
+    for i, j in dropped:                     # sound: such a network never fits
+        assert not fits_up5k(full.arch([j if b == i else js[0]
+                                        for b, js in enumerate(full.allowed)]))
+    assert all(j in full.allowed[i] for i, js in enumerate(space.allowed) for j in js)
+    # alpha favours the widest choices; a budget nothing reaches
+    alpha = torch.zeros(space.n_blocks, len(CHOICES))
+    for j, (op, k, e) in enumerate(CHOICES):
+        alpha[:, j] = 3.0 if e == 6 else 0.0
+    cfg = SearchConfig(board="icebreaker", budget=1e12, candidates=2, family_candidates=1,
+                       pool_random=2)
+    tables = H.HwCost(space, "icebreaker").table("cycles", acc)
+    blind = selection_pool(cfg, space, alpha, tables)
+    assert not any(fits_up5k(space.arch(c[0])) for c in blind["k-best"])
+    pool = selection_pool(cfg, space, alpha, tables, fit_filter(space, "icebreaker", acc))
+    nets = [c for g in pool.values() for c in g]
+    assert len(pool["random"]) == 2 and all(fits_up5k(space.arch(c[0])) for c in nets)
+
+
+def test_micro_up5k_search_returns_a_network_that_fits(tmp_path):
+    macro = arch_mod.load(REPO / "archs/default/arch.json")
+    logs = []
+    res = run_search(micro_cfg(board="icebreaker", pgp=[["all", 1]], search_epochs=1,
+                               random_samples=1, proxy_networks=0, budget=1e12),
+                     tmp_path / "s", tmp_path / "arch.json", "up5k", data=micro_data(),
+                     log=logs.append, lanes=up5k_accel(macro))
+    assert any(s.startswith("infeasible on icebreaker: block 0") for s in logs)
+    assert res["infeasible_choices"] and res["networks"][0]["fits_icebreaker"]
+    assert fits_up5k(arch_mod.load(tmp_path / "arch.json"))
+    assert all(fits_up5k(macro.replace(blocks=Space.from_arch(macro).blocks(r["choices"])))
+               for r in res["selection"])
+
+
 def test_result_files_name_paths_relative_to_the_repository():
     from sw.search.run import repo_path, repo_relative
     assert repo_relative(REPO / "archs" / "x" / "arch.json") == "archs/x/arch.json"
@@ -396,8 +481,9 @@ def test_quick_cli_end_to_end(tmp_path, capsys):
         assert res["within_budget"] and (tmp_path / "pareto.png").is_file()
         assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 7 + len(
             res["networks"])
-        assert H.arch_cost(arch, BOARD, "cycles", tuple(
-            res["reference_lanes"][BOARD].values())) == res["cost"] <= res["config"]["budget"]
+        from sw.search.run import stored_lanes
+        assert H.arch_cost(arch, BOARD, "cycles", stored_lanes(res["reference_lanes"])[
+            BOARD]) == res["cost"] <= res["config"]["budget"]
         assert cli.main(["--quick", "--name", name]) == 2          # exists now
     finally:
         import shutil

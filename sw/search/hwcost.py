@@ -9,10 +9,26 @@ its operator). Metrics per image, at given lanes per chunk:
 - ``energy``: ``sw.energy.layer_energy_pj`` (45 nm pJ, its default memory sizes);
 - ``flops``: NASA's proxy, MACs with a shift term counting 1/8 and an adder term 1/5.
 
-Lanes: :func:`mapper_lanes` asks ``sw.mapper.default_config`` (the accelerator the mapper
-sizes for the board) about a shape-only integer model of the network (zero weights,
-shape-derived widths; :func:`shape_qmodel`); the search costs every candidate on the
-accelerator sized for its macro network (one mapper call per board: they take seconds).
+Accelerator: :func:`mapper_lanes` asks ``sw.mapper.default_config`` (the accelerator the
+mapper sizes for the board) about a shape-only integer model of the network (zero weights,
+shape-derived widths; :func:`shape_qmodel`) and returns ``(lanes, word_bytes, extra)``
+(:func:`accel_of`); the search costs every candidate on the accelerator sized for its macro
+network (one mapper call per board: they take seconds). ``extra`` carries what the
+organisation adds per layer (``sw.costmodel.compiled_layer_cycles`` and
+``control_cycles``): on the iCE40UP5K's small organisation (one shared engine, so a
+network's cycles are the sum of its layers' whatever the chunk) each layer first copies
+its parameters from the activation memory (``out_c * param_words + 2`` cycles) and a
+layer descriptor is several 16-bit program words (``control`` cycles per layer instead of
+``CONTROL``). A plain ``(lanes, word_bytes)`` pair (older checkpoints, tests) means the
+per-chunk organisation: no parameter copy, ``CONTROL``.
+
+Fit: the small organisation holds each slot's activations in two 32 KiB SPRAMs (the
+parameters of every layer beside them) and its weights in SPRAM / block RAM, so many
+networks of the space do not fit the UP5K. :func:`choice_fit` finds, per block choice, the
+analytic reasons (a tensor larger than one activation memory; the parameters alone larger
+than one); :func:`fit_error` checks a whole network exactly (``sw.mapper.small_config`` at
+the reference lanes compiles it, and ``sw.resources.estimate`` is within the board's
+budget). On the per-chunk organisation (ECP5) every network of the space fits.
 A block's layers do not depend on the other blocks' choices (the macro fixes every width
 and stride), so at fixed lanes the cost of a network is ``fixed + sum_i table[i,
 choice_i]`` and, with choice probabilities ``p``, the expected cost ``fixed + (p *
@@ -29,10 +45,12 @@ import torch
 from hw.config import ConfigError
 from sw import arch as arch_mod
 from sw import mapper
-from sw.costmodel import CONTROL, layer_cycles
+from sw import resources as R
+from sw.compile import param_act_words
+from sw.costmodel import CONTROL, control_cycles, layer_cycles
 from sw.energy import layer_energy_pj
 from sw.golden import model as gm
-from sw.program import ConvLayer, ProgramError
+from sw.program import ConvLayer, ProgramError, cpad
 
 from .space import CHOICES
 
@@ -131,9 +149,27 @@ def _add(layers, tensors, arrays, L, out_shape, w_shape, bits=8):
     layers.append(L)
 
 
+def accel_of(cfg):
+    """``(lanes per chunk, word_bytes, extra)`` of an accelerator config: what costing a
+    network on it takes (``extra``: ``organisation``, ``control`` cycles per layer,
+    ``param_words`` activation words per parameter copied in before each layer, 0 when
+    the parameters have their own memory, and ``act_bytes``, one activation memory)."""
+    extra = {"organisation": mapper.organisation(cfg), "control": control_cycles(cfg),
+             "param_words": param_act_words(cfg) if cfg.params_in_act else 0,
+             "act_bytes": cfg.act_bytes}
+    return {c: cfg.chunk(c).lanes for c in CHUNK.values()}, cfg.word_bytes, extra
+
+
+def unpack(acc):
+    """``(lanes, word_bytes, extra)`` of an accelerator given as :func:`accel_of` makes it
+    or as a plain ``(lanes, word_bytes)`` pair (the per-chunk organisation)."""
+    lanes, wb, *rest = acc
+    return lanes, wb, (rest[0] if rest else None) or {}
+
+
 def mapper_lanes(arch, board):
-    """(lanes per chunk, word_bytes) of the accelerator ``sw.mapper.default_config``
-    sizes for ``arch`` on ``board`` (cached; HwError when it does not fit)."""
+    """:func:`accel_of` the accelerator ``sw.mapper.default_config`` sizes for ``arch`` on
+    ``board`` (cached; HwError when it does not fit)."""
     return _mapper_lanes(arch_mod.dumps(arch.replace(name="network")), board)
 
 
@@ -144,12 +180,17 @@ def _mapper_lanes(text, board):
         cfg = mapper.default_config(shape_qmodel(arch), board)
     except (ConfigError, ProgramError, ValueError) as e:
         raise HwError(f"mapper: {e}") from None
-    return {c: cfg.chunk(c).lanes for c in CHUNK.values()}, cfg.word_bytes
+    return accel_of(cfg)
 
 
-def layer_cost(L, metric, lanes, word_bytes):
+def layer_cost(L, metric, lanes, word_bytes, extra=None):
+    """One layer's ``metric`` on chunk ``lanes`` / ``word_bytes`` of an organisation with
+    ``extra`` (:func:`accel_of`; None: the per-chunk organisation)."""
     if metric == "cycles":
-        return layer_cycles(L.layer, lanes[L.chunk], word_bytes) + CONTROL
+        extra = extra or {}
+        pw = extra.get("param_words", 0)
+        return (layer_cycles(L.layer, lanes[L.chunk], word_bytes)
+                + (L.layer.out_c * pw + 2 if pw else 0) + extra.get("control", CONTROL))
     if metric == "energy":
         return layer_energy_pj(L.layer, L.chunk, lanes=lanes[L.chunk], word_bytes=word_bytes,
                                residual=L.residual)
@@ -159,12 +200,48 @@ def layer_cost(L, metric, lanes, word_bytes):
 
 
 def arch_cost(arch, board, metric, lanes=None):
-    """Cost of one network on ``board`` (at the mapper's lanes unless ``lanes`` =
-    (lanes, word_bytes) is given)."""
+    """Cost of one network on ``board`` (on the mapper's accelerator for it unless
+    ``lanes`` = (lanes, word_bytes[, extra]) is given)."""
     if metric == "flops":
         lanes = ({}, 0)
-    lanes, wb = lanes or mapper_lanes(arch, board)
-    return sum(layer_cost(L, metric, lanes, wb) for L in arch_layers(arch))
+    lanes, wb, extra = unpack(lanes or mapper_lanes(arch, board))
+    return sum(layer_cost(L, metric, lanes, wb, extra) for L in arch_layers(arch))
+
+
+def tensor_bytes(L, word_bytes):
+    """Bytes of a layer's output tensor in the activation memory (as ``sw.compile``)."""
+    oh, ow = L.layer.out_hw
+    return oh * ow * cpad(L.layer.out_c * (2 if L.layer.wide else 1), word_bytes)
+
+
+def param_bytes(layers, acc):
+    """Bytes the parameters of ``layers`` take in the activation memory (0 unless the
+    organisation keeps them there)."""
+    _, wb, extra = unpack(acc)
+    return sum(L.layer.out_c for L in layers) * extra.get("param_words", 0) * wb
+
+
+def fit_error(arch, board, acc):
+    """None when ``arch`` fits ``board`` on the accelerator ``acc`` (:func:`accel_of`),
+    else one line saying what does not. Only the small organisation can run out: its
+    config is sized for ``arch`` at ``acc``'s lanes (``sw.mapper.small_config``: the
+    compiler places every tensor and parameter and every weight region) and its
+    predicted resources (``sw.resources.estimate``) must be within ``board``'s budget, as
+    the mapper demands of its own pick."""
+    lanes, wb, extra = unpack(acc)
+    if extra.get("organisation") != "small":
+        return None
+    return _small_fit(arch_mod.dumps(arch.replace(name="network")), board,
+                      tuple(sorted(lanes.items())), wb)
+
+
+@functools.lru_cache(maxsize=4096)
+def _small_fit(text, board, lanes, word_bytes):
+    try:
+        cfg = mapper.small_config(shape_qmodel(arch_mod.loads(text)), dict(lanes), word_bytes)
+    except (ConfigError, ProgramError, ValueError) as e:
+        return str(e).splitlines()[0]
+    return "; ".join(R.shortfalls(R.estimate(cfg, board), board)) or None
 
 
 class HwCost:
@@ -189,11 +266,40 @@ class HwCost:
             self.choice_layers.append(row)
 
     def table(self, metric, lanes):
-        """(fixed cost, tensor [blocks, choices]) at ``lanes`` = (lanes, word_bytes); no
-        lanes needed for flops."""
-        lanes, wb = lanes or ({}, 0)
-        fixed = sum(layer_cost(L, metric, lanes, wb) for L in self.fixed)
-        t = torch.tensor([[sum(layer_cost(L, metric, lanes, wb) for L in layers)
+        """(fixed cost, tensor [blocks, choices]) at ``lanes`` = (lanes, word_bytes[,
+        extra]); no lanes needed for flops."""
+        lanes, wb, extra = unpack(lanes or ({}, 0))
+        fixed = sum(layer_cost(L, metric, lanes, wb, extra) for L in self.fixed)
+        t = torch.tensor([[sum(layer_cost(L, metric, lanes, wb, extra) for L in layers)
                            for layers in row] for row in self.choice_layers],
                          dtype=torch.float64)
         return float(fixed), t
+
+    def choice_fit(self, acc):
+        """{(block, choice): reason} for every allowed choice that cannot fit the
+        accelerator ``acc`` whatever the other blocks are (small organisation only): one
+        of its tensors is larger than one activation memory, or the parameters of the
+        network with it and the fewest elsewhere are (they share one memory with
+        tensors)."""
+        _, wb, extra = unpack(acc)
+        if extra.get("organisation") != "small":
+            return {}
+        cap = extra["act_bytes"]
+        least = [min((param_bytes(layers, acc) for j, layers in enumerate(row)
+                      if j in self.space.allowed[i]), default=0)
+                 for i, row in enumerate(self.choice_layers)]
+        base = param_bytes(self.fixed, acc) + sum(least)
+        out = {}
+        for i, row in enumerate(self.choice_layers):
+            for j in self.space.allowed[i]:
+                big = max(row[j], key=lambda L: tensor_bytes(L, wb), default=None)
+                params = base - least[i] + param_bytes(row[j], acc)
+                if big is not None and tensor_bytes(big, wb) > cap:
+                    L = big.layer
+                    out[i, j] = (f"{big.name} output {L.out_c}x{L.out_hw[0]}x{L.out_hw[1]} "
+                                 f"= {tensor_bytes(big, wb):,} bytes > one {cap:,}-byte "
+                                 "activation memory")
+                elif params > cap:
+                    out[i, j] = (f"parameters in the activation memory {params:,} bytes > "
+                                 f"{cap:,}")
+        return out

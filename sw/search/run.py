@@ -22,7 +22,7 @@ import torch
 from sw import arch as arch_mod
 from sw.train import REPO, evaluate, load_data, to_input
 
-from .hwcost import BOARDS, HwCost, HwError, arch_cost, mapper_lanes
+from .hwcost import BOARDS, HwCost, HwError, arch_cost, fit_error, mapper_lanes, unpack
 from .pgp import PHASES, WeightTrainer, pgp_epoch
 from .search import CostTerm, derive, next_lam, probs, search_epoch
 from .space import CHOICES, SPACES, Space, SpaceError, label
@@ -179,6 +179,7 @@ def hw_figures(arch, lanes=None):
             at = None
         out[f"cycles_{board}"] = at and arch_cost(arch, board, "cycles", at)
         out[f"energy_uj_{board}"] = at and arch_cost(arch, board, "energy", at) / 1e6
+        out[f"fits_{board}"] = at is not None and fit_error(arch, board, at) is None
     out["flops_proxy"] = arch_cost(arch, BOARDS[0], "flops")
     out["macs"] = arch.summary()["macs_total"]
     return out
@@ -220,6 +221,9 @@ def load_search(out_dir):
     state = _load(path)
     cfg = SearchConfig(**state["config"])
     space = _space(cfg)
+    if "reference_lanes" in state:
+        ref = stored_lanes(state["reference_lanes"])[cfg.board]
+        space = board_space(space, cfg.board, ref, HwCost(space, cfg.board))[0]
     net = Supernet(space)
     net.load_state_dict(state["supernet"])
     return cfg, space, net.eval(), state["alpha"]
@@ -268,13 +272,45 @@ def reference_lanes(macro, board, lanes=None):
 
 
 def _lanes_out(ref):
-    """{board: (lanes, word_bytes) or None} as result.json / the checkpoint store it."""
-    return {b: v and {"lanes": v[0], "word_bytes": v[1]} for b, v in ref.items()}
+    """{board: (lanes, word_bytes[, extra]) or None} as result.json / the checkpoint
+    store it: {"lanes", "word_bytes", and extra's keys}."""
+    return {b: v and {"lanes": v[0], "word_bytes": v[1], **unpack(v)[2]}
+            for b, v in ref.items()}
 
 
 def stored_lanes(stored):
-    """The inverse of :func:`_lanes_out`."""
-    return {b: v and (v["lanes"], v["word_bytes"]) for b, v in stored.items()}
+    """The inverse of :func:`_lanes_out` (a pair where nothing but lanes and word size is
+    stored: the per-chunk organisation, as older checkpoints have it)."""
+    def one(v):
+        extra = {k: x for k, x in v.items() if k not in ("lanes", "word_bytes")}
+        return (v["lanes"], v["word_bytes"], extra) if extra else (v["lanes"], v["word_bytes"])
+    return {b: v and one(v) for b, v in stored.items()}
+
+
+def board_space(space, board, acc, hw):
+    """``space`` without the block choices that cannot fit ``board``'s accelerator ``acc``
+    whatever the other blocks are (:meth:`HwCost.choice_fit`: only the small organisation
+    can run out), and {(block, choice): reason} of those removed. SearchError when a
+    block keeps no choice."""
+    drop = hw.choice_fit(acc)
+    if not drop:
+        return space, {}
+    allowed = tuple(tuple(j for j in js if (i, j) not in drop)
+                    for i, js in enumerate(space.allowed))
+    for i, js in enumerate(allowed):
+        if not js:
+            raise SearchError(f"block {i}: no choice fits {board} ("
+                              f"{drop[i, space.allowed[i][0]]})")
+    return dataclasses.replace(space, allowed=allowed), drop
+
+
+def fit_filter(space, board, acc):
+    """A predicate on choice lists: whether the network fits ``board``'s accelerator
+    ``acc`` (:func:`sw.search.hwcost.fit_error`); None where every network fits (the
+    per-chunk organisation)."""
+    if unpack(acc)[2].get("organisation") != "small":
+        return None
+    return lambda ch: fit_error(space.arch(ch), board, acc) is None
 
 
 def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print,
@@ -288,12 +324,18 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
     out_dir.mkdir(parents=True, exist_ok=True)
     space = _space(cfg)
     macro = space.macro
-    hw = HwCost(space, cfg.board)
     ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     state = _load(ckpt) if resume and ckpt.is_file() else None
     # a resumed run keeps its reference accelerators: the mapper may size others today
     ref = stored_lanes(state["reference_lanes"]) if state and "reference_lanes" in state \
         else reference_lanes(macro, cfg.board, lanes)
+    # choices that cannot fit the board's accelerator (the UP5K's small organisation) are
+    # out of the space; whole networks are checked where they are picked (fit_filter)
+    space, dropped = board_space(space, cfg.board, ref[cfg.board], HwCost(space, cfg.board))
+    hw = HwCost(space, cfg.board)
+    fits = fit_filter(space, cfg.board, ref[cfg.board])
+    for (i, j), why in sorted(dropped.items()):
+        log(f"infeasible on {cfg.board}: block {i} {label(j)}: {why}")
     if state and cfg.budget is None:          # the budget the run resolved when it began
         cfg = dataclasses.replace(cfg, budget=state["config"].get("budget"))
     cfg = dataclasses.replace(cfg, budget=resolve_budget(cfg, space, ref[cfg.board]))
@@ -338,6 +380,9 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
                                  first, epoch - phases.index("search"), lam, flip)
             choices, derived, _ = derive(space, alpha, *cost.tables[metric], math.inf)[0]
             stats.update(derived=[label(j) for j in choices], derived_cost=derived)
+            if fits is not None:
+                stats["derived_fits"] = fit_error(space.arch(choices), cfg.board,
+                                                  ref[cfg.board]) or "fits"
             lam = next_lam(lam, derived, cfg.budget, cfg.window)
         else:
             stats = pgp_epoch(trainer, space, phase, both, gen, first, flip)
@@ -353,7 +398,8 @@ def run_search(cfg, out_dir, arch_path, name, resume=False, data=None, log=print
     if end < len(phases):
         return None
     return _finish(cfg, space, net, alpha, split_w, both, val, test, out_dir, arch_path, name,
-                   history, ref, cost, log, mapped=lanes is None)
+                   history, ref, cost, log, mapped=lanes is None, fits=fits,
+                   dropped=dropped)
 
 
 def _progress(s, total, metric):
@@ -362,6 +408,8 @@ def _progress(s, total, metric):
     if s["phase"] == "search":
         line += (f"  tau {s['tau']:.2f} lam {s['lam']:.3g} E[{metric}] "
                  f"{s['expected_cost']:.0f} derived {s['derived_cost']:.0f}")
+        if "derived_fits" in s:
+            line += f" ({'fits' if s['derived_fits'] == 'fits' else 'does not fit'})"
     return line
 
 
@@ -369,9 +417,10 @@ def network_cost(fixed, table, choices):
     return fixed + sum(float(table[i, j]) for i, j in enumerate(choices))
 
 
-def random_in_budget(space, fixed, table, budget, n, gen, tries=50):
+def random_in_budget(space, fixed, table, budget, n, gen, tries=50, fits=None):
     """Up to ``n`` distinct uniformly random networks of ``space`` within ``budget`` (at
-    most ``tries * n`` draws), as [(choices, cost, None)]."""
+    most ``tries * n`` draws), as [(choices, cost, None)]; with ``fits`` (a predicate on
+    choices), only networks it accepts."""
     out, seen = [], set()
     for _ in range(tries * n):
         if len(out) == n:
@@ -380,20 +429,36 @@ def random_in_budget(space, fixed, table, budget, n, gen, tries=50):
         cost = network_cost(fixed, table, ch)
         if cost <= budget and tuple(ch) not in seen:
             seen.add(tuple(ch))
-            out.append((ch, cost, None))
+            if fits is None or fits(ch):
+                out.append((ch, cost, None))
     return out
 
 
-def selection_pool(cfg, space, alpha, tables):
+#: with a fit check, the k most probable networks that fit are sought among this many
+#: times k most probable ones
+FIT_OVERSAMPLE = 8
+
+
+def most_probable(space, alpha, fixed, table, budget, n, fits=None):
+    """The ``n`` most probable networks of ``space`` within ``budget`` (:func:`derive`);
+    with ``fits`` (a predicate on choices), those of the ``FIT_OVERSAMPLE * n`` most
+    probable that it accepts (fewer than ``n`` where fewer do)."""
+    nets = derive(space, alpha, fixed, table, budget, n if fits is None else
+                  n * FIT_OVERSAMPLE)
+    return [c for c in nets if c[1] <= budget and (fits is None or fits(c[0]))][:n]
+
+
+def selection_pool(cfg, space, alpha, tables, fits=None):
     """{group: [(choices, cost, log-probability or None)]}, every network within the
-    budget: ``k-best``, the ``cfg.candidates`` most probable (:func:`derive`); per operator
-    family that is a proper part of the space (all-conv, multiplication-free), its
-    ``cfg.family_candidates`` most probable networks (alpha restricted to the family;
-    the space contains them, so the search must be able to pick them); ``random``:
-    ``cfg.pool_random`` random networks of the space."""
+    budget (and, with ``fits``, a predicate on choices, every one it accepts: the networks
+    that fit the board): ``k-best``, the ``cfg.candidates`` most probable
+    (:func:`derive`); per operator family that is a proper part of the space (all-conv,
+    multiplication-free), its ``cfg.family_candidates`` most probable networks (alpha
+    restricted to the family; the space contains them, so the search must be able to pick
+    them); ``random``: ``cfg.pool_random`` random networks of the space."""
     fixed, table = tables
-    groups = {"k-best": [c for c in derive(space, alpha, fixed, table, cfg.budget,
-                                           cfg.candidates) if c[1] <= cfg.budget]}
+    groups = {"k-best": most_probable(space, alpha, fixed, table, cfg.budget,
+                                      cfg.candidates, fits)}
     ops = set(SPACES[space.kind])
     for fam in FAMILIES:
         if cfg.family_candidates and set(SPACES[fam]) < ops:
@@ -401,11 +466,12 @@ def selection_pool(cfg, space, alpha, tables):
             sub = dataclasses.replace(sub, allowed=tuple(
                 tuple(j for j in js if j in space.allowed[i])
                 for i, js in enumerate(sub.allowed)))
-            groups[fam] = [c for c in derive(sub, alpha, fixed, table, cfg.budget,
-                                             cfg.family_candidates) if c[1] <= cfg.budget]
+            groups[fam] = most_probable(sub, alpha, fixed, table, cfg.budget,
+                                        cfg.family_candidates, fits)
     if cfg.pool_random:
         groups["random"] = random_in_budget(space, fixed, table, cfg.budget,
-                                            cfg.pool_random, _generator(cfg.seed, 10 ** 6 + 1))
+                                            cfg.pool_random, _generator(cfg.seed, 10 ** 6 + 1),
+                                            fits=fits)
     return groups
 
 
@@ -443,11 +509,19 @@ def proxy_train(cfg, space, choices, train_xy, val_xy, out_dir, log=None):
 
 
 def select(cfg, space, net, alpha, tables, calib, val, log, train_xy=None, proxy_val=None,
-           proxy_dir=None):
-    """The final network: :func:`rank` of :func:`selection_pool`. Returns (choices, cost,
-    [one row per pool network])."""
-    return rank(cfg, space, net, selection_pool(cfg, space, alpha, tables), calib, val, log,
-                train_xy, proxy_val, proxy_dir)
+           proxy_dir=None, fits=None):
+    """The final network: :func:`rank` of :func:`selection_pool` (``fits``: a predicate on
+    choices, the networks that fit the board). Returns (choices, cost, [one row per pool
+    network]); SearchError when no network of the space is within the budget and fits."""
+    groups = selection_pool(cfg, space, alpha, tables, fits)
+    if not any(groups.values()):
+        raise SearchError(f"no network of the space is within the budget {cfg.budget:.0f}"
+                          + (f" and fits {cfg.board}" if fits else "")
+                          + "; raise --budget")
+    if fits is not None:
+        log(f"selection pool: {sum(map(len, groups.values()))} networks within the budget "
+            f"that fit {cfg.board} (networks that do not fit are left out)")
+    return rank(cfg, space, net, groups, calib, val, log, train_xy, proxy_val, proxy_dir)
 
 
 def rank(cfg, space, net, groups, calib, val, log, train_xy=None, proxy_val=None,
@@ -501,7 +575,7 @@ def pick(rows, margin, n):
 
 
 def _finish(cfg, space, net, alpha, split_w, both, val, test, out_dir, arch_path, name,
-            history, ref, cost_term, log, mapped):
+            history, ref, cost_term, log, mapped, fits=None, dropped=None):
     """Select, evaluate beside the references and random networks (costed on the reference
     accelerators ``ref``), write the outputs; ``mapped``: also cost the searched network
     on the accelerators the mapper sizes for it."""
@@ -513,7 +587,8 @@ def _finish(cfg, space, net, alpha, split_w, both, val, test, out_dir, arch_path
     choices, cost, selection = select(
         cfg, space, net, alpha, cost_term.tables[metric], calib,
         (val[0][:cfg.val_images], val[1][:cfg.val_images]), log, proxy_xy,
-        (val[0][:cfg.proxy_val_images], val[1][:cfg.proxy_val_images]), out_dir / "proxy")
+        (val[0][:cfg.proxy_val_images], val[1][:cfg.proxy_val_images]), out_dir / "proxy",
+        fits)
     selection_seconds = time.perf_counter() - t0
     arch = space.arch(choices, name)
     gen = _generator(cfg.seed, 10 ** 6)
@@ -544,6 +619,8 @@ def _finish(cfg, space, net, alpha, split_w, both, val, test, out_dir, arch_path
               "blocks": [label(j) for j in choices], "cost": cost, "metric": metric,
               "within_budget": cost <= cfg.budget, "probabilities": p.tolist(),
               "reference_lanes": _lanes_out(ref),
+              "infeasible_choices": [{"block": i, "choice": label(j), "why": why}
+                                     for (i, j), why in sorted((dropped or {}).items())],
               "mapped": hw_figures(arch) if mapped else None, "selection": selection,
               "seconds": sum(h["seconds"] for h in history),
               "selection_seconds": selection_seconds, "networks": rows}
@@ -553,6 +630,11 @@ def _finish(cfg, space, net, alpha, split_w, both, val, test, out_dir, arch_path
     if cost > cfg.budget:
         log(f"warning: no network of the space found within the budget {cfg.budget:.0f} "
             f"{metric}; the closest costs {cost:.0f}")
+    if fits is not None:
+        log(f"searched {name} fits {cfg.board}'s reference accelerator ("
+            f"{unpack(ref[cfg.board])[2].get('organisation')} organisation, lanes "
+            f"{'/'.join(str(v) for v in ref[cfg.board][0].values())})"
+            + ("" if s[f"fits_{cfg.board}"] else " NOT (a bug)"))
     log(f"searched {name}: {' '.join(result['blocks'])}; {s['cycles_' + cfg.board]:.0f} cycles "
         f"on {cfg.board}'s reference accelerator (budget {cfg.budget:.0f} {metric}), one-shot "
         f"accuracy "
