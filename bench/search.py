@@ -2,8 +2,16 @@
 
 Run: .venv/bin/python bench/search.py --search build/search/NAME [--epochs 8]
          [--train-images 12000] [--test-images 10000] [--random N] [--int] [--threads 2]
-         [--conv-search DIR] [--mult-free-search DIR] [--proxy-random] [--up5k-lanes 4,6,4]
-         [--also NAME=BLOCK,BLOCK,...]
+         [--conv-search DIR] [--mult-free-search DIR] [--proxy-random]
+         [--up5k-lanes mapper|none|C,S,A] [--also NAME=BLOCK,BLOCK,...]
+     .venv/bin/python bench/search.py --recost archs/searched/baselines.json \
+         [--result archs/searched/search_result.json]    # costs only, no training
+
+``--recost``: the table's networks costed again with today's cost model and mapper (the
+trained accuracies in the JSON are kept; nothing is trained): the ULX3S-85F reference is
+the one stored in the search's ``--result`` (default: ``result.json`` in the JSON's
+``search`` directory, else ``archs/searched/search_result.json``), the UP5K's the
+mapper's pick for the macro network; the JSON and its ``.md`` beside it are rewritten.
 
 Networks, all on the search's macro and within its budget (cycles on the search's
 reference accelerator: the one the mapper sized for the macro network on its board):
@@ -29,12 +37,13 @@ the integer model. Predicted
 cycles and energy come from sw.search.hwcost on icebreaker and ulx3s-85f, on the
 reference accelerators (the same hardware for every network) and on the accelerator the
 mapper sizes for each network ("own"; "does not fit" where the mapper finds none). On the
-iCE40UP5K the reference is the small organisation (sw.mapper.small_config) with
-``--up5k-lanes`` lanes (default 4,6,4: the one bench/accel.py --small builds) and 2-byte
-words; ``own`` there: whether small_config sizes the network with those lanes ("sized")
-or its error (it does not check the LC budget: the resource model does not cover it). The
-last lines say which baselines dominate the searched network (at least as accurate,
-integer accuracy with ``--int``, at no more cycles, better in one). Writes
+iCE40UP5K the reference is the mapper's pick for the macro network (the small
+organisation: one shared engine, sw.mapper.small_config; ``--up5k-lanes C,S,A``: that
+organisation with these lanes, ``none``: no UP5K columns); "fits" says whether the
+network fits it (sw.search.hwcost.fit_error: small_config compiles it at those lanes and
+the resource model is within the UP5K). The last lines say which baselines dominate the
+searched network (at least as accurate, integer accuracy with ``--int``, at no more
+cycles, better in one); on the UP5K only among networks that fit. Writes
 ``build/search/bench/<search name>.{json,md}`` and redraws the search's Pareto plot with
 the trained points; trained runs resume when interrupted.
 """
@@ -53,10 +62,11 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from sw import arch as arch_mod  # noqa: E402
-from sw.search.hwcost import BOARDS, HwCost, arch_cost, shape_qmodel  # noqa: E402
+from sw.search.hwcost import (BOARDS, HwCost, accel_of, arch_cost,  # noqa: E402
+                               mapper_lanes, shape_qmodel)
 from sw.search.plot import pareto  # noqa: E402
 from sw.search.run import (_generator, hw_figures, load_search, one_shot,  # noqa: E402
-                           SELECTION_KEYS, random_in_budget, rank, repo_relative,
+                           SELECTION_KEYS, random_in_budget, rank, repo_path, repo_relative,
                            stored_lanes, train_order)
 from sw.search.space import Space, from_label  # noqa: E402
 from sw.train import TrainConfig, load_data, load_model, train  # noqa: E402
@@ -98,14 +108,68 @@ def proxy_random(net, space, cfg, result, ref, calib, order, tr_x, tr_y, log, pr
             choices)
 
 
-def up5k_sized(arch, lanes):
-    """"sized" if sw.mapper.small_config sizes ``arch`` with ``lanes``, else its error."""
+def up5k_reference(macro, spec):
+    """The UP5K reference accelerator (:func:`sw.search.hwcost.accel_of` form): the
+    mapper's pick for ``macro`` (``spec`` "mapper"), the small organisation with lanes
+    "C,S,A", or None ("none")."""
+    if spec in ("none", ""):
+        return None
+    if spec == "mapper":
+        return mapper_lanes(macro, "icebreaker")
     from sw.mapper import small_config
-    try:
-        small_config(shape_qmodel(arch), lanes)
-        return "sized"
-    except Exception as e:  # noqa: BLE001 (any mapper/compiler refusal is a table entry)
-        return f"no: {str(e).splitlines()[0][:60]}"
+    lanes = dict(zip(("clp", "slp", "alp"), map(int, spec.split(","))))
+    return accel_of(small_config(shape_qmodel(macro), lanes))
+
+
+def cost_row(row, arch, ref):
+    """``row`` with the predicted figures of ``arch`` on the reference accelerators
+    ``ref`` ({board: accelerator}) and, as ``own_*``, on the accelerator the mapper sizes
+    for it (None where it finds none)."""
+    row.update(hw_figures(arch, ref))
+    row.update({f"own_{k}": v for k, v in hw_figures(arch).items()
+                if k.endswith(BOARDS) and not k.startswith("fits")})
+    return row
+
+
+def _ref_text(acc):
+    lanes, wb = acc[0], acc[1]
+    org = acc[2].get("organisation", "chunks") if len(acc) > 2 and acc[2] else "chunks"
+    return f"{'/'.join(str(lanes[c]) for c in ('clp', 'slp', 'alp'))} lanes, {wb}-byte " \
+        f"words, {org} organisation"
+
+
+def recost(path, result_path=None, up5k="mapper"):
+    """Rewrite a baselines JSON (and its .md) with today's cost model: no training."""
+    path = Path(path)
+    data = json.loads(path.read_text())
+    if result_path is None:
+        cands = [repo_path(data["search"]) / "result.json",
+                 REPO / "archs/searched/search_result.json"]
+        result_path = next((p for p in cands if p.is_file()), cands[-1])
+    result = json.loads(Path(result_path).read_text())
+    macro = arch_mod.load(repo_path(result["config"]["macro"]))
+    space = Space.from_arch(macro, result["config"]["space"])
+    ref = stored_lanes(result["reference_lanes"])
+    ref["icebreaker"] = up5k_reference(macro, up5k)
+    for row in data["rows"]:
+        arch = space.arch([from_label(b) for b in row["blocks"]], row["net"].replace(" ", "-"))
+        for k in [k for k in row if k.startswith(("cycles_", "energy_uj_", "own_", "fits_"))]:
+            del row[k]
+        cost_row(row, arch, ref)
+        print(f"{row['net']}: " + ", ".join(
+            f"{b} {row[f'cycles_{b}']:,} cycles" + ("" if row[f"fits_{b}"] else " (does not fit)")
+            for b in BOARDS if row.get(f"cycles_{b}") is not None), flush=True)
+    data["reference"] = {b: v and _ref_text(v) for b, v in ref.items()}
+    data["default_cycles_today"] = {b: ref[b] and arch_cost(macro, b, "cycles", ref[b])
+                                    for b in BOARDS}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    cfg = argparse.Namespace(budget=data["budget"], board=data["board"])
+    args = argparse.Namespace(epochs=data["epochs"], train_images=data["train_images"],
+                              test_images=data["test_images"])
+    table = write_table(data["rows"], cfg, args, data)
+    path.with_suffix(".md").write_text(table)
+    print(table)
+    return 0
 
 
 def searched_choices(space, search_dir):
@@ -128,7 +192,9 @@ def quantised_accuracy(out, train_xy, test_xy):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--search", required=True, help="a search's output dir (build/search/NAME)")
+    ap.add_argument("--search", help="a search's output dir (build/search/NAME)")
+    ap.add_argument("--recost", metavar="JSON", help="re-cost a baselines JSON, no training")
+    ap.add_argument("--result", help="with --recost: the search's result.json")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--train-images", type=int, default=12000)
     ap.add_argument("--test-images", type=int, default=10000)
@@ -141,11 +207,16 @@ def main(argv=None):
                     help="one more network of the search's space (e.g. another pick)")
     ap.add_argument("--proxy-random", action="store_true",
                     help="add random search ranked by the search's own proxy selection")
-    ap.add_argument("--up5k-lanes", default="4,6,4", metavar="CLP,SLP,ALP",
-                    help="lanes of the iCE40UP5K small organisation ('' to leave it out)")
+    ap.add_argument("--up5k-lanes", default="mapper", metavar="mapper|none|CLP,SLP,ALP",
+                    help="the iCE40UP5K reference: the mapper's pick for the macro network "
+                         "(default), the small organisation with these lanes, or none")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.recost:
+        return recost(args.recost, args.result, args.up5k_lanes)
+    if not args.search:
+        ap.error("--search or --recost is required")
     log = lambda s: print(s, flush=True)  # noqa: E731
     cfg, space, net, _ = load_search(args.search)
     tr_x, tr_y = load_data(cfg.dataset, "train")
@@ -160,10 +231,8 @@ def main(argv=None):
                                       if k in result["config"]})
     args.random = args.random or cfg.candidates
     ref = stored_lanes(result["reference_lanes"])
-    up5k = None
-    if args.up5k_lanes:
-        up5k = (dict(zip(("clp", "slp", "alp"), map(int, args.up5k_lanes.split(",")))), 2)
-        ref["icebreaker"] = up5k
+    if cfg.board != "icebreaker":
+        ref["icebreaker"] = up5k_reference(space.macro, args.up5k_lanes)
     how = "hybrid (searched, proxy selection)" if any(
         r.get("proxy_accuracy") is not None for r in result.get("selection") or ()) \
         else "hybrid (searched)"
@@ -200,26 +269,24 @@ def main(argv=None):
         out = out_root / arch.name
         rep = train(arch, TrainConfig(dataset=cfg.dataset, epochs=args.epochs, seed=0), out,
                     resume=True, data=(train_xy, test_xy), log=log)
-        row = {"net": label, "how": how, "blocks": [
+        row = cost_row({"net": label, "how": how, "blocks": [
             "skip" if b.op == "skip" else f"{b.op}-k{b.kernel}-e{b.expansion}"
             for b in arch.blocks], "one_shot_val": one_shot(net, ch, calib, val),
             "accuracy": rep["test_accuracy"], "epochs": rep["epochs"],
-            "params": rep["params"]["total"], **hw_figures(arch, ref),
-            **{f"own_{k}": v for k, v in hw_figures(arch).items() if k.endswith(BOARDS)}}
-        if up5k:
-            row["own_cycles_icebreaker"] = up5k_sized(arch, up5k[0])
+            "params": rep["params"]["total"]}, arch, ref)
         if args.int:
             row["integer_accuracy"] = quantised_accuracy(out, train_xy, test_xy)
         rows.append(row)
         log(f"{label}: {100 * row['accuracy']:.2f}% after {row['epochs']} epochs")
     out_root.mkdir(parents=True, exist_ok=True)
-    (out_root.parent / f"{name}.json").write_text(json.dumps(
-        {"search": repo_relative(Path(args.search).resolve()), "board": cfg.board, "budget": cfg.budget,
-         "epochs": args.epochs, "train_images": args.train_images,
-         "test_images": args.test_images, "rows": rows}, indent=1) + "\n")
-    table = markdown(rows, cfg, args) + "\n" + "\n\n".join(
-        verdict(rows, b) for b in [cfg.board] + [b for b in BOARDS if b != cfg.board]
-        if all(r.get(f"cycles_{b}") is not None for r in rows)) + "\n"
+    data = {"search": repo_relative(Path(args.search).resolve()), "board": cfg.board,
+            "budget": cfg.budget, "epochs": args.epochs, "train_images": args.train_images,
+            "test_images": args.test_images, "rows": rows,
+            "reference": {b: v and _ref_text(v) for b, v in ref.items()},
+            "default_cycles_today": {b: ref[b] and arch_cost(space.macro, b, "cycles", ref[b])
+                                     for b in BOARDS}}
+    (out_root.parent / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+    table = write_table(rows, cfg, args, data)
     (out_root.parent / f"{name}.md").write_text(table)
     pareto(result, Path(args.search) / "pareto.png", trained=rows)
     print(table)
@@ -236,6 +303,13 @@ def _pct(v):
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def write_table(rows, cfg, args, data):
+    """The markdown table and, per board, the verdict."""
+    return markdown(rows, cfg, args, data) + "\n" + "\n\n".join(
+        verdict(rows, b) for b in [cfg.board] + [b for b in BOARDS if b != cfg.board]
+        if all(r.get(f"cycles_{b}") is not None for r in rows)) + "\n"
+
+
 def dominates(a, b, board):
     """Whether row ``a`` dominates row ``b``: at least as accurate (integer accuracy where
     both have it) at no more cycles on ``board``, and better in one of the two."""
@@ -247,36 +321,51 @@ def dominates(a, b, board):
 
 def verdict(rows, board):
     """Whether the searched network (the first row) is on the Pareto front of the others,
-    and one line per baseline saying which of the two dominates the other."""
+    and one line per baseline saying which of the two dominates the other. Networks that
+    do not fit ``board`` (``fits_<board>`` false) dominate nothing there."""
     s = rows[0]
+    fit = lambda r: r.get(f"fits_{board}", True)  # noqa: E731
     out = []
     for r in rows[1:]:
+        if not fit(r):
+            out.append(f"- {r['net']} does not fit {board}")
+            continue
         rel = "dominates the searched network" if dominates(r, s, board) else \
-            "is dominated by the searched network" if dominates(s, r, board) else \
-            "and the searched network do not dominate each other"
+            "is dominated by the searched network" if fit(s) and dominates(s, r, board) \
+            else "and the searched network do not dominate each other"
         out.append(f"- {r['net']} {rel}")
-    on = not any(dominates(r, s, board) for r in rows[1:])
-    every = all(dominates(s, r, board) for r in rows[1:])
+    if not fit(s):
+        return (f"Searched network on {board}: does not fit, so it is on no front there.\n"
+                + "\n".join(out))
+    rivals = [r for r in rows[1:] if fit(r)]
+    on = not any(dominates(r, s, board) for r in rivals)
+    every = all(dominates(s, r, board) for r in rivals)
     return (f"Searched network on {board}: {'on' if on else 'NOT on'} the Pareto front of "
-            f"the baselines{'; it dominates every one' if every else ''}.\n" + "\n".join(out))
+            f"the baselines that fit{'; it dominates every one' if every else ''}.\n"
+            + "\n".join(out))
 
 
-def markdown(rows, cfg, args):
-    head = (f"Budget {cfg.budget:,.0f} cycles on {cfg.board}; {args.epochs} epochs on "
-            f"{args.train_images} Fashion-MNIST training images, {args.test_images} test "
-            "images."
-            + (f" icebreaker: the iCE40UP5K small organisation (sw.mapper.small_config) with "
-               f"{args.up5k_lanes} CLP/SLP/ALP lanes, 2-byte words; its 'own' column says "
-               "whether small_config sizes the network (LC budget not checked)."
-               if args.up5k_lanes else "")
+def markdown(rows, cfg, args, data=None):
+    data = data or {}
+    refs = "; ".join(f"{b}: {t}" for b, t in (data.get("reference") or {}).items() if t)
+    today = data.get("default_cycles_today") or {}
+    head = (f"Budget {cfg.budget:,.0f} cycles on {cfg.board} (the search's); {args.epochs} "
+            f"epochs on {args.train_images} Fashion-MNIST training images, "
+            f"{args.test_images} test images. Cycles and energy per image on each board's "
+            f"reference accelerator ({refs}), today's cost model"
+            + (" (the default network costs " + ", ".join(
+                f"{v:,.0f} on {b}" for b, v in today.items() if v) + ")" if today else "")
+            + "; 'fits': the network fits that reference; 'own': cycles on the accelerator "
+            "the mapper sizes for the network itself ('does not fit': it finds none)."
             + "\n\n| net | how | blocks | one-shot val | float | integer | params | "
-            + " | ".join(f"cycles {b} | uJ {b} | own cycles {b}" for b in BOARDS) + " |\n|"
-            + "---|" * (7 + 3 * len(BOARDS)) + "\n")
+            + " | ".join(f"cycles {b} | uJ {b} | fits {b} | own cycles {b}" for b in BOARDS)
+            + " |\n|" + "---|" * (7 + 4 * len(BOARDS)) + "\n")
     lines = [f"| {r['net']} | {r['how']} | {' '.join(r['blocks'])} | "
              f"{_pct(r['one_shot_val'])} | {_pct(r['accuracy'])} | "
              f"{_pct(r.get('integer_accuracy'))} | {r['params']:,} | "
-             + " | ".join(f"{_fmt(r[f'cycles_{b}'], none='does not fit')} | "
+             + " | ".join(f"{_fmt(r[f'cycles_{b}'], none='-')} | "
                           f"{_fmt(r[f'energy_uj_{b}'], 1, 1, '-')} | "
+                          f"{'yes' if r.get(f'fits_{b}', True) else 'no'} | "
                           f"{_fmt(r[f'own_cycles_{b}'], none='does not fit')}"
                           for b in BOARDS) + " |" for r in rows]
     return head + "\n".join(lines) + "\n"

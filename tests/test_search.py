@@ -378,6 +378,42 @@ def test_micro_up5k_search_returns_a_network_that_fits(tmp_path):
                for r in res["selection"])
 
 
+def test_bench_recost_keeps_accuracies_and_costs_on_both_boards(tmp_path):
+    """bench/search.py --recost: today's cycles on the stored ULX3S reference and on the
+    UP5K's small organisation, the trained accuracies untouched, no training."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_search", REPO / "bench/search.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    macro = arch_mod.load(REPO / "archs/default/arch.json")
+    space = Space.from_arch(macro)
+    blocks = ["conv-k3-e3", "conv-k3-e1", "conv-k5-e1", "conv-k5-e1", "conv-k5-e1",
+              "conv-k5-e1", "conv-k3-e3"]                 # block 0 does not fit the UP5K
+    rows = [{"net": n, "how": "x", "blocks": b, "one_shot_val": 0.5, "accuracy": acc,
+             "epochs": 1, "params": 1, "cycles_ulx3s-85f": 1}
+            for n, b, acc in (("searched", blocks, 0.9),
+                              ("default", [label(j) for j in space.choices_of(macro)], 0.8))]
+    (tmp_path / "b.json").write_text(json.dumps({
+        "search": "nowhere", "board": BOARD, "budget": 1e6, "epochs": 1, "train_images": 1,
+        "test_images": 1, "rows": rows}))
+    (tmp_path / "r.json").write_text(json.dumps({
+        "config": {"macro": "archs/default/arch.json", "space": "hybrid"},
+        "reference_lanes": {BOARD: {"lanes": LANES[0], "word_bytes": LANES[1]},
+                            "icebreaker": None}}))
+    assert bench.recost(tmp_path / "b.json", tmp_path / "r.json", "2,3,2") == 0
+    out = json.loads((tmp_path / "b.json").read_text())["rows"]
+    acc = up5k_accel(macro)
+    for row, old in zip(out, rows):
+        arch = space.arch([from_label(b) for b in row["blocks"]])
+        assert row["accuracy"] == old["accuracy"]
+        assert row["cycles_" + BOARD] == H.arch_cost(arch, BOARD, "cycles", LANES)
+        assert row["cycles_icebreaker"] == H.arch_cost(arch, "icebreaker", "cycles", acc)
+        assert row["fits_icebreaker"] == fits_up5k(arch)
+    assert not out[0]["fits_icebreaker"] and out[1]["fits_icebreaker"]
+    md = (tmp_path / "b.md").read_text()
+    assert "Searched network on icebreaker: does not fit" in md
+
+
 def test_result_files_name_paths_relative_to_the_repository():
     from sw.search.run import repo_path, repo_relative
     assert repo_relative(REPO / "archs" / "x" / "arch.json") == "archs/x/arch.json"
