@@ -11,7 +11,7 @@ Latency 1 cycle, throughput 1 term per cycle per PE. ``o.valid`` pulses the cycl
 beat with ``last`` set, while ``o.payload`` holds the finished sum (until the next beat).
 Streams have no backpressure (``always_ready``): PEs of an array run in lockstep.
 """
-from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -67,29 +67,40 @@ class PE(wiring.Component):
         })
 
     def _term(self, m, x, w):
-        """The term as ``(value, negate)``: the accumulator adds ``value`` or subtracts it,
-        so no PE negates before its one add/subtract."""
+        """The term as ``(value, neg)`` with ``term = value + neg``: a negated term is its
+        complement plus a carry, so no PE negates before its one add."""
         if self.kind == "mul":
             return x * w, 0
-        if self.kind == "adder":               # -|x - w|: add x - w when negative
+        if self.kind == "adder":               # -|x - w|: x - w, complemented when >= 0
             diff = Signal(signed(max(self.x_width, self.w_width) + 1))
-            m.d.comb += diff.eq(x - w)
-            return diff, diff >= 0
-        shifted = Signal(signed(self.x_width + (1 << self.w_width) - 1))
-        m.d.comb += shifted.eq(Mux(w.sign == 0, 0, x << w.shift))
-        return shifted, w.sign < 0
+            neg = Signal()
+            m.d.comb += [diff.eq(x - w), neg.eq(diff >= 0)]
+            return (diff.as_unsigned() ^ neg.replicate(len(diff))).as_signed(), neg
+        # sign * (x << shift): x complemented first when negative (0 when sign is 0), then
+        # shifted with the complement's fill: Cat(neg...neg, x') >> (2^w - 1 - shift)
+        # is ~(x << shift) for a negative sign, x << shift otherwise
+        neg, nz = Signal(), Signal()
+        m.d.comb += [neg.eq(w.sign < 0), nz.eq(w.sign != 0)]
+        xs = Signal(signed(self.x_width))
+        m.d.comb += xs.eq(Mux(nz, x.as_unsigned() ^ neg.replicate(self.x_width), 0))
+        fill = (1 << self.w_width) - 1
+        shifted = Signal(signed(self.x_width + fill))
+        m.d.comb += shifted.eq(Cat(neg.replicate(fill), xs).as_signed() >> ~w.shift)
+        return shifted, neg
 
     def elaborate(self, platform):
         m = Module()
-        acc = self.o.payload
+        # the accumulator needs no reset (a first beat starts it over): without one, a
+        # multiplier PE's accumulator register goes into the DSP block's output register
+        acc = Signal(signed(self.acc_width), reset_less=True)
+        m.d.comb += self.o.payload.eq(acc)
         beat = self.i.payload
         value, negate = self._term(m, beat.x, beat.w)
         term = Signal(signed(self.acc_width))
         neg = Signal()
         m.d.comb += [term.eq(value), neg.eq(negate)]
-        with m.If(self.i.valid):       # acc +/- term: term ^ neg...neg, plus neg as carry
-            m.d.sync += acc.eq(Mux(beat.first, 0, acc)
-                               + (term ^ neg.replicate(self.acc_width)).as_signed() + neg)
+        with m.If(self.i.valid):       # acc + term, a negated term as its complement + carry
+            m.d.sync += acc.eq(Mux(beat.first, 0, acc) + term + neg)
         m.d.sync += self.o.valid.eq(self.i.valid & beat.last)
         return m
 

@@ -52,8 +52,10 @@ class Requantizer(wiring.Component):
         m = Module()
         beat = self.i.payload
         # stage 1: product; bias + shifted residual in parallel
-        prod = Signal(signed(self.acc_width + self.m_width))
-        bias = Signal(signed(self.rq_width))
+        # data registers without a reset (only the valid bits have one): a register
+        # without a reset can be a DSP block's own (iCE40 SB_MAC16, ECP5 MULT18X18D)
+        prod = Signal(signed(self.acc_width + self.m_width), reset_less=True)
+        bias = Signal(signed(self.rq_width), reset_less=True)
         valid1 = Signal()
         m.d.sync += [
             prod.eq(beat.acc * beat.m),
@@ -61,11 +63,11 @@ class Requantizer(wiring.Component):
             valid1.eq(self.i.valid),
         ]
         # stage 2: sum
-        total = Signal(signed(self.rq_width))
+        total = Signal(signed(self.rq_width), reset_less=True)
         valid2 = Signal()
         m.d.sync += [total.eq(prod + bias), valid2.eq(valid1)]
         # stage 3: arithmetic shift
-        shifted = Signal(signed(self.rq_width))
+        shifted = Signal(signed(self.rq_width), reset_less=True)
         valid3 = Signal()
         m.d.sync += [shifted.eq(total >> self.shift), valid3.eq(valid2)]
         # stage 4: clamp
