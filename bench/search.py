@@ -7,6 +7,15 @@ Run: .venv/bin/python bench/search.py --search build/search/NAME [--epochs 8]
      .venv/bin/python bench/search.py --recost archs/searched/baselines.json \
          [--result archs/searched/search_result.json]    # costs only, no training
 
+``--variance``: seed variance: the JSON's networks named by ``--nets`` (default: searched
+and conv space) trained again with the ``--seeds`` (default 1,2) by the same protocol
+(``--epochs``, ``--train-images``, ``--test-images`` as in the JSON, the search's image
+order, ``--int`` for the integer accuracy); the runs go to ``seed_runs`` in the JSON and
+a seed table to its .md:
+
+    .venv/bin/python bench/search.py --variance archs/searched/baselines.json --int \
+        --threads 1 [--nets searched,"conv space"] [--seeds 1,2]
+
 ``--recost``: the table's networks costed again with today's cost model and mapper (the
 trained accuracies in the JSON are kept; nothing is trained): the ULX3S-85F reference is
 the one stored in the search's ``--result`` (default: ``result.json`` in the JSON's
@@ -138,14 +147,91 @@ def _ref_text(acc):
         f"words, {org} organisation"
 
 
+def variance(path, nets, seeds, integer, log=print):
+    """Train the rows ``nets`` of a baselines JSON again with each of ``seeds`` (same
+    protocol as the table); adds ``seed_runs`` to the JSON and rewrites its .md."""
+    from sw.search.run import SearchConfig
+    import time
+    path = Path(path)
+    data = json.loads(path.read_text())
+    result = json.loads(_result_path(data).read_text())
+    cfg = SearchConfig(**{k: v for k, v in result["config"].items()
+                          if k in {f.name for f in dataclasses.fields(SearchConfig)}})
+    macro = arch_mod.load(repo_path(cfg.macro))
+    space = Space.from_arch(macro, cfg.space)
+    tr_x, tr_y = load_data(cfg.dataset, "train")
+    te_x, te_y = load_data(cfg.dataset, "test")
+    order = train_order(cfg, len(tr_y))
+    train_xy = (tr_x[order[:data["train_images"]]], tr_y[order[:data["train_images"]]])
+    test_xy = (te_x[:data["test_images"]], te_y[:data["test_images"]])
+    runs = data.setdefault("seed_runs", {})
+    by_net = {r["net"]: r for r in data["rows"]}
+    for net in nets:
+        row = by_net[net]
+        arch = space.arch([from_label(b) for b in row["blocks"]],
+                          net.replace(" (", "-").replace(")", "").replace(" ", "-"))
+        have = {r["seed"] for r in runs.get(net, [])}
+        for seed in seeds:
+            if seed in have:
+                continue
+            out = REPO / "build" / "search" / "bench" / f"seed{seed}" / arch.name
+            t0 = time.perf_counter()
+            rep = train(arch, TrainConfig(dataset=cfg.dataset, epochs=data["epochs"],
+                                          seed=seed), out, resume=True,
+                        data=(train_xy, test_xy), log=log)
+            run = {"seed": seed, "accuracy": rep["test_accuracy"],
+                   "seconds": round(time.perf_counter() - t0)}
+            if integer:
+                run["integer_accuracy"] = quantised_accuracy(out, train_xy, test_xy)
+            runs.setdefault(net, []).append(run)
+            log(f"{net} seed {seed}: {100 * run['accuracy']:.2f}% float"
+                + (f", {100 * run['integer_accuracy']:.2f}% integer" if integer else "")
+                + f" ({run['seconds']} s)")
+            path.write_text(json.dumps(data, indent=1) + "\n")
+    md = path.with_suffix(".md")
+    text = md.read_text() if md.is_file() else ""
+    text = text.split("\n## Seed variance")[0].rstrip("\n") + "\n\n" + seed_table(data)
+    md.write_text(text)
+    print(seed_table(data))
+    return 0
+
+
+def seed_table(data):
+    """Markdown: per network, the table's run (seed 0) and the ``seed_runs``."""
+    lines = ["## Seed variance", "",
+             f"Same protocol ({data['epochs']} epochs, {data['train_images']} training "
+             f"images, {data['test_images']} test images), other training seeds.", "",
+             "| net | seed | float | integer |", "|---|---|---|---|"]
+    by_net = {r["net"]: r for r in data["rows"]}
+    for net, runs in data.get("seed_runs", {}).items():
+        r0 = by_net[net]
+        all_runs = [{"seed": 0, "accuracy": r0["accuracy"],
+                     "integer_accuracy": r0.get("integer_accuracy")}] + runs
+        for r in all_runs:
+            lines.append(f"| {net} | {r['seed']} | {_pct(r['accuracy'])} | "
+                         f"{_pct(r.get('integer_accuracy'))} |")
+        for key in ("accuracy", "integer_accuracy"):
+            v = [r[key] for r in all_runs if r.get(key) is not None]
+            if len(v) > 1:
+                m = sum(v) / len(v)
+                sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
+                lines.append(f"| {net} | mean +- sd ({'float' if key == 'accuracy' else 'integer'}) "
+                             f"| {100 * m:.2f}% +- {100 * sd:.2f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def _result_path(data):
+    cands = [repo_path(data["search"]) / "result.json",
+             REPO / "archs/searched/search_result.json"]
+    return next((p for p in cands if p.is_file()), cands[-1])
+
+
 def recost(path, result_path=None, up5k="mapper"):
     """Rewrite a baselines JSON (and its .md) with today's cost model: no training."""
     path = Path(path)
     data = json.loads(path.read_text())
     if result_path is None:
-        cands = [repo_path(data["search"]) / "result.json",
-                 REPO / "archs/searched/search_result.json"]
-        result_path = next((p for p in cands if p.is_file()), cands[-1])
+        result_path = _result_path(data)
     result = json.loads(Path(result_path).read_text())
     macro = arch_mod.load(repo_path(result["config"]["macro"]))
     space = Space.from_arch(macro, result["config"]["space"])
@@ -167,7 +253,8 @@ def recost(path, result_path=None, up5k="mapper"):
     args = argparse.Namespace(epochs=data["epochs"], train_images=data["train_images"],
                               test_images=data["test_images"])
     table = write_table(data["rows"], cfg, args, data)
-    path.with_suffix(".md").write_text(table)
+    path.with_suffix(".md").write_text(table + ("\n" + seed_table(data)
+                                                if data.get("seed_runs") else ""))
     print(table)
     return 0
 
@@ -195,6 +282,10 @@ def main(argv=None):
     ap.add_argument("--search", help="a search's output dir (build/search/NAME)")
     ap.add_argument("--recost", metavar="JSON", help="re-cost a baselines JSON, no training")
     ap.add_argument("--result", help="with --recost: the search's result.json")
+    ap.add_argument("--variance", metavar="JSON", help="retrain --nets of a baselines JSON "
+                    "with other --seeds")
+    ap.add_argument("--nets", default="searched,conv space")
+    ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--train-images", type=int, default=12000)
     ap.add_argument("--test-images", type=int, default=10000)
@@ -215,6 +306,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.recost:
         return recost(args.recost, args.result, args.up5k_lanes)
+    if args.variance:
+        return variance(args.variance, args.nets.split(","),
+                        [int(x) for x in args.seeds.split(",")], args.int,
+                        lambda t: print(t, flush=True))
     if not args.search:
         ap.error("--search or --recost is required")
     log = lambda s: print(s, flush=True)  # noqa: E731
@@ -335,8 +430,12 @@ def verdict(rows, board):
             else "and the searched network do not dominate each other"
         out.append(f"- {r['net']} {rel}")
     if not fit(s):
-        return (f"Searched network on {board}: does not fit, so it is on no front there.\n"
-                + "\n".join(out))
+        rivals = [r for r in rows[1:] if fit(r)]
+        front = [r["net"] for r in rivals if not any(dominates(q, r, board) for q in rivals)]
+        return (f"Searched network on {board}: does not fit, so it is on no front there. "
+                f"Front of the networks that fit: {', '.join(front) or 'none'}.\n"
+                + "\n".join(f"- {r['net']} does not fit {board}" if not fit(r) else
+                             f"- {r['net']} fits" for r in rows[1:]))
     rivals = [r for r in rows[1:] if fit(r)]
     on = not any(dominates(r, s, board) for r in rivals)
     every = all(dominates(s, r, board) for r in rivals)

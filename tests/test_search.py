@@ -144,9 +144,14 @@ def test_layers_and_lanes_match_the_compiler_and_mapper():
     mine = H.arch_layers(arch)
     assert [L.layer for L in prog.layers] == [L.layer for L in mine]
     assert [L.chunk for L in prog.layers] == [L.chunk for L in mine]
-    lanes, wb, _ = H.mapper_lanes(arch, BOARD)    # from the shape-only integer model
-    assert lanes == {c: cfg.chunk(c).lanes for c in lanes} and wb == cfg.word_bytes
-    assert H.arch_cost(arch, BOARD, "cycles") == program_cycles(prog, cfg)[1]
+    # the cost of a network on a given accelerator is the cost model's, drain included
+    assert H.arch_cost(arch, BOARD, "cycles", H.accel_of(cfg)) == program_cycles(prog, cfg)[1]
+    # the shape-only integer model's accelerator: the same word size; its lanes equalled
+    # the real model's until the mapper began sizing the drain (edf49a7: the generic
+    # accumulator widths now cost more requantiser logic, CLP 88 instead of 104 lanes)
+    lanes, wb, _ = H.mapper_lanes(arch, BOARD)
+    assert wb == cfg.word_bytes
+    assert all(lanes[c] <= cfg.chunk(c).lanes for c in lanes)
 
 
 def test_cost_tables_equal_the_cost_model(space):

@@ -153,10 +153,11 @@ def accel_of(cfg):
     """``(lanes per chunk, word_bytes, extra)`` of an accelerator config: what costing a
     network on it takes (``extra``: ``organisation``, ``control`` cycles per layer,
     ``param_words`` activation words per parameter copied in before each layer, 0 when
-    the parameters have their own memory, and ``act_bytes``, one activation memory)."""
+    the parameters have their own memory, ``act_bytes``, one activation memory, and
+    ``drain``, sums the engine drains per cycle)."""
     extra = {"organisation": mapper.organisation(cfg), "control": control_cycles(cfg),
              "param_words": param_act_words(cfg) if cfg.params_in_act else 0,
-             "act_bytes": cfg.act_bytes}
+             "act_bytes": cfg.act_bytes, "drain": getattr(cfg, "drain", 1)}
     return {c: cfg.chunk(c).lanes for c in CHUNK.values()}, cfg.word_bytes, extra
 
 
@@ -188,9 +189,10 @@ def layer_cost(L, metric, lanes, word_bytes, extra=None):
     ``extra`` (:func:`accel_of`; None: the per-chunk organisation)."""
     if metric == "cycles":
         extra = extra or {}
-        pw = extra.get("param_words", 0)
-        return (layer_cycles(L.layer, lanes[L.chunk], word_bytes)
-                + (L.layer.out_c * pw + 2 if pw else 0) + extra.get("control", CONTROL))
+        pw, drain = extra.get("param_words", 0), extra.get("drain", 1)
+        cycles = layer_cycles(L.layer, lanes[L.chunk], word_bytes, *(
+            (drain,) if drain != 1 else ()))
+        return cycles + (L.layer.out_c * pw + 2 if pw else 0) + extra.get("control", CONTROL)
     if metric == "energy":
         return layer_energy_pj(L.layer, L.chunk, lanes=lanes[L.chunk], word_bytes=word_bytes,
                                residual=L.residual)
