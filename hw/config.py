@@ -63,6 +63,8 @@ class AccelConfig:
     prog_words: int = 64          # layer descriptors
     prog_width: int = 0           # program memory word bits (0: one descriptor per word;
                                   # else a descriptor is loaded over several words)
+    cin_tile: int = 1             # input channels a tiled broadcast layer takes per beat
+                                  # (1: none; the compiler tiles a layer when faster)
     drain: int = 1                # sums each engine requantises and writes per cycle (its
                                   # requantisers; parameter words hold this many channels)
     m_width: int = 16             # requant multiplier
@@ -93,6 +95,10 @@ class AccelConfig:
         _pow2("prog_words", self.prog_words, 2, 4096)
         if self.prog_width:
             _int("prog_width", self.prog_width, 8, 1024)
+        _pow2("cin_tile", self.cin_tile, 1, 16)
+        if self.cin_tile > self.word_bytes:
+            raise ConfigError(f"cin_tile: {self.cin_tile} exceeds word_bytes {self.word_bytes} "
+                              "(a beat's channels come from one activation word)")
         _pow2("drain", self.drain, 1, 8)
         if self.drain > 1:
             bad = [f"{name}.lanes {c.lanes}" for name, _, c in self.chunks if c.lanes % self.drain]

@@ -7,6 +7,11 @@ descriptor, ``sw`` side):
 - **broadcast** (standard KxK incl. the stem, pointwise, fully connected): lane ``l``
   computes output channel ``g*lanes + l``; every beat one input activation is broadcast
   to all lanes, each lane with its own weight. Taps per output: ``kernel^2 * cin``.
+  *Tiled* (descriptor ``tiled``, an engine built with ``cin_tile`` ``t`` > 1): lane
+  ``o*t + j`` takes byte ``j`` of the beat's ``t`` input channels, and the ``t`` lanes of
+  output ``o`` (channel ``g*(lanes//t) + o``) are summed as they enter the shadow. Taps
+  per output: ``kernel^2 * ceil(cin / t)``; for layers whose output channels are fewer
+  than the lanes.
 - **lanewise** (depthwise, global average pooling as a depthwise conv with unit weights):
   lane ``l < word_bytes`` computes channel ``g*word_bytes + l`` from its own input byte;
   one activation word feeds all lanes. Taps per output: ``kernel^2``. ``lanes //
@@ -63,13 +68,15 @@ class RowSpec(NamedTuple):
         return self.lanes * Shape.cast(weight_layout(self.kind, self.w_width)).width
 
 
-def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6):
+def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6, cin_tile=1):
     """Fields of one layer descriptor. Byte addresses are signed (``addr_bits + 2``):
     padding taps start before the tensor. ``p_addr_bits``: bits of ``p_base`` (a parameter
-    memory address, or an activation word address when parameters live there)."""
+    memory address, or an activation word address when parameters live there). The
+    ``tiled`` flag exists when the engine has a ``cin_tile``."""
     a = signed(addr_bits + 2)
     return data.StructLayout({
         "lanewise": 1,          # 1: lanewise mode, 0: broadcast mode
+        **({"tiled": 1} if cin_tile > 1 else {}),   # broadcast over cin_tile channels
         "in_h": 8, "in_w": 8,   # input size (padding bounds)
         # loop bounds less one (the loop-end compares then see flip-flops only)
         "out_h_m1": 8, "out_w_m1": 8,
@@ -112,7 +119,9 @@ class LayerEngine(wiring.Component):
     requantisers take the widest), ``m_width``/``rq_width`` (requantisation), ``word_bytes``
     (activation word, at most every row's lanes), ``addr_bits`` (byte address),
     ``w_addr_bits``, ``p_addr_bits``. ``drain``: sums requantised and written per cycle
-    (1, or a power of two dividing every row's lanes with ``2 * drain <= word_bytes``). A weight word holds one weight per lane of the row
+    (1, or a power of two dividing every row's lanes with ``2 * drain <= word_bytes``).
+    ``cin_tile``: input channels a tiled broadcast layer takes per beat (1: no tiling, or a
+    power of two up to ``word_bytes``). A weight word holds one weight per lane of the row
     (several rows: the low bits of a word as wide as the widest row's).
     Control: pulse ``start`` with ``desc`` valid; ``busy`` stays high until the last
     output byte is written; ``desc`` must hold while busy. One tap per cycle for all lanes.
@@ -121,7 +130,7 @@ class LayerEngine(wiring.Component):
     SUMS_LATENCY = 4   # cycles from a last tap's issue to its sums at the shadow
 
     def __init__(self, rows, *, word_bytes=4, m_width=16, rq_width=48, addr_bits=16,
-                 w_addr_bits=12, p_addr_bits=10, params_in_act=False, drain=1):
+                 w_addr_bits=12, p_addr_bits=10, params_in_act=False, drain=1, cin_tile=1):
         rows = [RowSpec(*r) for r in rows]
         if not rows:
             raise ValueError("rows: an engine needs at least one PE row")
@@ -137,10 +146,14 @@ class LayerEngine(wiring.Component):
             raise ValueError(f"drain must be 1, or 2/4/8 dividing every row's lanes with "
                              f"2 * drain <= word_bytes {word_bytes} and no params_in_act, "
                              f"not {drain!r}")
+        if cin_tile not in (1, 2, 4, 8, 16) or cin_tile > word_bytes:
+            raise ValueError(f"cin_tile must be a power of two up to word_bytes {word_bytes}, "
+                             f"not {cin_tile!r}")
         for name, value in (("addr_bits", addr_bits), ("w_addr_bits", w_addr_bits),
                             ("p_addr_bits", p_addr_bits)):
             _check_width(name, value, 1, 24)
         self.specs, self.lanes, self.word_bytes, self.drain = rows, lanes, word_bytes, drain
+        self.cin_tile = cin_tile
         self.acc_width = max(r.acc_width for r in rows)
         self.addr_bits = addr_bits
         self.rows = [PERow(r.kind, r.lanes, x_width=8, w_width=r.w_width,
@@ -154,7 +167,8 @@ class LayerEngine(wiring.Component):
                   if len(rows) == 1 else unsigned(max(r.w_bits for r in rows)))
         self.params_in_act = params_in_act
         self.desc_layout = descriptor_layout(addr_bits, w_addr_bits,
-                                             act_addr if params_in_act else p_addr_bits)
+                                             act_addr if params_in_act else p_addr_bits,
+                                             cin_tile=cin_tile)
         members = {
             "start": In(1),
             "busy": Out(1),
@@ -182,7 +196,8 @@ class LayerEngine(wiring.Component):
         for j, rq in enumerate(self.requants):
             m.submodules[f"requant{j or ''}"] = rq
         d = self.desc
-        lanes, V, D = self.lanes, self.word_bytes, self.drain
+        lanes, V, D, T = self.lanes, self.word_bytes, self.drain, self.cin_tile
+        tiled = d.tiled if T > 1 else 0
         ws = V.bit_length() - 1
         a_shape = signed(self.addr_bits + 2)
 
@@ -208,7 +223,8 @@ class LayerEngine(wiring.Component):
         group_ch = Signal(range(lanes + 1))
         for spec, sel in zip(self.specs, selected):
             with m.If(sel):
-                m.d.comb += group_ch.eq(Mux(d.lanewise, V, spec.lanes))
+                m.d.comb += group_ch.eq(Mux(d.lanewise, V, Mux(tiled, spec.lanes // T,
+                                                                spec.lanes)))
 
         # the descriptor holds the loop bounds less one, and the tap loops' end flags are
         # registers set with their counters: `issue` (which enables every counter) and the
@@ -312,7 +328,8 @@ class LayerEngine(wiring.Component):
             with m.State("RUN"):
                 with m.If(issue):
                     with m.If(~last_c):
-                        m.d.sync += [c.eq(c + 1), a_c.eq(a_c + 1), w_t.eq(w_t + 1),
+                        m.d.sync += [c.eq(c + 1), a_c.eq(a_c + Mux(tiled, T, 1)),
+                                     w_t.eq(w_t + 1),
                                      last_c.eq(c + 1 == cin_m1)]
                     with m.Elif(~last_kw):
                         m.d.sync += [c.eq(0), kw.eq(kw + 1), ix.eq(ix + 1), w_t.eq(w_t + 1),
@@ -369,6 +386,13 @@ class LayerEngine(wiring.Component):
         with m.If(d.lanewise):
             for lane in range(min(lanes, V)):
                 m.d.comb += x_lanes[lane].eq(act_q[lane])
+        if T > 1:
+            with m.Elif(tiled):     # lane o*T + j: byte j of the beat's T channels
+                at = s1q.byte[T.bit_length() - 1:]
+                x_t = [Array(act_q[k * T + j] for k in range(V // T))[at] if V > T else act_q[j]
+                       for j in range(T)]
+                for lane in range(lanes):
+                    m.d.comb += x_lanes[lane].eq(x_t[lane % T])
         with m.Else():
             byte = act_q[s1q.byte] if V > 1 else act_q[0]
             for lane in range(lanes):
@@ -409,9 +433,16 @@ class LayerEngine(wiring.Component):
         ]
         ch_word = tag.ch >> (D.bit_length() - 1)   # the parameter word of a group's lane 0
         with m.If(sums_valid):
-            for row, sel in zip(self.rows, selected):
+            for row, spec, sel in zip(self.rows, self.specs, selected):
                 with m.If(sel):
                     m.d.sync += [shadow[lane].eq(row.o.payload[lane]) for lane in range(row.n)]
+                    if T > 1:       # tiled: output o is the sum of lanes o*T .. o*T+T-1,
+                        with m.If(tiled):   # wrapped to the row's accumulator like each
+                            for o in range(row.n // T):
+                                total = Signal(signed(spec.acc_width), name=f"tile_sum{o}")
+                                m.d.comb += total.eq(sum(row.o.payload[o * T + j]
+                                                         for j in range(T)))
+                                m.d.sync += shadow[o].eq(total)
             m.d.sync += [drain_left.eq(tag.n),
                          drain_out.eq(tag.out), drain_res.eq(tag.out + d.res_off),
                          drain_p.eq(ch_word if self.params_in_act else d.p_base + ch_word)]

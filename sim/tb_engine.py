@@ -6,6 +6,7 @@ the golden model (``sw.golden.model.conv_acc`` + ``wrap`` + ``requantize``).
 cycle count of each is logged.
 """
 import json
+from dataclasses import replace
 import os
 
 import cocotb
@@ -22,8 +23,13 @@ from sw.program import (ConvLayer, cpad, descriptor, pack_activation, param_word
                         unpack_activation, weight_words)
 
 
-def random_layer(rng, kind, lanes, word_bytes, case):
-    """A random layer shape; ``case`` picks broadcast / lanewise / gap / fc."""
+def random_layer(rng, kind, lanes, word_bytes, case, tile=1):
+    """A random layer shape; ``case`` picks broadcast / lanewise / gap / fc / tiled
+    (broadcast over ``tile`` input channels per beat; adder: ``cin`` a multiple of it)."""
+    if case == "tiled":
+        layer = random_layer(rng, kind, lanes, word_bytes, "broadcast")
+        cin = layer.in_shape[0] * (tile if kind == "adder" else int(rng.integers(1, 4)))
+        return replace(layer, in_shape=(cin,) + layer.in_shape[1:], tile=tile)
     if case == "gap":
         c, h = int(rng.integers(1, 3 * word_bytes)), int(rng.integers(1, 8))
         return ConvLayer("lanewise", (c, h, h), c, h)
@@ -113,16 +119,17 @@ async def layers_match_golden_model(dut):
     p = json.loads(os.environ["TB_PARAMS"])
     kind, lanes, e = p["kind"], p["lanes"], p["engine"]
     V, w_width, acc_width = e["word_bytes"], e["w_width"], e["acc_width"]
-    D = e.get("drain", 1)
+    D, T = e.get("drain", 1), e.get("cin_tile", 1)
     rng = np.random.default_rng(p["seed"])
     tb = EngineTB(dut, p)
     await tb.reset()
     w_lane_shape = tb.harness.w_shape
     p_shape = tb.harness.p_shape
-    cases = ["broadcast", "lanewise", "fc"] + (["gap"] if kind != "adder" else [])
+    cases = (["broadcast", "lanewise", "fc"] + (["gap"] if kind != "adder" else [])
+             + (["tiled"] * 2 if T > 1 else []))
     for n in range(p["layers"]):
         case = cases[n % len(cases)]
-        layer = random_layer(rng, kind, lanes, V, case)
+        layer = random_layer(rng, kind, lanes, V, case, T)
         c, h, w = layer.in_shape
         oh, ow = layer.out_hw
         x = rng.integers(-128, 128, size=(c, h, w))

@@ -254,6 +254,7 @@ def _chunk_for(cfg, L, name):
 def compile_model(qm, cfg):
     """Program for integer model ``qm`` on accelerator ``cfg``; ProgramError names what
     does not fit."""
+    from sw.costmodel import best_tile     # (sw.costmodel imports this module)
     V = cfg.word_bytes
     addr, ends = _place_tensors(qm, cfg)
     if cfg.params_in_act:
@@ -291,8 +292,8 @@ def compile_model(qm, cfg):
                                f"the accelerator has {cfg.rq_width}")
         if kind == "shift" and L["type"] != "gap" and L["exp_bits"] > cc.w_width:
             raise ProgramError(f"slp.w_width: {name} needs {L['exp_bits']} exponent bits")
-        layer = _conv_layer(qm, i, L)
-        layer.check(cc.lanes, V)
+        layer = best_tile(_conv_layer(qm, i, L), kind, cc.lanes, cfg)
+        layer.check(cc.lanes, V, cfg.drain)
         words = weight_words(layer, _lane_weights(qm, i, L, kind, layer), cc.lanes, V)
         if w_next[chunk] + len(words) > cc.w_words:
             raise ProgramError(f"{chunk}.w_words: weights of {name} end at word "
@@ -322,7 +323,7 @@ def compile_model(qm, cfg):
         program.append((chunk, fields))
         oh, ow = layer.out_hw
         beats = layer.groups(cc.lanes, V) * oh * ow * layer.taps()
-        macs = layer.out_c * oh * ow * layer.taps()
+        macs = layer.out_c * oh * ow * layer.terms()
         prog.layers.append(CompiledLayer(L.get("name", str(i)), chunk, layer, beats, macs))
     runs_on = ["engine" if cfg.shared_engine else chunk for chunk, _ in program]
     deltas = pipeline_deltas(runs_on, cfg.slots)

@@ -18,6 +18,8 @@ within a cycle or two: the next chunk may already be waiting, or still be walkin
 program). With one image slot the image's cycles are the sum; with more, the chunks
 overlap images and ``sim/network.py`` measures the throughput.
 """
+from dataclasses import replace
+
 from hw.accel import prog_beats
 from hw.engine import LayerEngine
 from hw.requant import Requantizer
@@ -37,6 +39,25 @@ def layer_cycles(layer, lanes, word_bytes, drain=1):
     s, s_last = -(-size // drain), -(-last // drain)
     return (taps + (groups - 1) * pixels * max(taps, s, gap)
             + (pixels - 1) * max(taps, s_last, gap) + s_last + 8 + Requantizer.LATENCY)
+
+
+def tiles(layer, kind, lanes, word_bytes, cin_tile, drain=1):
+    """The input-channel tiles ``layer`` may run with on a chunk of ``lanes`` lanes of an
+    engine with ``cin_tile``: 1, and ``cin_tile`` for a broadcast layer when the lanes hold
+    a tile, a lane group's outputs are whole drain steps and (adder layers, where a
+    channel past ``cin`` would add ``-|x|``) ``cin`` is a multiple of it."""
+    ok = (cin_tile > 1 and layer.mode == "broadcast" and lanes >= cin_tile
+          and (kind != "adder" or layer.in_shape[0] % cin_tile == 0)
+          and lanes // cin_tile % drain == 0)
+    return [1, cin_tile] if ok else [1]
+
+
+def best_tile(layer, kind, lanes, cfg):
+    """``layer`` with the tile of :func:`tiles` that takes the fewest cycles (the mapper's
+    per-layer tiling search; ties keep 1)."""
+    options = [replace(layer, tile=t)
+               for t in tiles(layer, kind, lanes, cfg.word_bytes, cfg.cin_tile, cfg.drain)]
+    return min(options, key=lambda L: layer_cycles(L, lanes, cfg.word_bytes, cfg.drain))
 
 
 def control_cycles(cfg):

@@ -103,7 +103,8 @@ def layer_energy(layer: ConvLayer, chunk, *, lanes=16, word_bytes=8, w_bits=None
     out_bytes = outputs * (2 if layer.wide else 1)
     act_bits = beats * 8 * word_bytes + 8 * out_bytes * (2 if residual else 1)
     return Energy(
-        compute=outputs * layer.taps() * term_pj(chunk, w_bits, acc_bits),
+        compute=outputs * layer.terms() * term_pj(chunk, w_bits, acc_bits)
+        + (outputs * (layer.tile - 1) * add_pj(acc_bits)),     # a tiled output's lane sums
         requant=outputs * (mul_pj(mem.m_width, acc_bits) + add_pj(mem.rq_width)),
         act=act_bits * sram_bit_pj(mem.act_bytes),
         weight=beats * lanes * w_bits * sram_bit_pj(mem.weight_bytes),

@@ -45,12 +45,13 @@ from pathlib import Path
 import numpy as np
 
 from hw.accel import CHUNK_ID
-from hw.config import CHUNK_OF_OP, AccelConfig, ChunkConfig, ConfigError
+from hw.config import CHUNK_OF_OP, KIND_OF_CHUNK, AccelConfig, ChunkConfig, ConfigError
 from sw import energy as E
 from sw import resources as R
 from sw import schedule
 from sw.compile import compile_model, pipeline_deltas
-from sw.costmodel import CONTROL, compiled_layer_cycles, control_cycles, layer_cycles
+from sw.costmodel import (CONTROL, best_tile, compiled_layer_cycles, control_cycles,
+                          layer_cycles)
 from sw.golden import model as golden
 from sw.program import ProgramError
 
@@ -173,19 +174,32 @@ def split_regions(cfg):
     return [(size, 1, ports == "1rw") for _, size, ports in regions(cfg)]
 
 
-def drains(word_bytes):
-    """Drain widths an engine with ``word_bytes``-byte words can have (``2 * drain <=
-    word_bytes``: a wide layer's two-byte outputs of one step share a word)."""
-    return [d for d in (1, 2, 4, 8) if d == 1 or 2 * d <= word_bytes]
+def engine_options(word_bytes):
+    """``(drain, cin_tile)`` pairs the search tries with ``word_bytes``-byte words: drain
+    widths with ``2 * drain <= word_bytes`` (a wide layer's two-byte outputs of one step
+    share a word), and input-channel tiles of 1 or 4."""
+    drains = [d for d in (1, 2, 4, 8) if d == 1 or 2 * d <= word_bytes]
+    tiles = [1, 4] if word_bytes >= 4 else [1]
+    return [(d, t) for d in drains for t in tiles]
 
 
-def with_drain(qm, cfg, drain):
-    """``cfg`` draining ``drain`` sums per cycle: its parameter memory holds each layer's
-    parameters from a word boundary (words of ``drain`` channels)."""
-    if drain == cfg.drain:
-        return cfg
+def with_options(qm, cfg, drain=1, cin_tile=1):
+    """``cfg`` draining ``drain`` sums per cycle (its parameter memory holds each layer's
+    parameters from a word boundary, words of ``drain`` channels) with input-channel
+    tiles of ``cin_tile``."""
     used = sum(-(-L["out_ch"] // drain) * drain for L in qm.layers)
-    return replace(cfg, drain=drain, p_words=_pow2(max(used, drain)))
+    p_words = cfg.p_words if drain == cfg.drain else _pow2(max(used, drain))
+    out = replace(cfg, drain=drain, cin_tile=cin_tile, p_words=p_words)
+    if cin_tile == cfg.cin_tile:
+        return out
+    # tiled layers pack their weights differently: weight memories cut to the new use
+    lanes = {c: cfg.chunk(c).lanes for c in CHUNKS}
+    used_w = {c: 0 for c in CHUNKS}
+    for L in compile_model(qm, _roomy(qm, lanes, cfg.word_bytes)).layers:
+        tiled = best_tile(L.layer, KIND_OF_CHUNK[L.chunk], lanes[L.chunk], out)
+        used_w[L.chunk] += tiled.w_words(lanes[L.chunk], cfg.word_bytes)
+    return replace(out, **{c: replace(cfg.chunk(c), w_words=_pow2(used_w[c]))
+                           for c in CHUNKS if lanes[c]})
 
 
 SPRAM_BYTES = 32768      # one iCE40 SB_SPRAM256KA: 16K words of 16 bits
@@ -224,6 +238,7 @@ class Point:
     usage: dict
     organisation: str = "chunks"     # a key of ORGANISATIONS
     drain: int = 1                   # sums each engine writes per cycle
+    cin_tile: int = 1                # input channels a tiled layer takes per beat
 
     def score(self, objective):
         return {"latency": self.latency_s, "energy": self.energy_pj,
@@ -245,9 +260,10 @@ def chunk_table(qm, layers, chunk, sized, fam, lane_counts):
     w_width, acc = widths[chunk]
     w_bits = E.stored_w_bits(chunk, w_width)
     res = residual_layers(qm)
-    mine = [(i, L.layer) for i, L in enumerate(layers) if L.chunk == chunk]
+    untiled = [(i, L.layer) for i, L in enumerate(layers) if L.chunk == chunk]
     rows = []
     for n in lane_counts:
+        mine = [(i, best_tile(L, KIND_OF_CHUNK[chunk], n, sized)) for i, L in untiled]
         depth = _pow2(sum(L.w_words(n, word_bytes) for _, L in mine))
         mem = E.Memories(act_bytes=sized.act_bytes, weight_bytes=depth * n * w_bits // 8,
                          param_bytes=sized.p_words * (sized.m_width + sized.rq_width) // 8,
@@ -255,7 +271,7 @@ def chunk_table(qm, layers, chunk, sized, fam, lane_counts):
         cycles = sum(layer_cycles(L, n, word_bytes, drain) + CONTROL for _, L in mine)
         pj = sum(E.layer_energy_pj(L, chunk, lanes=n, word_bytes=word_bytes, w_bits=w_bits,
                                    acc_bits=acc, residual=i in res, mem=mem) for i, L in mine)
-        use = R.chunk_usage(fam, chunk, n, w_width, depth, word_bytes, drain)
+        use = R.chunk_usage(fam, chunk, n, w_width, depth, word_bytes, drain, sized.cin_tile)
         rows.append([n, cycles, pj] + [use[r] for r in R.RESOURCES])
     return np.array(rows, dtype=float)
 
@@ -398,7 +414,8 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
         lanes = {c: int(cols[c][k, LANES]) for c in present}
         key = (tuple(lanes.values()), s)
         if key not in exact_cache:
-            cyc = [layer_cycles(L.layer, lanes[L.chunk], V, sized.drain)
+            cyc = [layer_cycles(best_tile(L.layer, KIND_OF_CHUNK[L.chunk], lanes[L.chunk],
+                                          sized), lanes[L.chunk], V, sized.drain)
                    for L in prog.layers]
             exact_cache[key] = schedule.steady_interval(
                 chunks, pipeline_deltas(chunks, s), cyc, s, in_words, prog.input_k,
@@ -442,7 +459,8 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
         cycles = found[1]
         point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
                       V, s, round(cycles), cycles / fmax, float(pj[k]),
-                      {r: round(v[k]) for r, v in use.items()}, org, sized.drain)
+                      {r: round(v[k]) for r, v in use.items()}, org, sized.drain,
+                      sized.cin_tile)
         yield point, least
 
 
@@ -470,10 +488,10 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             sized, prog = _size(qm, probe, V, 1)
         except (ProgramError, ConfigError):
             continue
-        for D in drains(V) if rule == "search" else [1]:
+        for D, T in engine_options(V) if rule == "search" else [(1, 1)]:
             for point, least in _search_word(qm, fam, objective, have, fmax, work, present,
-                                             with_drain(qm, sized, D), prog, slots, rule,
-                                             split):
+                                             with_options(qm, sized, D, T), prog, slots,
+                                             rule, split):
                 if smallest is None or least["logic"] < smallest["logic"]:
                     smallest = least
                 if point is not None and (best is None or (
@@ -502,8 +520,10 @@ def point_config(qm, p):
     if p.organisation == "small":
         return small_config(qm, p.lanes, p.word_bytes)
     if p.organisation == "split":
-        return with_drain(qm, split_config(qm, p.lanes, p.word_bytes, p.slots), p.drain)
-    return with_drain(qm, size_config(qm, p.lanes, p.word_bytes, p.slots), p.drain)
+        return with_options(qm, split_config(qm, p.lanes, p.word_bytes, p.slots), p.drain,
+                            p.cin_tile)
+    return with_options(qm, size_config(qm, p.lanes, p.word_bytes, p.slots), p.drain,
+                        p.cin_tile)
 
 
 def organisation(cfg):
@@ -552,8 +572,9 @@ def layer_report(qm, cfg):
         cycles = compiled_layer_cycles(L, cfg)      # with a parameter copy (params_in_act)
         rows.append({
             "layer": L.name, "chunk": L.chunk, "mode": L.layer.mode,
-            "tiling": f"{L.layer.groups(lanes, cfg.word_bytes)}x{size} ch, {oh}x{ow} px, "
-                      f"{L.layer.taps()} taps",
+            "tiling": f"{L.layer.groups(lanes, cfg.word_bytes)}x{size} ch"
+                      + (f" x{L.layer.tile} cin" if L.layer.tile > 1 else "")
+                      + f", {oh}x{ow} px, {L.layer.taps()} taps",
             "delta": delta, "cycles": cycles, "macs": L.macs,
             "utilisation": L.macs / (lanes * cycles), "energy_nj": e.total / 1e3,
             "energy_split_nj": {k: v / 1e3 for k, v in vars(e).items()}})
@@ -593,7 +614,7 @@ def print_report(rep, out=None):
     p(f"{rep['network']} on {rep['board']} ({rep['part']}), objective {rep['objective']}: "
       + ", ".join(f"{c.upper()} {acc[c]['lanes']} lanes" for c in CHUNKS)
       + f", word {acc['word_bytes']} B, {acc['slots']} image slot(s), "
-        f"drain {acc['drain']} sums/cycle")
+        f"drain {acc['drain']} sums/cycle, input-channel tile {acc['cin_tile']}")
     p(f"organisation: {ORGANISATIONS[rep['organisation']]}")
     p(f"{'layer':<24}{'chunk':<6}{'tiling':<32}{'cycles':>9}{'util':>7}{'energy nJ':>11}")
     for r in rep["layers"]:

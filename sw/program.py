@@ -5,7 +5,11 @@ the activation word). A conv-like layer runs in one of two modes:
 
 - ``broadcast`` (standard KxK, pointwise, fully connected): lane ``l`` of group ``g`` is
   output channel ``g*lanes + l``; weight word ``g*taps + (kh*K + kw)*cin + c`` holds
-  ``w[g*lanes + l, c, kh, kw]`` for every lane.
+  ``w[g*lanes + l, c, kh, kw]`` for every lane. With an input-channel ``tile`` of ``t``
+  (``t`` > 1, the mapper's per-layer choice) lane ``o*t + j`` of group ``g`` adds channel
+  ``c*t + j`` of each tap into output channel ``g*(lanes//t) + o`` (the engine sums the
+  ``t`` lanes when the output is done); weight word ``g*taps + (kh*K + kw)*ceil(cin/t) + c``
+  holds ``w[g*(lanes//t) + o, c*t + j, kh, kw]`` (0 past ``cin``).
 - ``lanewise`` (depthwise; global average pooling = depthwise conv with a full-size kernel
   of unit weights): lane ``l < word_bytes`` of group ``g`` is channel ``g*word_bytes + l``;
   weight word ``g*taps + kh*K + kw`` holds ``w[g*word_bytes + l, 0, kh, kw]``.
@@ -63,6 +67,7 @@ class ConvLayer:
     stride: int = 1
     pad: int = 0
     wide: bool = False        # 16-bit outputs (two bytes per channel)
+    tile: int = 1             # broadcast: input channels per beat (lanes summed per output)
 
     @property
     def out_hw(self):
@@ -70,7 +75,7 @@ class ConvLayer:
         k, s, p = self.kernel, self.stride, self.pad
         return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
 
-    def check(self, lanes, word_bytes):
+    def check(self, lanes, word_bytes, drain=1):
         c, h, w = self.in_shape
         if self.mode not in MODES:
             raise ProgramError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
@@ -84,19 +89,33 @@ class ConvLayer:
                                 ("out_c", self.out_c, 1023), ("cin", c, 1023)):
             if not 1 <= value <= hi and not (name == "pad" and value == 0):
                 raise ProgramError(f"{name}: {value} is outside 1..{hi}")
+        if self.tile != 1 and (self.mode != "broadcast" or self.tile not in (2, 4, 8, 16)
+                               or self.tile > min(word_bytes, lanes)):
+            raise ProgramError(f"tile: {self.tile} must be 1, or for a broadcast layer a power "
+                               f"of two up to word_bytes {word_bytes} and the lanes {lanes}")
+        if self.group_size(lanes, word_bytes) % drain:
+            raise ProgramError(f"tile: {self.group_size(lanes, word_bytes)} outputs per lane "
+                               f"group are not a multiple of drain {drain}")
         if self.wide and word_bytes < 2:
             raise ProgramError("wide: 16-bit outputs need word_bytes >= 2")
         if self.groups(lanes, word_bytes) > 255:
             raise ProgramError(f"out_c: {self.out_c} channels need more than 255 lane groups")
 
     def group_size(self, lanes, word_bytes):
-        return lanes if self.mode == "broadcast" else word_bytes
+        """Output channels of one lane group."""
+        return lanes // self.tile if self.mode == "broadcast" else word_bytes
 
     def groups(self, lanes, word_bytes):
         return -(-self.out_c // self.group_size(lanes, word_bytes))
 
-    def taps(self):
+    def terms(self):
+        """Useful terms (MACs) per output: ``kernel^2 * cin`` (broadcast) or ``kernel^2``."""
         cin = self.in_shape[0] if self.mode == "broadcast" else 1
+        return self.kernel * self.kernel * cin
+
+    def taps(self):
+        """Beats per output: a tiled layer takes ``tile`` channels per beat."""
+        cin = -(-self.in_shape[0] // self.tile) if self.mode == "broadcast" else 1
         return self.kernel * self.kernel * cin
 
     def subs(self, lanes, word_bytes):
@@ -122,13 +141,18 @@ def weight_words(layer, w, lanes, word_bytes):
     for g in range(groups):
         chans = np.arange(g * size, min((g + 1) * size, layer.out_c))
         if layer.mode == "broadcast":
-            # tap order (kh, kw, c): [n, K, K, C] -> [K*K*C, n]
-            block = w[chans].transpose(2, 3, 1, 0, *range(4, w.ndim)).reshape(
-                -1, len(chans), *w.shape[4:])
+            # tap order (kh, kw, c), lane o*t + j: [n, C, K, K] -> [K*K*ceil(C/t), n*t]
+            t = layer.tile
+            cw = -(-w.shape[1] // t)
+            wt = np.zeros((len(chans), cw * t) + w.shape[2:], w.dtype)
+            wt[:, :w.shape[1]] = w[chans]
+            wt = wt.reshape(len(chans), cw, t, *w.shape[2:])       # [n, cw, t, K, K, ...]
+            block = wt.transpose(3, 4, 1, 0, 2, *range(5, wt.ndim)).reshape(
+                k * k * cw, len(chans) * t, *w.shape[4:])
         else:
             block = w[chans, 0].reshape(len(chans), k * k, *w.shape[4:]).swapaxes(0, 1)
         lo = g % r * size
-        out[g // r, :, lo:lo + len(chans)] = block
+        out[g // r, :, lo:lo + block.shape[1]] = block
     return out.reshape(blocks * layer.taps(), lanes, *w.shape[4:])
 
 
@@ -155,7 +179,8 @@ def descriptor(layer, *, lanes, word_bytes, in_base, out_base, w_base, p_base, s
     lanewise = layer.mode == "lanewise"
     return {
         "lanewise": int(lanewise), "in_h": h, "in_w": w, "out_h_m1": oh - 1,
-        "out_w_m1": ow - 1, "cin_m1": 0 if lanewise else c - 1, "kernel_m1": layer.kernel - 1,
+        "out_w_m1": ow - 1, "cin_m1": 0 if lanewise else -(-c // layer.tile) - 1,
+        "kernel_m1": layer.kernel - 1, "tiled": int(layer.tile > 1),
         "stride": layer.stride, "pad": layer.pad,
         "groups_m1": layer.groups(lanes, word_bytes) - 1, "out_c": layer.out_c,
         "in_start": in_base - layer.pad * (row_stride + in_cpad),

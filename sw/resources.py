@@ -187,23 +187,35 @@ def engine_usage(fam, word_bytes, lanes):
             + word_bytes * c.get("engine_word_byte", {}).get(r, 0) for r in LOGIC}
 
 
-def drain_usage(fam, drain):
-    """What an engine draining ``drain`` sums per cycle adds to one draining one: per extra
-    lane a requantiser, its parameter, residual-byte and output-byte multiplexers
-    (``drain_lane``, fitted by :func:`fit_drain` on engines alone)."""
-    lane = costs(fam).get("drain_lane") if drain > 1 else {}
-    if lane is None:
-        raise KeyError(f"resource_costs.json: no drain_lane costs for {fam} (run `python -m "
-                       "sw.resources calibrate-drain --write`)")
-    return {r: (drain - 1) * lane.get(r, 0) for r in LOGIC}
+def option_cost(fam, name):
+    """The fitted cost of one unit of an engine option (:data:`OPTION_CALIBRATION`)."""
+    cost = costs(fam).get(name)
+    if cost is None:
+        raise KeyError(f"resource_costs.json: no {name} costs for {fam} (run `python -m "
+                       "sw.resources calibrate-options --write`)")
+    return cost
 
 
-def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes, drain=1):
-    """A chunk of ``lanes`` PEs with its own engine (draining ``drain`` sums per cycle) and
-    its weight memory of ``w_words`` words."""
+def options_usage(fam, lanes, drain=1, cin_tile=1):
+    """What an engine's options add to a plain one of ``lanes`` lanes: per extra drain lane
+    (``drain`` > 1) a requantiser with its parameter, residual-byte and output-byte
+    multiplexers (``drain_lane``); with a ``cin_tile`` per lane its share of the tile sums
+    and the operand byte select (``tile_lane``)."""
+    use = {r: 0.0 for r in LOGIC}
+    if drain > 1:
+        use = _add(use, {r: (drain - 1) * option_cost(fam, "drain_lane").get(r, 0)
+                         for r in LOGIC})
+    if cin_tile > 1:
+        use = _add(use, {r: lanes * option_cost(fam, "tile_lane").get(r, 0) for r in LOGIC})
+    return use
+
+
+def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes, drain=1, cin_tile=1):
+    """A chunk of ``lanes`` PEs with its own engine (draining ``drain`` sums per cycle,
+    tiling ``cin_tile`` input channels) and its weight memory of ``w_words`` words."""
     from sw.energy import stored_w_bits
     return _add(row_usage(fam, chunk, lanes), engine_usage(fam, word_bytes, lanes),
-                drain_usage(fam, drain),
+                options_usage(fam, lanes, drain, cin_tile),
                 memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1, fam,
                               single_port=True))
 
@@ -292,7 +304,7 @@ def estimate(cfg, board, small=True):
         engines = [shared_engine_usage(cfg, fam)]
     else:
         engines = [chunk_usage(fam, name, c.lanes, c.w_width, c.w_words, cfg.word_bytes,
-                               cfg.drain)
+                               cfg.drain, cfg.cin_tile)
                    for name, _, c in cfg.chunks]
     act = [(size, ACT_COPIES if ports == "2r1w" else 1, ports == "1rw")
            for _, size, ports in regions(cfg)]
@@ -405,7 +417,7 @@ def provenance(fam):
 
 #: what a family's costs keep when it is refitted (not fitted by :func:`fit`)
 MEASURED_ELSEWHERE = ("pe", "lut_ram_bits", "spram_memories", "spram_cost", "fmax_mhz",
-                      "fmax_source", "small", "drain_lane")
+                      "fmax_source", "small", "drain_lane", "tile_lane")
 #: the parts :func:`fit` fits, as named in the cost file
 FITTED = ("fixed", "engine", "row", "lane", "engine_word_byte", "engine_slot_byte",
           "act_mux_bit")
@@ -466,20 +478,23 @@ def fit_small(measured, fam):
     return {"fixed": {r: round(sum(v) / len(v), 2) for r, v in miss.items()}}
 
 
-#: :func:`fit_drain`'s builds: the ``wide-words`` calibration config draining 1 and 4 sums
-DRAIN_CALIBRATION = ("wide-words", 4)
+#: the engine options :func:`options_usage` counts: cost name -> (config field, value),
+#: each fitted by :func:`fit_option` on the ``wide-words`` calibration config
+OPTION_CALIBRATION = {"drain_lane": ("drain", 4), "tile_lane": ("cin_tile", 4)}
 
 
-def fit_drain(fam, out):
-    """``drain_lane`` (:func:`drain_usage`): what each engine's extra drain lane costs, from
-    whole-accelerator builds of one calibration config with ``drain`` 1 and more."""
+def fit_option(name, fam, out):
+    """A :data:`OPTION_CALIBRATION` cost: the difference of whole-accelerator builds of the
+    ``wide-words`` config with and without the option, per unit (extra drain lanes of
+    every engine, or every chunk's lanes)."""
     from dataclasses import replace
-    label, drain = DRAIN_CALIBRATION
-    cfg = calibration_config(label)
-    one = synthesise(cfg, fam, out / f"{label}-drain1")
-    more = synthesise(replace(cfg, drain=drain), fam, out / f"{label}-drain{drain}")
-    lanes = engine_count(cfg) * (drain - 1)
-    return {r: round((more[r] - one[r]) / lanes, 2) for r in LOGIC}, {1: one, drain: more}
+    field, value = OPTION_CALIBRATION[name]
+    cfg = calibration_config("wide-words")
+    base = synthesise(cfg, fam, out / "wide-words")
+    more = synthesise(replace(cfg, **{field: value}), fam, out / f"wide-words-{field}{value}")
+    units = engine_count(cfg) * (value - 1) if field == "drain" else \
+        sum(c.lanes for _, _, c in cfg.chunks)
+    return {r: round((more[r] - base[r]) / units, 2) for r in LOGIC}, (base, more)
 
 
 def nonnegative_lstsq(A, b):
@@ -507,9 +522,9 @@ def main(argv=None):
                          "iCE40 builds of sw.mapper.small_config (SMALL_CALIBRATION)")
     sml.add_argument("--out", type=Path, default=Path("build/resources/ice40"))
     sml.add_argument("--write", action="store_true", help=f"store the fit in {COSTS_FILE.name}")
-    drn = sub.add_parser("calibrate-drain", help="fit the cost of an engine's extra drain "
-                         "lanes (requantisers) on two builds per family")
-    drn.add_argument("--out", type=Path, default=Path("build/resources/drain"))
+    drn = sub.add_parser("calibrate-options", help="fit the costs of the engine options "
+                         "(drain lanes, input-channel tiles) on builds with and without them")
+    drn.add_argument("--out", type=Path, default=Path("build/resources/options"))
     drn.add_argument("--families", nargs="+", default=["ice40", "ecp5"], choices=SYNTH)
     drn.add_argument("--write", action="store_true", help=f"store the fit in {COSTS_FILE.name}")
     chk = sub.add_parser("check", help="predicted vs synthesised for an accel.json")
@@ -527,11 +542,12 @@ def main(argv=None):
             print(f"{r:<6} predicted {want[r]:>7}  synthesised {got[r]:>7}  {err:+.1%}")
         return 0
     data = json.loads(COSTS_FILE.read_text())
-    if args.cmd == "calibrate-drain":
+    if args.cmd == "calibrate-options":
         for fam in args.families:
-            lane, builds = fit_drain(fam, args.out / fam)
-            print(f"{fam} drain builds: {builds}\n{fam} drain_lane: {lane}", flush=True)
-            data["families"][fam]["drain_lane"] = {**lane, "calibrated_with": provenance(fam)}
+            for name in OPTION_CALIBRATION:
+                cost, builds = fit_option(name, fam, args.out / fam)
+                print(f"{fam} {name}: {cost} (builds without / with: {builds})", flush=True)
+                data["families"][fam][name] = {**cost, "calibrated_with": provenance(fam)}
         if args.write:
             COSTS_FILE.write_text(json.dumps(data, indent=2) + "\n")
         return 0

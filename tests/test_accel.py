@@ -68,6 +68,25 @@ def test_split_memories_in_pipelined_slots_bit_exact():
                   params=dict(cfg=cfg.to_dict(), specs=BLOCKS, seed=7, images=5))
 
 
+#: layers with more input channels than a lane group's outputs: tiled on 16 lanes
+TILED = [("conv", "mul", 24, 3, 1), ("conv", "shift", 4, 1, 1), ("conv", "adder", 24, 1, 1),
+         ("conv", "adder", 4, 1, 1), ("gap",), ("fc", "mul", 10)]
+
+
+def test_drain_and_input_channel_tiles_bit_exact():
+    """Engines that drain two sums per cycle and run layers over input-channel tiles of 4
+    (the compiler tiles the layers where that is faster: here the 24-to-4 ones)."""
+    from sw.compile import compile_model
+    from sw.golden.random_model import random_qmodel
+    cfg = replace(SMALL, drain=2, cin_tile=4, **{c: ChunkConfig(16, w, 24, 256) for c, w in
+                                                 (("clp", 8), ("slp", 3), ("alp", 8))})
+    tiles = [L.layer.tile for L in compile_model(random_qmodel(TILED, seed=8), cfg).layers]
+    assert tiles == [1, 4, 1, 4, 1, 1]
+    run_testbench(Accelerator(cfg), name="accel_drain_tiles", test_module="sim.tb_accel",
+                  sim=selected_simulators()[0],
+                  params=dict(cfg=cfg.to_dict(), specs=TILED, seed=8, images=3))
+
+
 def test_config_activation_banks():
     """Banks need not be powers of two; slots are addressed at power-of-two strides."""
     cfg = replace(SMALL, slots=4, act_bytes=832)

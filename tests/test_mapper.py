@@ -35,9 +35,9 @@ def qmodel_path(tmp_path_factory, qm):
     return path
 
 
-def evaluate(qm, lanes, V, slots, board=BOARD, drain=1):
+def evaluate(qm, lanes, V, slots, board=BOARD, drain=1, cin_tile=1):
     """A candidate costed through the per-config functions (not the mapper's tables)."""
-    cfg = mapper.with_drain(qm, mapper.size_config(qm, lanes, V, slots), drain)
+    cfg = mapper.with_options(qm, mapper.size_config(qm, lanes, V, slots), drain, cin_tile)
     prog = compile_model(qm, cfg)
     cycles = round(schedule.interval(prog, cfg))
     pj = E.program_energy(prog, cfg, mapper.residual_layers(qm))[1].total
@@ -47,7 +47,8 @@ def evaluate(qm, lanes, V, slots, board=BOARD, drain=1):
 @pytest.mark.parametrize("objective", mapper.OBJECTIVES)
 def test_search_point_is_consistent_and_best(qm, objective):
     p = mapper.search(qm, BOARD, objective)
-    cfg, cycles, pj, use = evaluate(qm, p.lanes, p.word_bytes, p.slots, drain=p.drain)
+    cfg, cycles, pj, use = evaluate(qm, p.lanes, p.word_bytes, p.slots, drain=p.drain,
+                                    cin_tile=p.cin_tile)
     assert (p.cycles, use) == (cycles, p.usage)
     assert p.energy_pj == pytest.approx(pj, rel=1e-9)
     assert not R.shortfalls(use, BOARD)
@@ -57,10 +58,11 @@ def test_search_point_is_consistent_and_best(qm, objective):
     rng = np.random.default_rng(0)
     for _ in range(12):          # random feasible candidates are never better
         V = int(rng.choice([2, 4, 8]))
-        drain = int(rng.choice(mapper.drains(V)))
+        options = mapper.engine_options(V)
+        drain, tile = options[int(rng.integers(len(options)))]
         lanes = {c: drain * int(rng.integers(-(-V // drain), 40 // drain)) for c in mapper.CHUNKS}
         slots = int(rng.choice([1, 2, 4]))
-        _, c, e, use = evaluate(qm, lanes, V, slots, drain=drain)
+        _, c, e, use = evaluate(qm, lanes, V, slots, drain=drain, cin_tile=tile)
         if not R.shortfalls(use, BOARD):
             assert score[objective](c, e) >= best * (1 - 1e-9)
 
@@ -199,12 +201,14 @@ def test_icebreaker_gets_the_small_organisation_within_its_budget(tmp_path, caps
 
 def test_ecp5_keeps_the_per_chunk_organisation():
     """No SPRAM on the ECP5: the search is the per-chunk one, and the default network's
-    ECP5-85F design is 104/128/128 lanes, 16-byte words, 2 slots, 8 sums drained per
-    cycle (32/48/72 draining one before the drain width was searched)."""
+    ECP5-85F design is 48/128/128 lanes, 16-byte words, 2 slots, 8 sums drained per
+    cycle, input-channel tiles of 4 (32/48/72 draining one, untiled, before those were
+    searched)."""
     qm = golden.load("archs/default/qmodel.npz")
     p = mapper.search(qm, BOARD)
-    assert p.organisation == "chunks" and (p.word_bytes, p.slots, p.drain) == (16, 2, 8)
-    assert p.lanes == {"clp": 104, "slp": 128, "alp": 128}
+    assert p.organisation == "chunks" and (p.word_bytes, p.slots) == (16, 2)
+    assert (p.drain, p.cin_tile) == (8, 4)
+    assert p.lanes == {"clp": 48, "slp": 128, "alp": 128}
     assert mapper.organisation(mapper.point_config(qm, p)) == "chunks"
 
 
