@@ -20,7 +20,14 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import Out
 
-__all__ = ["ActivationMemory", "PORTS", "regions"]
+__all__ = ["ActivationMemory", "PORTS", "regions", "NO_RW_CHECK"]
+
+#: Yosys attribute: what a read returns while the same word is written is left undefined.
+#: No tensor is read and written at once (the compiler places simultaneously live tensors
+#: apart, on whole words), so no read whose data is used meets a write to its word; without
+#: it Yosys emulates read-first behaviour around an iCE40 block RAM in flip-flops and LUTs
+#: (about 150 LCs for the residual memory of the UP5K organisation).
+NO_RW_CHECK = {"no_rw_check": True}
 
 
 #: accesses one memory takes in a cycle: (reads, writes, reads + writes)
@@ -59,7 +66,7 @@ class ActivationMemory(wiring.Component):
         V = cfg.word_bytes
         if not cfg.act_split:
             mem = m.submodules.mem = memory.Memory(shape=self.word, depth=cfg.act_bytes // V,
-                                                   init=[])
+                                                   init=[], attrs=NO_RW_CHECK)
             for port, ours in ((mem.read_port(), self.rd), (mem.read_port(), self.res)):
                 m.d.comb += [port.addr.eq(ours.addr), port.en.eq(ours.en),
                              ours.data.eq(port.data)]
@@ -78,7 +85,7 @@ class ActivationMemory(wiring.Component):
         outs = []                                     # each memory's read data
         for i, (_, size, ports) in enumerate(mems):
             mem = m.submodules[f"part{i}"] = memory.Memory(shape=self.word, depth=size // V,
-                                                           init=[])
+                                                           init=[], attrs=NO_RW_CHECK)
             writing = (part(self.wr.addr) == i) & self.wr.en.any()
             read_addr = Mux((part(self.res.addr) == i) & self.res.en, self.res.addr,
                             self.rd.addr)             # the residual read first
