@@ -416,8 +416,8 @@ def provenance(fam):
 
 
 #: what a family's costs keep when it is refitted (not fitted by :func:`fit`)
-MEASURED_ELSEWHERE = ("pe", "lut_ram_bits", "spram_memories", "spram_cost", "fmax_mhz",
-                      "fmax_source", "small", "drain_lane", "tile_lane")
+MEASURED_ELSEWHERE = ("pe", "pe_note", "lut_ram_bits", "spram_memories", "spram_cost",
+                      "fmax_mhz", "fmax_source", "small", "drain_lane", "tile_lane")
 #: the parts :func:`fit` fits, as named in the cost file
 FITTED = ("fixed", "engine", "row", "lane", "engine_word_byte", "engine_slot_byte",
           "act_mux_bit")
