@@ -75,21 +75,25 @@ from sw.search.hwcost import (BOARDS, HwCost, accel_of, arch_cost,  # noqa: E402
                                mapper_lanes, shape_qmodel)
 from sw.search.plot import pareto  # noqa: E402
 from sw.search.run import (_generator, hw_figures, load_search, one_shot,  # noqa: E402
-                           SELECTION_KEYS, random_in_budget, rank, repo_path, repo_relative,
-                           stored_lanes, train_order)
+                           SELECTION_KEYS, fit_filter, random_in_budget, rank, repo_path,
+                           repo_relative, stored_lanes, train_order)
 from sw.search.space import Space, from_label  # noqa: E402
 from sw.train import TrainConfig, load_data, load_model, train  # noqa: E402
 
 
 def best_random(net, space, n, cfg, ref, calib, val, seed):
-    """The best of ``n`` random in-budget networks of ``space`` by one-shot accuracy."""
+    """The best of ``n`` random in-budget networks of ``space`` by one-shot accuracy (on
+    the UP5K: networks that fit it)."""
     gen = torch.Generator().manual_seed(seed)
+    fits = fit_filter(space, cfg.board, ref[cfg.board])
     best, tried = None, 0
     found = 0
     while found < n and tried < 50 * n:
         tried += 1
         choices = space.random(gen)
         if arch_cost(space.arch(choices), cfg.board, "cycles", ref[cfg.board]) > cfg.budget:
+            continue
+        if fits is not None and not fits(choices):
             continue
         found += 1
         acc = one_shot(net, choices, calib, val)
@@ -105,7 +109,8 @@ def proxy_random(net, space, cfg, result, ref, calib, order, tr_x, tr_y, log, pr
     n = len(result["selection"])
     fixed, table = HwCost(space, cfg.board).table("cycles", ref[cfg.board])
     pool = random_in_budget(space, fixed, table, cfg.budget, n,
-                            _generator(cfg.seed + 1, 10 ** 6 + 1))
+                            _generator(cfg.seed + 1, 10 ** 6 + 1),
+                            fits=fit_filter(space, cfg.board, ref[cfg.board]))
     held = order[cfg.train_images:][:max(cfg.val_images, cfg.proxy_val_images)]
     tr = order[:cfg.proxy_images]
     choices, _, rows = rank(cfg, space, net, {"random": pool}, calib,
@@ -215,8 +220,9 @@ def seed_table(data):
             if len(v) > 1:
                 m = sum(v) / len(v)
                 sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
-                lines.append(f"| {net} | mean +- sd ({'float' if key == 'accuracy' else 'integer'}) "
-                             f"| {100 * m:.2f}% +- {100 * sd:.2f} | |")
+                kind = "float" if key == "accuracy" else "integer"
+                lines.append(f"| {net} | mean +- sd ({kind}) | {100 * m:.2f}% +- "
+                             f"{100 * sd:.2f} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -342,6 +348,9 @@ def main(argv=None):
     for kind, given in (("hybrid", None), ("conv", args.conv_search),
                         ("mult-free", args.mult_free_search)):
         sp = Space.from_arch(space.macro, kind)
+        # the choices the search's supernet holds (on the UP5K: those that can fit)
+        sp = dataclasses.replace(sp, allowed=tuple(tuple(j for j in js if j in space.allowed[i])
+                                                   for i, js in enumerate(sp.allowed)))
         if given:
             nets.append((f"{kind} search", f"{kind} space (searched)",
                          searched_choices(sp, given)[0]))
