@@ -153,11 +153,13 @@ def accel_of(cfg):
     """``(lanes per chunk, word_bytes, extra)`` of an accelerator config: what costing a
     network on it takes (``extra``: ``organisation``, ``control`` cycles per layer,
     ``param_words`` activation words per parameter copied in before each layer, 0 when
-    the parameters have their own memory, ``act_bytes``, one activation memory, and
-    ``drain``, sums the engine drains per cycle)."""
+    the parameters have their own memory, ``act_bytes``, one activation memory,
+    ``drain``, sums the engine drains per cycle, and ``cin_tile``, input channels a tiled
+    broadcast layer takes per beat: the compiler tiles a layer where that is faster)."""
     extra = {"organisation": mapper.organisation(cfg), "control": control_cycles(cfg),
              "param_words": param_act_words(cfg) if cfg.params_in_act else 0,
-             "act_bytes": cfg.act_bytes, "drain": getattr(cfg, "drain", 1)}
+             "act_bytes": cfg.act_bytes, "drain": getattr(cfg, "drain", 1),
+             "cin_tile": getattr(cfg, "cin_tile", 1)}
     return {c: cfg.chunk(c).lanes for c in CHUNK.values()}, cfg.word_bytes, extra
 
 
@@ -184,18 +186,32 @@ def _mapper_lanes(text, board):
     return accel_of(cfg)
 
 
+KIND = {"clp": "mul", "slp": "shift", "alp": "adder"}
+
+
+def _tiled(L, lanes, word_bytes, extra):
+    """``L.layer`` with the input-channel tile the compiler gives it (``cin_tile`` > 1)."""
+    tile = extra.get("cin_tile", 1)
+    if tile == 1 or L.layer.mode != "broadcast":
+        return L.layer
+    from types import SimpleNamespace
+    from sw.costmodel import best_tile
+    return best_tile(L.layer, KIND[L.chunk], lanes[L.chunk], SimpleNamespace(
+        word_bytes=word_bytes, cin_tile=tile, drain=extra.get("drain", 1)))
+
+
 def layer_cost(L, metric, lanes, word_bytes, extra=None):
     """One layer's ``metric`` on chunk ``lanes`` / ``word_bytes`` of an organisation with
     ``extra`` (:func:`accel_of`; None: the per-chunk organisation)."""
+    extra = extra or {}
     if metric == "cycles":
-        extra = extra or {}
         pw, drain = extra.get("param_words", 0), extra.get("drain", 1)
-        cycles = layer_cycles(L.layer, lanes[L.chunk], word_bytes, *(
-            (drain,) if drain != 1 else ()))
+        cycles = layer_cycles(_tiled(L, lanes, word_bytes, extra), lanes[L.chunk], word_bytes,
+                              *((drain,) if drain != 1 else ()))
         return cycles + (L.layer.out_c * pw + 2 if pw else 0) + extra.get("control", CONTROL)
     if metric == "energy":
-        return layer_energy_pj(L.layer, L.chunk, lanes=lanes[L.chunk], word_bytes=word_bytes,
-                               residual=L.residual)
+        return layer_energy_pj(_tiled(L, lanes, word_bytes, extra), L.chunk,
+                               lanes=lanes[L.chunk], word_bytes=word_bytes, residual=L.residual)
     if metric == "flops":
         return FLOPS_WEIGHT[L.chunk] * layer_work(L) if L.name != "gap" else 0.0
     raise ValueError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
