@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw import protocol
 from hw.config import KIND_OF_CHUNK
-from hw.actmem import ActivationMemory
+from hw.actmem import NO_RW_CHECK, ActivationMemory
 from hw.engine import LayerEngine, RowSpec, descriptor_layout
 from hw.host import HostBridge
 from hw.pe import weight_layout
@@ -114,10 +114,10 @@ class Accelerator(wiring.Component):
             m.submodules[f"act{s}"] = banks[-1]
         params = m.submodules.params = memory.Memory(shape=self.param_shape,
                                                      depth=cfg.p_words // cfg.drain,
-                                                     init=[])
+                                                     init=[], attrs=NO_RW_CHECK)
         prog = m.submodules.prog = memory.Memory(shape=cfg.prog_width or self.prog_shape,
                                                  depth=cfg.prog_words * prog_beats(cfg),
-                                                 init=[])
+                                                 init=[], attrs=NO_RW_CHECK)
         wmems = {name: memory.Memory(shape=self.w_shapes[name], init=[],
                                      depth=sum(cfg.chunk(c).w_words for c in chunks))
                  for name, chunks in self.engine_chunks.items()}
