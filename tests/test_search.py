@@ -3,6 +3,7 @@ resume, the CLI's refusals, and a micro search whose network quantises and maps.
 
 A tiny macro (3 blocks) on the synthetic data set keeps every test to seconds, except the
 mapper calls (a few seconds each, on the ULX3S: the space is costed at its lanes)."""
+import dataclasses
 import itertools
 import json
 import math
@@ -188,7 +189,7 @@ def test_expected_cost_gradient_reaches_alpha(space):
     term.refresh(({"clp": 8, "slp": 8, "alp": 8}, 4))
     alpha = torch.zeros(space.n_blocks, len(CHOICES), requires_grad=True)
     mask = space.mask()
-    pen, e = term.penalty(probs(alpha, mask), lam=1.0)
+    pen, e, _ = term.penalty(probs(alpha, mask), lam=1.0)
     pen.backward()
     g = alpha.grad
     assert torch.all(g[~mask] == 0) and g[mask].abs().sum() > 0
@@ -370,6 +371,89 @@ def test_up5k_search_never_picks_a_network_that_does_not_fit():
     pool = selection_pool(cfg, space, alpha, tables, fit_filter(space, "icebreaker", acc))
     nets = [c for g in pool.values() for c in g]
     assert len(pool["random"]) == 2 and all(fits_up5k(space.arch(c[0])) for c in nets)
+
+
+def up5k_space(macro, acc):
+    from sw.search.run import board_space
+    full = Space.from_arch(macro)
+    return board_space(full, "icebreaker", acc, H.HwCost(full, "icebreaker"))[0]
+
+
+def test_fit_tables_say_which_networks_fit_the_up5k():
+    """The fit term's sums are the compiled network's (weight words, parameter bytes), and
+    a network's misfit is 0 exactly when it fits the UP5K (random networks, both kinds);
+    the per-chunk organisation has no fit term."""
+    from sw import resources as R
+    macro = arch_mod.load(REPO / "archs/default/arch.json")
+    acc = up5k_accel(macro)
+    space = up5k_space(macro, acc)
+    fit = H.HwCost(space, "icebreaker").fit_tables(acc)
+    # block RAM, then a hole, then SPRAM: each range's top fits, one step above does not
+    assert len(fit.ranges) >= 2 and fit.ranges[0][0] == 0
+    cfg = mapper.small_config(H.shape_qmodel(macro), SMALL)
+
+    def fits_depth(words):
+        names = [n for n, _, _ in cfg.chunks]
+        sized = dataclasses.replace(cfg, **{n: dataclasses.replace(
+            cfg.chunk(n), w_words=words - len(names) + 1 if k == 0 else 1)
+            for k, n in enumerate(names)})
+        return not R.shortfalls(R.estimate(sized, "icebreaker"), "icebreaker")
+    for lo, hi in fit.ranges:
+        assert fits_depth(max(lo, 3)) and fits_depth(hi) and not fits_depth(hi + 1)
+        assert lo == 0 or not fits_depth(lo - 1)
+    gen, seen = torch.Generator().manual_seed(5), set()
+    for _ in range(12):
+        choices = space.random(gen)
+        arch = space.arch(choices)
+        words, act = fit.amounts(choices)
+        g = torch.zeros(fit.words.shape, dtype=torch.float64)
+        g[range(len(choices)), choices] = 1.0
+        ok = fits_up5k(arch)
+        assert (float(fit.misfit(g)) == 0) == ok
+        seen.add(ok)
+        if ok:
+            qm = H.shape_qmodel(arch)
+            prog = compile_model(qm, mapper.small_config(qm, SMALL))
+            assert words == sum(len(w) for c in ("clp", "slp", "alp")
+                                for w in prog.images.get(c, {}).values())
+            params = sum(len(w) for w in prog.images["act"].values()) * 2  # 2-byte words
+            assert act - params == max(H.pair_bytes(L, 2) for L in H.arch_layers(arch))
+    assert seen == {True, False}
+    assert H.HwCost(space, BOARD).fit_tables(LANES) is None
+
+
+def test_fit_term_steers_a_wide_alpha_to_a_network_that_fits(monkeypatch):
+    """alpha favours the widest choices, the budget is their cost (the cycle term does not
+    pull): the alpha steps on the Gumbel sample end at a derived network that fits the
+    UP5K with the fit term, and at one that does not without it."""
+    from sw.search import search as S
+    macro = arch_mod.load(REPO / "archs/default/arch.json")
+    acc = up5k_accel(macro)
+    space = up5k_space(macro, acc)
+    hw, mask = H.HwCost(space, "icebreaker"), space.mask()
+    start = torch.zeros(space.n_blocks, len(CHOICES))
+    for j, (op, k, e) in enumerate(CHOICES):
+        start[:, j] = 1.0 if e == 6 else 0.0
+    fixed, table = hw.table("cycles", acc)
+    wide, budget, _ = S.derive(space, start, fixed, table, math.inf)[0]
+    assert not fits_up5k(space.arch(wide))
+    cfg = SearchConfig(board="icebreaker", budget=budget)
+    derived, on = {}, S.FIT_WEIGHT
+    for weight in (on, 0.0):
+        monkeypatch.setattr(S, "FIT_WEIGHT", weight)
+        term = CostTerm(hw, cfg, budget, energy_ref=1.0)
+        term.refresh(acc)
+        alpha = start.clone().requires_grad_(True)
+        opt = torch.optim.Adam([alpha], lr=0.05, betas=(0.5, 0.999))
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(100):
+            g = gumbel(alpha, mask, 1.0, gen)
+            loss = term.penalty(g, lam=1.0, dist=probs(alpha, mask))[0]
+            (alpha.grad,) = torch.autograd.grad(loss, alpha)
+            opt.step()
+        derived[weight] = S.derive(space, alpha, fixed, table, math.inf)[0][0]
+    assert fits_up5k(space.arch(derived[on]))
+    assert not fits_up5k(space.arch(derived[0.0]))
 
 
 def test_micro_up5k_search_returns_a_network_that_fits(tmp_path):

@@ -29,6 +29,25 @@ analytic reasons (a tensor larger than one activation memory; the parameters alo
 than one); :func:`fit_error` checks a whole network exactly (``sw.mapper.small_config`` at
 the reference lanes compiles it, and ``sw.resources.estimate`` is within the board's
 budget). On the per-chunk organisation (ECP5) every network of the space fits.
+
+Fit in the loss (:meth:`HwCost.fit_tables`, small organisation only): two network-level
+quantities decide most misfits, and both are a fixed part plus one entry per block choice,
+so the search can cost them on the Gumbel sample as it costs cycles:
+
+- ``weight_words``: the shared weight memory's depth (every layer's weight words at the
+  reference lanes, summed). Whether it fits is not monotone: yosys maps the memory to
+  block RAM until SPRAM is cheaper, so on the UP5K at 4/6/4 lanes a depth fits up to
+  1,280 words (block RAM) and from 8,193 to 16,384 (two SPRAMs), not between (a
+  depth in the gap is pushed up, :func:`out_of_ranges`).
+  :func:`weight_ranges` finds these ranges from ``sw.resources.estimate`` of the macro
+  network's small config with its weight words replaced;
+- ``act_bytes``: the parameters in the activation memory (``param_bytes``, a sum) plus the
+  tensors they sit beside. The compiler puts the parameters above the tensors of the
+  single-port activation memory with most room; a layer's input and output are in
+  different ones, so each holds at least ``min(input, output)`` bytes of every layer
+  (:func:`pair_bytes`): the network's largest such pair, a maximum over the blocks, not a
+  sum. Parameters beyond that room go to the residual memory, which then needs more block
+  RAM than the UP5K has.
 A block's layers do not depend on the other blocks' choices (the macro fixes every width
 and stride), so at fixed lanes the cost of a network is ``fixed + sum_i table[i,
 choice_i]`` and, with choice probabilities ``p``, the expected cost ``fixed + (p *
@@ -262,6 +281,107 @@ def _small_fit(text, board, lanes, word_bytes):
     return "; ".join(R.shortfalls(R.estimate(cfg, board), board)) or None
 
 
+def in_bytes(L, word_bytes):
+    """Bytes of a layer's input tensor in the activation memory."""
+    c, h, w = L.layer.in_shape
+    return h * w * cpad(c, word_bytes)
+
+
+def pair_bytes(L, word_bytes):
+    """``min(input, output)`` bytes of a layer: what both single-port activation memories
+    hold at least while it runs (its input in one, its output in the other)."""
+    return min(in_bytes(L, word_bytes), tensor_bytes(L, word_bytes))
+
+
+def weight_words(layers, acc):
+    """Weight words of ``layers`` on the accelerator ``acc`` (input-channel tiles as the
+    compiler chooses them): the depth they take in the weight memory."""
+    lanes, wb, extra = unpack(acc)
+    return sum(_tiled(L, lanes, wb, extra).w_words(lanes[L.chunk], wb) for L in layers)
+
+
+#: the weight-memory depths :func:`weight_ranges` checks are multiples of this (every
+#: iCE40 block-RAM and SPRAM depth is one, so the estimate is constant in between)
+DEPTH_STEP = 256
+
+
+def weight_ranges(cfg, board, most=1 << 16):
+    """[(lo, hi)]: the total weight words (the shared weight memory's depth, up to
+    ``most``) with which the small config ``cfg`` fits ``board`` (``sw.resources``), the
+    rest of ``cfg`` as it is: every depth from ``lo`` to ``hi``, ascending."""
+    from dataclasses import replace
+    names = [name for name, _, _ in cfg.chunks]
+
+    def fits(words):
+        sized = replace(cfg, **{n: replace(cfg.chunk(n), w_words=max(1, words - len(names) + 1)
+                                           if k == 0 else 1) for k, n in enumerate(names)})
+        return not R.shortfalls(R.estimate(sized, board), board)
+
+    out, lo = [], None
+    for m in range(most // DEPTH_STEP + 1):
+        ok = fits(m * DEPTH_STEP)
+        if ok and lo is None:
+            lo = max(0, (m - 1) * DEPTH_STEP + 1)
+        if not ok and lo is not None:
+            out.append((lo, (m - 1) * DEPTH_STEP))
+            lo = None
+    if lo is not None:
+        out.append((lo, most))
+    return out
+
+
+def out_of_ranges(x, ranges):
+    """How far ``x`` (a tensor) lies outside the union of ``ranges`` [(lo, hi)], ascending:
+    0 inside, above the last range the distance to its top, in a gap between two ranges
+    the distance up to the next one. Up, not to the nearer end: below a gap is block RAM,
+    which holds little more than the fixed layers' weights (at the UP5K's 4/6/4 lanes 1,280
+    words, 1,012 of them the stem's, head's and classifier's), above it SPRAM; with the
+    nearer end, samples on either side of the gap's middle pulled alpha both ways (a
+    quick UP5K run's derived networks stayed at ~4,600 words, in the gap)."""
+    for lo, hi in ranges:
+        if float(x.detach()) <= hi:
+            return torch.relu(lo - x)
+    return x - ranges[-1][1]
+
+
+@dataclass(frozen=True)
+class FitTables:
+    """What the search's fit term needs (:meth:`HwCost.fit_tables`): per quantity a fixed
+    part and a [blocks, choices] table; the weight words' feasible ranges; the activation
+    memory's size."""
+    words_fixed: float
+    words: torch.Tensor
+    ranges: list
+    params_fixed: float
+    params: torch.Tensor
+    pairs_fixed: float
+    pairs: torch.Tensor
+    act_bytes: int
+
+    def misfit(self, g):
+        """How far the sample ``g`` [blocks, choices] lies outside what fits, relative to
+        each limit, summed: the weight words' distance to a feasible range
+        (:func:`out_of_ranges`, over the largest feasible depth) and the activation memory's overflow (parameters plus
+        the largest tensor pair, over its size)."""
+        g = g.double()
+        words = self.words_fixed + (g * self.words).sum()
+        top = max(hi for _, hi in self.ranges)
+        act = (self.params_fixed + (g * self.params).sum()
+               + torch.max((g * self.pairs).sum(-1).max(), torch.tensor(self.pairs_fixed,
+                                                                      dtype=g.dtype)))
+        return out_of_ranges(words, self.ranges) / top + torch.relu(act - self.act_bytes) / \
+            self.act_bytes
+
+    def amounts(self, choices):
+        """(weight words, activation bytes) of one network (choice per block)."""
+        g = torch.zeros(self.words.shape, dtype=torch.float64)
+        g[range(len(choices)), choices] = 1.0
+        words = self.words_fixed + float((g * self.words).sum())
+        act = self.params_fixed + float((g * self.params).sum()) + max(
+            float((g * self.pairs).sum(-1).max()), self.pairs_fixed)
+        return words, act
+
+
 class HwCost:
     """Per-choice cost tables of a :class:`~sw.search.space.Space` on one board."""
 
@@ -292,6 +412,37 @@ class HwCost:
                            for layers in row] for row in self.choice_layers],
                          dtype=torch.float64)
         return float(fixed), t
+
+    def fit_tables(self, acc):
+        """:class:`FitTables` of the space at the accelerator ``acc`` (the weight words'
+        ranges from the macro network's small config: its other memories as they are);
+        None on the per-chunk organisation, where every network fits."""
+        lanes, wb, extra = unpack(acc)
+        if extra.get("organisation") != "small":
+            return None
+        try:
+            cfg = mapper.small_config(shape_qmodel(self.space.macro), dict(lanes), wb)
+        except (ConfigError, ProgramError, ValueError) as e:
+            raise HwError(f"fit: the macro network does not compile on the small "
+                          f"organisation at {lanes}: {str(e).splitlines()[0]}") from None
+        allowed = [[j in self.space.allowed[i] for j in range(len(CHOICES))]
+                   for i in range(self.space.n_blocks)]
+
+        def table(f):
+            return torch.tensor([[f(layers) if ok else 0.0 for layers, ok in zip(row, oks)]
+                                 for row, oks in zip(self.choice_layers, allowed)],
+                                dtype=torch.float64)
+
+        def pairs(layers):
+            return max((pair_bytes(L, wb) for L in layers), default=0)
+        return FitTables(
+            words_fixed=float(weight_words(self.fixed, acc)),
+            words=table(lambda layers: weight_words(layers, acc)),
+            ranges=weight_ranges(cfg, self.board),
+            params_fixed=float(param_bytes(self.fixed, acc)),
+            params=table(lambda layers: param_bytes(layers, acc)),
+            pairs_fixed=float(pairs(self.fixed)), pairs=table(pairs),
+            act_bytes=extra["act_bytes"])
 
     def choice_fit(self, acc):
         """{(block, choice): reason} for every allowed choice that cannot fit the

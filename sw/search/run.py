@@ -410,6 +410,8 @@ def _progress(s, total, metric):
                  f"{s['expected_cost']:.0f} derived {s['derived_cost']:.0f}")
         if "derived_fits" in s:
             line += f" ({'fits' if s['derived_fits'] == 'fits' else 'does not fit'})"
+        if "misfit_share" in s:
+            line += f" samples not fitting {100 * s['misfit_share']:.0f}%"
     return line
 
 

@@ -11,9 +11,10 @@ Each search step:
    tau)``, the top-2 paths of each block run and are mixed with ``g`` renormalised over
    them; loss ``CE + lam * |cost(g) / budget - 1|`` (TuNAS' absolute reward: the budget
    is a target to use, not only a cap; + ``mu * energy(g) / energy_ref`` for the energy
-   objective), ``cost(g)`` the cost of the sampled architecture ``g`` from the cost tables
-   (FBNet). A penalty on the expected cost under ``softmax(alpha)`` holds only on
-   average: in a quick run it sat at the budget (230k of 233k cycles) while the argmax
+   objective; + ``FIT_WEIGHT * misfit`` of the network drawn and of the most probable
+   one where the board's organisation can run out, :meth:`CostTerm.penalty`),
+   ``cost(g)`` the cost of the sampled architecture ``g`` from the cost tables (FBNet).
+   A penalty on the expected cost under ``softmax(alpha)`` holds only on average: in a quick run it sat at the budget (230k of 233k cycles) while the argmax
    network cost 137-162k.
 
 ``tau`` anneals geometrically from ``tau0`` to ``tau_end`` over the search epochs; ``lam``
@@ -33,6 +34,10 @@ import torch.nn.functional as F
 from .pgp import batches, sample_uniform, set_trainable
 
 NEG = -1e9
+#: weight of the misfit term (:meth:`CostTerm.misfit`; small organisation only): a sample
+#: whose weight words lie 10% of the largest feasible depth outside every feasible range
+#: adds 0.4 to the loss, about what a 40% budget miss adds at ``lam`` 1
+FIT_WEIGHT = 4.0
 
 
 def masked(alpha, mask):
@@ -67,6 +72,12 @@ def top2(g, mask):
     return mixes
 
 
+def straight_through(p):
+    """The one-hot of ``p``'s largest entry per block, with ``p``'s gradient."""
+    hard = F.one_hot(p.detach().argmax(-1), p.shape[-1]).to(p.dtype)
+    return hard - p.detach() + p
+
+
 class CostTerm:
     """Hardware cost of (a distribution over) networks and the penalty of the search
     loss."""
@@ -74,11 +85,13 @@ class CostTerm:
     def __init__(self, hw, cfg, budget, energy_ref):
         self.hw, self.cfg, self.budget, self.energy_ref = hw, cfg, budget, energy_ref
         self.metric = "flops" if cfg.cost == "flops" else "cycles"
-        self.tables = {}
+        self.tables, self.fit = {}, None
 
     def refresh(self, lanes):
-        """Recompute the tables at ``lanes`` = (lanes per chunk, word_bytes)."""
+        """Recompute the tables at ``lanes`` = (lanes per chunk, word_bytes[, extra]), and
+        the fit tables where that organisation can run out (the UP5K's small one)."""
         self.lanes = lanes
+        self.fit = self.hw.fit_tables(lanes)
         self.tables = {m: self.hw.table(m, lanes) for m in
                        {self.metric, "energy" if self.cfg.objective == "energy" else
                         self.metric}}
@@ -89,12 +102,29 @@ class CostTerm:
         fixed, table = self.tables[metric or self.metric]
         return fixed + (p.double() * table).sum()
 
-    def penalty(self, p, lam):
-        e = self.expected(p)
-        loss = lam * (e / self.budget - 1.0).abs()
+    def misfit(self, p):
+        """How far the network of ``p``'s largest entry per block lies outside what fits
+        the board, with the straight-through gradient of ``p`` (0 where every network
+        fits). On a soft sample itself a mixture of networks that do not fit may average
+        to one that does: in the first search epoch of a quick UP5K run (tau 5) no soft
+        sample had a misfit, while 69% of the networks drawn did not fit."""
+        if not self.fit:
+            return torch.zeros((), dtype=torch.float64)
+        return self.fit.misfit(straight_through(p))
+
+    def penalty(self, p, lam, dist=None):
+        """(loss term, cost of ``p``, misfit of ``p``). The fit term is on the network
+        drawn by the sample ``p`` and, given the choice distribution ``dist``, on its
+        most probable network (the derived one): with alpha still flat the draws are
+        random networks, mostly too large for the UP5K, and a term on them alone pushed
+        the derived network, the most probable choice per block, down into the weight
+        memory's gap (quick UP5K runs, 16 alpha steps per epoch: 3,500-4,700 words)."""
+        e, miss = self.expected(p), self.misfit(p)
+        fit = miss + (self.misfit(dist) if dist is not None else 0)
+        loss = lam * (e / self.budget - 1.0).abs() + FIT_WEIGHT * fit
         if self.cfg.objective == "energy":
             loss = loss + self.cfg.energy_weight * self.expected(p, "energy") / self.energy_ref
-        return loss.float(), e.item()
+        return loss.float(), e.item(), miss.item()
 
 
 def search_epoch(trainer, alpha, alpha_opt, cost, space, split_w, split_a, gen, first_step,
@@ -106,21 +136,25 @@ def search_epoch(trainer, alpha, alpha_opt, cost, space, split_w, split_a, gen, 
     trainer.net.train()
     mask = space.mask()
     tau = tau_at(cfg, epoch)
-    loss_sum = acc_sum = arch_ce = seen = 0
+    loss_sum = acc_sum = arch_ce = seen = misfit = misses = 0
     for i, ((xw, yw), (xa, ya)) in enumerate(zip(
             batches(*split_w, cfg.batch_size, gen, flip),
             batches(*split_a, cfg.batch_size, gen, flip))):
         loss, ok = trainer.step(xw, yw, sample_uniform(mask, gen), first_step + i)
         g = gumbel(alpha, mask, tau, gen)
         ce = F.cross_entropy(trainer.net(xa, top2(g, mask)), ya)
-        pen, _ = cost.penalty(g, lam)
+        pen, _, miss = cost.penalty(g, lam, probs(alpha, mask))
+        misfit, misses = misfit + miss, misses + (miss > 0)
         (alpha.grad,) = torch.autograd.grad(ce + pen, alpha)
         alpha_opt.step()
         loss_sum, acc_sum, seen = loss_sum + loss * len(yw), acc_sum + ok, seen + len(yw)
         arch_ce += ce.item() * len(ya)
-    return {"loss": loss_sum / seen, "train_acc": acc_sum / seen, "arch_ce": arch_ce / seen,
-            "tau": tau, "lam": lam,
-            "expected_cost": cost.expected(probs(alpha.detach(), mask)).item()}
+    stats = {"loss": loss_sum / seen, "train_acc": acc_sum / seen, "arch_ce": arch_ce / seen,
+             "tau": tau, "lam": lam,
+             "expected_cost": cost.expected(probs(alpha.detach(), mask)).item()}
+    if cost.fit:          # mean misfit of the samples, and the share that did not fit
+        stats.update(misfit=misfit / (i + 1), misfit_share=misses / (i + 1))
+    return stats
 
 
 def next_lam(lam, derived, budget, window):
