@@ -14,8 +14,9 @@ Each search step:
    objective; + ``FIT_WEIGHT * misfit`` of the network drawn and of the most probable
    one where the board's organisation can run out, :meth:`CostTerm.penalty`),
    ``cost(g)`` the cost of the sampled architecture ``g`` from the cost tables (FBNet).
-   A penalty on the expected cost under ``softmax(alpha)`` holds only on average: in a quick run it sat at the budget (230k of 233k cycles) while the argmax
-   network cost 137-162k.
+   A penalty on the expected cost under ``softmax(alpha)`` holds only on average: in a
+   quick run it sat at the budget (230k of 233k cycles) while the argmax network cost
+   137-162k.
 
 ``tau`` anneals geometrically from ``tau0`` to ``tau_end`` over the search epochs; ``lam``
 doubles after an epoch whose derived network (argmax) lies outside the window
