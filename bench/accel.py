@@ -80,7 +80,8 @@ def ooc_build(cfg, board, out, log=print):
         return None
     log(f"{board}: nextpnr ({time.time() - t0:.0f} s so far) ...")
     subprocess.run([tool(pnr), *device, "--json", "accel.json", "--freq", str(mhz),
-                    "--timing-allow-fail", "--router", "router2", "--log", "pnr.log"],
+                    "--timing-allow-fail", "--router", "router2", "--log", "pnr.log",
+                    "--report", "report.json"],
                    cwd=out, capture_output=True, text=True)
     log(f"{board}: done in {time.time() - t0:.0f} s")
     return parse_nextpnr_log((out / "pnr.log").read_text()) if (out / "pnr.log").exists() \

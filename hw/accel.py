@@ -162,7 +162,7 @@ class Accelerator(wiring.Component):
         host_rd_bank = host.rd_addr[slot_bits:] if S > 1 else 0
         rd_data = []
         for s, bank in enumerate(banks):
-            rd, res, wr = bank.rd, bank.res, bank.wr
+            rd, res, wr = bank.rd, bank.res, self._bank_write_port(m, bank, s)
             rd_data.append((rd.data, res.data))
             # Owner flags are registered (from the start pulse on), so a bank's port muxes
             # select from flip-flops; a flag outlives its layer by one idle cycle.
@@ -191,7 +191,7 @@ class Accelerator(wiring.Component):
             p_rd = params.read_port()
             m.d.comb += [
                 engine.w_rd.data.eq(self._single_port(m, wmems[name], engine.w_rd.addr, running,
-                                                      self.engine_chunks[name])),
+                                                      self.engine_chunks[name], f"w_{name}")),
                 p_rd.addr.eq(engine.p_rd.addr), p_rd.en.eq(engine.p_rd.en),
                 engine.p_rd.data.eq(p_rd.data),
                 engine.act_rd.data.eq(Array(rd for rd, _ in rd_data)[slot_of[name]]),
@@ -204,30 +204,58 @@ class Accelerator(wiring.Component):
             m.d.comb += [wp.addr.eq(engine.p_wr.addr), wp.data.eq(engine.p_wr.data),
                          wp.en.eq(engine.p_wr.en)]
         else:
-            self._host_write(m, params, ["param"], running)
-        self._host_write(m, prog, ["prog"], running)
+            self._host_write(m, params, ["param"], running, "params")
+        self._host_write(m, prog, ["prog"], running, "prog")
         return m
 
-    def _host_write(self, m, mem, names, running, addr=None):
-        """The host's write port on ``mem`` (protocol memories ``names``), between runs;
-        ``addr``: the port's address if not the host's."""
-        wp = mem.write_port()
+    def _bank_write_port(self, m, bank, s):
+        """The write port the bank muxes drive. Per-chunk organisations (many block RAMs
+        spread over the die) register it once more next to the bank: a write lands a cycle
+        later, which no reader sees (a tensor is read only by a later layer, which starts
+        several cycles after the writer's last byte; the host reads logits only after
+        ``O``), and the mux logic no longer shares a path with the wires to every block
+        RAM of the bank. The shared engine (small FPGAs, logic-bound) drives it directly."""
+        if self.cfg.shared_engine:
+            return bank.wr
+        wr = bank.wr.signature.create(path=(f"act{s}_wr",))
+        m.d.sync += [bank.wr.addr.eq(wr.addr), bank.wr.data.eq(wr.data), bank.wr.en.eq(wr.en)]
+        return wr
+
+    def _host_side(self, m, mem, names, label):
+        """The host's ``(address, data, enable)`` for ``mem`` (protocol memories ``names``).
+        Per-chunk organisations take a registered copy per memory (placed next to it: the
+        host's registers would otherwise drive every far block RAM directly); the host
+        writes only between runs, so a cycle later changes nothing. The shared engine
+        (small FPGAs, logic-bound) uses the host's own."""
         host = self.host
-        m.d.comb += [wp.addr.eq(host.wr_addr if addr is None else addr),
-                     wp.data.eq(host.wr_data),
-                     wp.en.eq(~running & host.wr_en
-                              & Cat(host.wr_mem == protocol.MEM_ID[n] for n in names).any())]
+        en = host.wr_en & Cat(host.wr_mem == protocol.MEM_ID[n] for n in names).any()
+        if self.cfg.shared_engine:
+            return host.wr_addr, host.wr_data, en
+        width = Shape.cast(mem.shape).width               # the bits this memory keeps
+        addr = Signal.like(host.wr_addr, name=f"{label}_host_addr")
+        data = Signal(width, name=f"{label}_host_data")
+        en_q = Signal(name=f"{label}_host_en")
+        m.d.sync += [addr.eq(host.wr_addr), data.eq(host.wr_data[:width]), en_q.eq(en)]
+        return addr, data, en_q
+
+    def _host_write(self, m, mem, names, running, label):
+        """The host's write port on ``mem`` (protocol memories ``names``), between runs
+        (``label`` names its signals)."""
+        wp = mem.write_port()
+        addr, data, en = self._host_side(m, mem, names, label)
+        m.d.comb += [wp.addr.eq(addr), wp.data.eq(data), wp.en.eq(~running & en)]
         return wp
 
-    def _single_port(self, m, mem, addr, running, names):
+    def _single_port(self, m, mem, addr, running, names, label):
         """One read/write port on ``mem`` (a weight memory): ``addr`` reads while a program
         runs, the host writes between runs. A single-port memory is what iCE40 SPRAM
         offers (its reads are disabled during writes). Returns the read data."""
-        shared = Signal.like(addr)
-        m.d.comb += shared.eq(Mux(running, addr, self.host.wr_addr))
-        wp = self._host_write(m, mem, names, running, shared)
-        rd = mem.read_port()
-        m.d.comb += [rd.addr.eq(shared), rd.en.eq(~wp.en)]
+        h_addr, h_data, h_en = self._host_side(m, mem, names, label)
+        shared = Signal.like(addr, name=f"{label}_addr")
+        wp, rd = mem.write_port(), mem.read_port()
+        m.d.comb += [shared.eq(Mux(running, addr, h_addr)),
+                     wp.addr.eq(shared), wp.data.eq(h_data), wp.en.eq(~running & h_en),
+                     rd.addr.eq(shared), rd.en.eq(~wp.en)]
         return rd.data
 
     def _chunk_controller(self, m, name, engine, prog_rd, running, images, slot_img, progress,
