@@ -16,6 +16,17 @@ a seed table to its .md:
     .venv/bin/python bench/search.py --variance archs/searched/baselines.json --int \
         --threads 1 [--nets searched,"conv space"] [--seeds 1,2]
 
+``--place``: the network of another search (``--search``, e.g. one on another board)
+trained by the protocol of a baselines JSON (its ``--epochs``, training and test images,
+in the image order of the JSON's search) and put first in a copy of its table (``--out``),
+the JSON's rows kept as baselines (their trained accuracies; its ``searched`` row renamed
+``searched (<board>)``), every row costed again: on ``--search``'s board on that search's
+reference accelerator, on the other boards on the JSON's search's:
+
+    .venv/bin/python bench/search.py --place archs/searched/baselines.json \
+        --search build/search/searched-ice40 --out archs/searched-ice40/baselines.json \
+        --int --threads 2
+
 ``--recost``: the table's networks costed again with today's cost model and mapper (the
 trained accuracies in the JSON are kept; nothing is trained): the ULX3S-85F reference is
 the one stored in the search's ``--result`` (default: ``result.json`` in the JSON's
@@ -265,6 +276,69 @@ def recost(path, result_path=None, up5k="mapper"):
     return 0
 
 
+def place(path, search_dir, out_path, integer, log=print):
+    """``--place``: the network of ``search_dir`` trained by the protocol of the baselines
+    JSON ``path`` and put first in a copy of its table at ``out_path`` (+ .md)."""
+    from sw.search.run import SearchConfig
+    data = json.loads(Path(path).read_text())
+    base = json.loads(_result_path(data).read_text())
+    base_cfg = SearchConfig(**{k: v for k, v in base["config"].items()
+                               if k in {f.name for f in dataclasses.fields(SearchConfig)}})
+    cfg, space, _, _ = load_search(search_dir)
+    if cfg.macro != base_cfg.macro or cfg.dataset != base_cfg.dataset:
+        raise SystemExit(f"error: {search_dir} searched {cfg.macro} on {cfg.dataset}, the "
+                         f"table's search {base_cfg.macro} on {base_cfg.dataset}")
+    choices, result = searched_choices(space, search_dir)
+    ref = stored_lanes(base["reference_lanes"])
+    ref[cfg.board] = stored_lanes(result["reference_lanes"])[cfg.board]
+    tr_x, tr_y = load_data(cfg.dataset, "train")
+    te_x, te_y = load_data(cfg.dataset, "test")
+    order = train_order(base_cfg, len(tr_y))[:data["train_images"]]
+    train_xy, test_xy = (tr_x[order], tr_y[order]), (te_x[:data["test_images"]],
+                                                      te_y[:data["test_images"]])
+    name = Path(search_dir).name
+    arch = space.arch(choices, name)
+    out = REPO / "build" / "search" / "bench" / "placed" / name
+    rep = train(arch, TrainConfig(dataset=cfg.dataset, epochs=data["epochs"], seed=0), out,
+                resume=True, data=(train_xy, test_xy), log=log)
+    row = {"net": "searched", "how": f"hybrid (searched on {cfg.board}, proxy selection)",
+           "blocks": [b for b in result["blocks"]], "one_shot_val": None,
+           "accuracy": rep["test_accuracy"], "epochs": rep["epochs"],
+           "params": rep["params"]["total"]}
+    if integer:
+        row["integer_accuracy"] = quantised_accuracy(out, train_xy, test_xy)
+    log(f"searched ({name}): {100 * row['accuracy']:.2f}% float"
+        + (f", {100 * row['integer_accuracy']:.2f}% integer" if integer else ""))
+    macro = space.macro
+    full = Space.from_arch(macro, base_cfg.space)
+    rows = [cost_row(row, arch, ref)]
+    for old in data["rows"]:
+        old = {k: v for k, v in old.items()
+               if not k.startswith(("cycles_", "energy_uj_", "own_", "fits_"))}
+        if old["net"] == "searched":
+            old["net"] = f"searched ({data['board']})"
+        tag = old["net"].replace(" (", "-").replace(")", "").replace(" ", "-")
+        rows.append(cost_row(old, full.arch([from_label(b) for b in old["blocks"]], tag),
+                             ref))
+    new = {"search": repo_relative(Path(search_dir).resolve()), "board": cfg.board,
+           "budget": cfg.budget, "epochs": data["epochs"],
+           "train_images": data["train_images"], "test_images": data["test_images"],
+           "baselines": repo_relative(Path(path).resolve()), "rows": rows,
+           "reference": {b: v and _ref_text(v) for b, v in ref.items()},
+           "default_cycles_today": {b: ref[b] and arch_cost(macro, b, "cycles", ref[b])
+                                    for b in BOARDS}}
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(new, indent=1) + "\n")
+    args = argparse.Namespace(epochs=data["epochs"], train_images=data["train_images"],
+                              test_images=data["test_images"])
+    table = write_table(rows, argparse.Namespace(budget=cfg.budget, board=cfg.board), args,
+                        new)
+    out_path.with_suffix(".md").write_text(table)
+    print(table)
+    return 0
+
+
 def searched_choices(space, search_dir):
     """(choices, result.json's dict) of the network a search selected."""
     result = json.loads((Path(search_dir) / "result.json").read_text())
@@ -307,9 +381,17 @@ def main(argv=None):
     ap.add_argument("--up5k-lanes", default="mapper", metavar="mapper|none|CLP,SLP,ALP",
                     help="the iCE40UP5K reference: the mapper's pick for the macro network "
                          "(default), the small organisation with these lanes, or none")
+    ap.add_argument("--place", metavar="JSON", help="put --search's network, trained by "
+                    "this baselines JSON's protocol, first in a copy of its table (--out)")
+    ap.add_argument("--out", help="with --place: the JSON to write (and its .md)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.place:
+        if not (args.search and args.out):
+            ap.error("--place needs --search and --out")
+        return place(args.place, args.search, args.out, args.int,
+                     lambda t: print(t, flush=True))
     if args.recost:
         return recost(args.recost, args.result, args.up5k_lanes)
     if args.variance:
