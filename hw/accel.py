@@ -184,9 +184,13 @@ class Accelerator(wiring.Component):
                     wr.addr.eq(host.wr_addr), wr.data.eq(host.wr_data),
                     wr.en.eq(Mux(host.wr_en & (host.wr_mem == protocol.MEM_ID["act"])
                                  & (host_bank == s), (1 << cfg.word_bytes) - 1, 0))]
-        host_slot = Signal(range(S))
-        m.d.sync += host_slot.eq(host_rd_bank)     # read data arrives a cycle later
-        m.d.comb += host.rd_data.eq(Array(res for _, res in rd_data)[host_slot])
+        # the host's reads: each bank's data registered as it arrives, then the slot's
+        # (HostBridge.READ_LATENCY: the address's bank two cycles on)
+        host_slot = [Signal(range(S), name=f"host_slot{i}") for i in range(2)]
+        m.d.sync += [host_slot[0].eq(host_rd_bank), host_slot[1].eq(host_slot[0])]
+        host_res = [Signal.like(res, name=f"act{s}_host_rd") for s, (_, res) in enumerate(rd_data)]
+        m.d.sync += [q.eq(res) for q, (_, res) in zip(host_res, rd_data)]
+        m.d.comb += host.rd_data.eq(Array(host_res)[host_slot[1]])
         for name, engine in self.engines.items():
             p_rd = params.read_port()
             m.d.comb += [

@@ -1,7 +1,7 @@
 """Host bridge: the byte protocol of :mod:`hw.protocol` over two byte streams.
 
 Decodes commands from ``i``, writes memory words through a simple bus (``wr_*``), reads
-activation words (``rd_*``, one cycle latency) and replies on ``o``; flow control both
+activation words (``rd_*``: data :attr:`HostBridge.READ_LATENCY` cycles after ``rd_en``) and replies on ``o``; flow control both
 ways, at most one byte per cycle each way. An input write (``I``) and a run's inputs carry
 only the low ``k`` bytes of each activation word; the bridge fills the rest of the word
 with zeros (``k = 1``: one byte per pixel of a one-channel image, the word the byte's
@@ -25,6 +25,11 @@ class HostBridge(wiring.Component):
     """``mem_bits``: bits of a word of each memory, in :data:`hw.protocol.MEMORIES` order
     (0 for an absent memory); ``act_bits``: bits of an activation word; ``slots`` (a power
     of two) image slots of ``2**slot_shift`` activation words each."""
+
+    #: cycles from ``rd_en`` to ``rd_data``: the block RAM's, and a register per bank in the
+    #: accelerator (a far block RAM's depth mux drives only a flip-flop, not the slot mux
+    #: and the read-word shifter). A source with less latency holds its data (read enable).
+    READ_LATENCY = 2
 
     def __init__(self, mem_bits, act_bits, slots=1, slot_shift=0):
         if len(mem_bits) != len(protocol.MEMORIES):
@@ -157,7 +162,9 @@ class HostBridge(wiring.Component):
             with m.State("READ"):
                 with m.If(idle_tx & (rd_left == 0)):
                     m.d.comb += self.rd_en.eq(1)
-                    m.next = "READ_WAIT"
+                    m.next = "READ_PIPE"
+            with m.State("READ_PIPE"):
+                m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
                 m.d.sync += [rd_word.eq(self.rd_data), rd_left.eq(self.act_bytes),
                              addr.eq(addr + 1), count.eq(count - 1)]

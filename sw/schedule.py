@@ -19,6 +19,7 @@ exceeds.
 import numpy as np
 
 from hw.accel import prog_beats
+from hw.host import HostBridge
 from sw.costmodel import compiled_layer_cycles
 from sw.program import cpad
 
@@ -62,9 +63,9 @@ def _run(chunks, deltas, cycles, S, in_words, in_k, out_bytes, images, word_byte
     """``beats``: program words per descriptor (each extra one a cycle per walk step)."""
     P = len(chunks)
     skip, fetch = SKIP + beats - 1, FETCH + beats - 1
-    # the bridge: 'O', then per logits word a read, a wait and two cycles per byte sent;
-    # per input word one cycle per byte received (in_k of them) and one to store it
-    out_cycles = 2 + out_bytes // word_bytes * (2 * word_bytes + 3)
+    # the bridge: 'O', then per logits word a read, the read latency and two cycles per
+    # byte sent; per input word one cycle per byte received (in_k of them) and one to store
+    out_cycles = 2 + out_bytes // word_bytes * (2 * word_bytes + 2 + HostBridge.READ_LATENCY)
     in_cycles = in_words * (in_k + 1) + 1
     clock = {c: 0 for c in set(chunks)}
     done = {}                                  # (image, layer) -> cycle the layer is done
