@@ -212,28 +212,32 @@ class Accelerator(wiring.Component):
         self._host_write(m, prog, ["prog"], running, "prog")
         return m
 
+    @property
+    def _write_registers(self):
+        """Whether memory write ports get a register next to the memory: per-chunk
+        organisations (many block RAMs spread over the die, so a register's far wires
+        would otherwise follow mux logic or the host's registers); not the shared engine
+        (small FPGAs, logic-bound, few memories)."""
+        return not self.cfg.shared_engine
+
     def _bank_write_port(self, m, bank, s):
-        """The write port the bank muxes drive. Per-chunk organisations (many block RAMs
-        spread over the die) register it once more next to the bank: a write lands a cycle
-        later, which no reader sees (a tensor is read only by a later layer, which starts
-        several cycles after the writer's last byte; the host reads logits only after
-        ``O``), and the mux logic no longer shares a path with the wires to every block
-        RAM of the bank. The shared engine (small FPGAs, logic-bound) drives it directly."""
-        if self.cfg.shared_engine:
+        """The write port the bank muxes drive, registered next to the bank when
+        :attr:`_write_registers`: a write lands a cycle later, which no reader sees (a
+        tensor is read only by a later layer, which starts several cycles after the
+        writer's last byte; the host reads logits only after ``O``)."""
+        if not self._write_registers:
             return bank.wr
         wr = bank.wr.signature.create(path=(f"act{s}_wr",))
         m.d.sync += [bank.wr.addr.eq(wr.addr), bank.wr.data.eq(wr.data), bank.wr.en.eq(wr.en)]
         return wr
 
     def _host_side(self, m, mem, names, label):
-        """The host's ``(address, data, enable)`` for ``mem`` (protocol memories ``names``).
-        Per-chunk organisations take a registered copy per memory (placed next to it: the
-        host's registers would otherwise drive every far block RAM directly); the host
-        writes only between runs, so a cycle later changes nothing. The shared engine
-        (small FPGAs, logic-bound) uses the host's own."""
+        """The host's ``(address, data, enable)`` for ``mem`` (protocol memories ``names``),
+        a registered copy per memory when :attr:`_write_registers` (the host writes these
+        memories only between runs, so a cycle later changes nothing)."""
         host = self.host
         en = host.wr_en & Cat(host.wr_mem == protocol.MEM_ID[n] for n in names).any()
-        if self.cfg.shared_engine:
+        if not self._write_registers:
             return host.wr_addr, host.wr_data, en
         width = Shape.cast(mem.shape).width               # the bits this memory keeps
         addr = Signal.like(host.wr_addr, name=f"{label}_host_addr")

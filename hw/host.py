@@ -1,8 +1,8 @@
 """Host bridge: the byte protocol of :mod:`hw.protocol` over two byte streams.
 
 Decodes commands from ``i``, writes memory words through a simple bus (``wr_*``), reads
-activation words (``rd_*``: data :attr:`HostBridge.READ_LATENCY` cycles after ``rd_en``) and replies on ``o``; flow control both
-ways, at most one byte per cycle each way. An input write (``I``) and a run's inputs carry
+activation words (``rd_*``: data :attr:`HostBridge.READ_LATENCY` cycles after ``rd_en``)
+and replies on ``o``; flow control both ways, at most one byte per cycle each way. An input write (``I``) and a run's inputs carry
 only the low ``k`` bytes of each activation word; the bridge fills the rest of the word
 with zeros (``k = 1``: one byte per pixel of a one-channel image, the word the byte's
 value). During a run it serves the image slots in image order: when image ``next_image``
@@ -82,6 +82,8 @@ class HostBridge(wiring.Component):
 
         rd_left = Signal(range(self.act_bytes + 1))
         rd_word = Signal(8 * self.act_bytes)
+        rd_pipe = Signal(self.READ_LATENCY)     # rd_en, delayed: the data is in at the top
+        m.d.sync += rd_pipe.eq(Cat(self.rd_en, rd_pipe[:-1]))
         # run arguments: images, input and output tensors (word offsets within a slot); they
         # stay in ``hdr`` while the run lasts (no command is decoded before it ends)
         images, in_addr, in_words, out_addr, out_words = (hdr[i:i + 16]
@@ -162,13 +164,12 @@ class HostBridge(wiring.Component):
             with m.State("READ"):
                 with m.If(idle_tx & (rd_left == 0)):
                     m.d.comb += self.rd_en.eq(1)
-                    m.next = "READ_PIPE"
-            with m.State("READ_PIPE"):
-                m.next = "READ_WAIT"
+                    m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
-                m.d.sync += [rd_word.eq(self.rd_data), rd_left.eq(self.act_bytes),
-                             addr.eq(addr + 1), count.eq(count - 1)]
-                m.next = "READ_SEND"
+                with m.If(rd_pipe[-1]):
+                    m.d.sync += [rd_word.eq(self.rd_data), rd_left.eq(self.act_bytes),
+                                 addr.eq(addr + 1), count.eq(count - 1)]
+                    m.next = "READ_SEND"
             with m.State("READ_SEND"):
                 with m.If(idle_tx):
                     with m.If(rd_left != 0):
