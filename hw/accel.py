@@ -41,7 +41,7 @@ def program_layout(cfg):
         "chunk": 2, "last": 1,
         "delta": 3,          # the chunk runs this layer for image (iteration - delta)
         "desc": descriptor_layout(cfg.act_addr_bits, cfg.w_addr_bits, cfg.p_base_bits,
-                                  cin_tile=cfg.cin_tile),
+                                  cin_tile=cfg.cin_tile, pixels=cfg.pixels),
     })
 
 
@@ -79,7 +79,7 @@ class Accelerator(wiring.Component):
                                m_width=cfg.m_width, rq_width=cfg.rq_width,
                                addr_bits=cfg.act_addr_bits, w_addr_bits=cfg.w_addr_bits,
                                p_addr_bits=cfg.p_addr_bits, params_in_act=cfg.params_in_act,
-                               drain=cfg.drain, cin_tile=cfg.cin_tile)
+                               drain=cfg.drain, cin_tile=cfg.cin_tile, pixels=cfg.pixels)
             for ename, names in self.engine_chunks.items()}
         some = next(iter(self.engines.values())).signature.members
         self.act_shape = some["act_rd"].signature.members["data"].shape

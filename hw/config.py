@@ -67,6 +67,8 @@ class AccelConfig:
                                   # (1: none; the compiler tiles a layer when faster)
     drain: int = 1                # sums each engine requantises and writes per cycle (its
                                   # requantisers; parameter words hold this many channels)
+    pixels: int = 1               # output pixels a lanewise layer computes side by side
+                                  # (1: one; the compiler blocks a layer when faster)
     m_width: int = 16             # requant multiplier
     rq_width: int = 48            # requant intermediates
     shared_engine: bool = False   # one engine (sequencer, drain, requantiser) and one weight
@@ -100,6 +102,10 @@ class AccelConfig:
             raise ConfigError(f"cin_tile: {self.cin_tile} exceeds word_bytes {self.word_bytes} "
                               "(a beat's channels come from one activation word)")
         _pow2("drain", self.drain, 1, 8)
+        _int("pixels", self.pixels, 1, 16)
+        if self.pixels > 1 and self.shared_engine:
+            raise ConfigError(f"pixels: {self.pixels} needs an engine per chunk (not "
+                              "shared_engine)")
         if self.drain > 1:
             bad = [f"{name}.lanes {c.lanes}" for name, _, c in self.chunks if c.lanes % self.drain]
             if 2 * self.drain > self.word_bytes or self.params_in_act or bad \

@@ -17,6 +17,12 @@ descriptor, ``sw`` side):
   one activation word feeds all lanes. Taps per output: ``kernel^2``. ``lanes //
   word_bytes`` groups share the weight words (group ``g`` takes the word's lanes from
   ``(g % subs) * word_bytes``), so no weight word is mostly empty.
+  *Pixel blocks* (descriptor ``pixels_m1`` ``P - 1``, an engine built with ``pixels``
+  > 1): lanes ``p*word_bytes ..`` compute output pixel ``ox + p`` of a block of ``P``;
+  the ``kw`` loop walks the block's ``span = (P-1)*stride + K`` input pixels of each
+  kernel row (taps per block: ``K * span``), and pixel ``p`` takes the weights and the
+  tap-valid flag pixel ``p - 1`` had ``stride`` beats before (a register chain), so it
+  adds tap ``t - p*stride`` of beat ``t`` and nothing (``x = w = 0``) outside its taps.
 
 Loops: ``g`` (lane group) > ``oy`` > ``ox`` > ``kh`` > ``kw`` > ``c``; addresses advance by
 additions only (the descriptor carries the strides). A tap outside the input is padding:
@@ -27,9 +33,9 @@ through the parameter memory (``drain`` words of ``M``, ``B + 2^(S-1)`` per addr
 residual read and ``drain`` :class:`~hw.requant.Requantizer` s into byte writes (two bytes,
 little-endian, per output of a ``wide`` layer: the 16-bit logits), all in one activation
 word. An output's last tap issues when its sums (``SUMS_LATENCY`` cycles later) will find
-the shadow's last lanes draining or the shadow empty, and no other sums are on their way:
-outputs are at least ``max(taps, ceil(valid lanes / drain), SUMS_LATENCY + 1)`` cycles
-apart.
+the shadow's last lanes draining or the shadow empty (several outputs' sums may be on
+their way, each with its tag of output address and lanes): outputs are at least
+``max(taps, ceil(valid lanes / drain))`` cycles apart.
 
 Activations are bytes in ``word_bytes``-wide words, HWC order, channel stride ``cpad``
 (a multiple of ``word_bytes``). Memories are outside: the engine drives two activation
@@ -39,7 +45,8 @@ All reads are synchronous (data the cycle after the address) and enabled every c
 (residual reads: while a residual layer drains);
 every memory output is registered as it arrives, before any logic (byte select, slot
 mux outside, PEs, requantiser), so a far block RAM only drives a wire to a flip-flop.
-Latency from a tap's issue to its PE beat: 3 cycles; from a drained lane to its byte write:
+Latency from a tap's issue to its PE beat: 3 cycles, to its sums ``SUMS_LATENCY``; from a
+drained lane to its byte write:
 3 + ``Requantizer.LATENCY`` cycles.
 """
 from typing import NamedTuple
@@ -48,7 +55,7 @@ from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, Value, signed, 
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.pe import PERow, _check_width, weight_layout
+from hw.pe import PE, PERow, _check_width, weight_layout
 from hw.requant import Requantizer
 
 __all__ = ["LayerEngine", "RowSpec", "descriptor_layout", "param_layout"]
@@ -68,15 +75,24 @@ class RowSpec(NamedTuple):
         return self.lanes * Shape.cast(weight_layout(self.kind, self.w_width)).width
 
 
-def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6, cin_tile=1):
+def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6, cin_tile=1,
+                      pixels=1):
     """Fields of one layer descriptor. Byte addresses are signed (``addr_bits + 2``):
     padding taps start before the tensor. ``p_addr_bits``: bits of ``p_base`` (a parameter
     memory address, or an activation word address when parameters live there). The
-    ``tiled`` flag exists when the engine has a ``cin_tile``."""
+    ``tiled`` flag exists when the engine has a ``cin_tile``, the pixel-block fields when
+    it has ``pixels``."""
     a = signed(addr_bits + 2)
+    blocks = {
+        "pixels_m1": 4,         # output pixels of a block less one (lanewise)
+        "span_m1": 5,           # input pixels of a block's kernel row less one (kw bound)
+        "ox_step": 6,           # input columns between blocks: pixels * stride
+        "out_step": a,          # output bytes between blocks: pixels * out_cpad
+    } if pixels > 1 else {}
     return data.StructLayout({
         "lanewise": 1,          # 1: lanewise mode, 0: broadcast mode
         **({"tiled": 1} if cin_tile > 1 else {}),   # broadcast over cin_tile channels
+        **blocks,
         "in_h": 8, "in_w": 8,   # input size (padding bounds)
         # loop bounds less one (the loop-end compares then see flip-flops only)
         "out_h_m1": 8, "out_w_m1": 8,
@@ -87,7 +103,7 @@ def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6, cin_til
         "in_start": a,          # in_base - pad*row_stride - pad*in_cpad
         "in_cpad": a,           # byte stride between input pixels
         "row_stride": a,        # in_w * in_cpad
-        "col_step": a,          # stride * in_cpad
+        "col_step": a,          # stride * in_cpad (pixels * stride * in_cpad)
         "row_step": a,          # stride * row_stride
         "out_base": a,
         "res_off": a,           # residual byte address - output byte address
@@ -121,16 +137,22 @@ class LayerEngine(wiring.Component):
     ``w_addr_bits``, ``p_addr_bits``. ``drain``: sums requantised and written per cycle
     (1, or a power of two dividing every row's lanes with ``2 * drain <= word_bytes``).
     ``cin_tile``: input channels a tiled broadcast layer takes per beat (1: no tiling, or a
-    power of two up to ``word_bytes``). A weight word holds one weight per lane of the row
+    power of two up to ``word_bytes``). ``pixels``: output pixels a lanewise layer may
+    compute side by side (1, or up to 16 for a one-row engine; the row holds
+    ``lanes // word_bytes`` of them). A weight
+    word holds one weight per lane of the row
     (several rows: the low bits of a word as wide as the widest row's).
     Control: pulse ``start`` with ``desc`` valid; ``busy`` stays high until the last
     output byte is written; ``desc`` must hold while busy. One tap per cycle for all lanes.
     """
 
-    SUMS_LATENCY = 4   # cycles from a last tap's issue to its sums at the shadow
+    #: cycles from a last tap's issue to its sums at the shadow: address, memory output
+    #: and operand registers, then the PEs
+    SUMS_LATENCY = 3 + PE.LATENCY
 
     def __init__(self, rows, *, word_bytes=4, m_width=16, rq_width=48, addr_bits=16,
-                 w_addr_bits=12, p_addr_bits=10, params_in_act=False, drain=1, cin_tile=1):
+                 w_addr_bits=12, p_addr_bits=10, params_in_act=False, drain=1, cin_tile=1,
+                 pixels=1):
         rows = [RowSpec(*r) for r in rows]
         if not rows:
             raise ValueError("rows: an engine needs at least one PE row")
@@ -149,11 +171,14 @@ class LayerEngine(wiring.Component):
         if cin_tile not in (1, 2, 4, 8, 16) or cin_tile > word_bytes:
             raise ValueError(f"cin_tile must be a power of two up to word_bytes {word_bytes}, "
                              f"not {cin_tile!r}")
+        if not isinstance(pixels, int) or not 1 <= pixels <= 16 or (pixels > 1 and len(rows) > 1):
+            raise ValueError(f"pixels must be 1, or up to 16 for a one-row engine, not "
+                             f"{pixels!r}")
         for name, value in (("addr_bits", addr_bits), ("w_addr_bits", w_addr_bits),
                             ("p_addr_bits", p_addr_bits)):
             _check_width(name, value, 1, 24)
         self.specs, self.lanes, self.word_bytes, self.drain = rows, lanes, word_bytes, drain
-        self.cin_tile = cin_tile
+        self.cin_tile, self.pixels = cin_tile, pixels
         self.acc_width = max(r.acc_width for r in rows)
         self.addr_bits = addr_bits
         self.rows = [PERow(r.kind, r.lanes, x_width=8, w_width=r.w_width,
@@ -168,7 +193,7 @@ class LayerEngine(wiring.Component):
         self.params_in_act = params_in_act
         self.desc_layout = descriptor_layout(addr_bits, w_addr_bits,
                                              act_addr if params_in_act else p_addr_bits,
-                                             cin_tile=cin_tile)
+                                             cin_tile=cin_tile, pixels=pixels)
         members = {
             "start": In(1),
             "busy": Out(1),
@@ -198,6 +223,8 @@ class LayerEngine(wiring.Component):
         d = self.desc
         lanes, V, D, T = self.lanes, self.word_bytes, self.drain, self.cin_tile
         tiled = d.tiled if T > 1 else 0
+        Pg = min(self.pixels, lanes // V)         # pixel groups of lanes (1: no blocks)
+        block = (d.lanewise & (d.pixels_m1 != 0)) if Pg > 1 else 0
         ws = V.bit_length() - 1
         a_shape = signed(self.addr_bits + 2)
 
@@ -230,6 +257,9 @@ class LayerEngine(wiring.Component):
         # registers set with their counters: `issue` (which enables every counter) and the
         # loop-end compares see flip-flops only
         cin_m1, k_m1 = d.cin_m1, d.kernel_m1
+        span_m1 = d.span_m1 if Pg > 1 else k_m1          # the kw loop's bound
+        ox_step = d.ox_step if Pg > 1 else d.stride      # input columns per ox step
+        out_step = d.out_step if Pg > 1 else d.out_cpad  # output bytes per ox step
         last_c, last_kw, last_kh = Signal(), Signal(), Signal()
         last_ox, last_oy, last_g = ox == d.out_w_m1, oy == d.out_h_m1, g == d.groups_m1
         first_tap = (c == 0) & (kw == 0) & (kh == 0)
@@ -238,15 +268,19 @@ class LayerEngine(wiring.Component):
         # ---- pipeline registers -----------------------------------------------------------
         subs = max(spec.lanes // V for spec in self.specs)   # lanewise groups per weight word
         s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "pad": 1,
-                                       "byte": range(V), "sub": range(subs)}))
+                                       "byte": range(V), "sub": range(subs),
+                                       "kv": 1}))      # kv: a tap of pixel 0 (kw < K)
         s1q = Signal.like(s1)                                   # stage 1b: data registered
         act_q = Signal.like(self.act_rd.data)
         w_q = Signal.like(self.w_rd.data)
-        # output address and channel of the last tap in flight: a last tap issues only when
-        # no sums are on their way (`issue`), so one register serves until they drain
+        # output address, channel and valid lanes of a last tap, travelling with its beat
+        # (tags[0] the cycle after its issue; tags[-1] when its sums reach the shadow)
+        L = self.SUMS_LATENCY
         o_shape = unsigned(self.addr_bits)        # output addresses are never negative
-        tag = Signal(data.StructLayout({"out": o_shape, "ch": 10,
-                                        "n": range(lanes + 1)}))   # n: valid lanes
+        tag_layout = data.StructLayout({"out": o_shape, "ch": 10, "n": range(lanes + 1),
+                                        "nch": range(lanes + 1)})   # valid lanes per word
+        tags = [Signal(tag_layout, name=f"tag{i}") for i in range(L)]
+        tag = tags[-1]
         shadow = Signal(data.ArrayLayout(signed(self.acc_width), lanes))   # shifts out lane 0
         drain_left = Signal(range(lanes + 1))     # valid lanes still to drain
         # running addresses of the lanes being drained (registers: no adder before a memory)
@@ -267,9 +301,8 @@ class LayerEngine(wiring.Component):
             "x": data.ArrayLayout(signed(8), lanes), "w": self.w_rd.data.shape(),
             "first": 1, "last": 1}))
         beat_valid = Signal()
+        pe_valid = Signal(PE.LATENCY - 1)             # beats inside the PEs
         sums_valid = Signal()                         # the selected row's sums are out
-        sums_in_flight = ((s1.valid & s1.last) | (s1q.valid & s1q.last) | (beat_valid & beat.last)
-                          | sums_valid)
         issue = Signal()
         # parameter load (params_in_act): out_c parameters of pl_k activation words each
         pl_k = -(-Shape.cast(self.p_rd.data.shape()).width // (8 * V))
@@ -279,9 +312,18 @@ class LayerEngine(wiring.Component):
         pl_idx = Signal.like(self.p_rd.addr)                # parameter memory address
         loading = Signal()
         # a last tap waits until its sums (SUMS_LATENCY cycles on) cannot land on an
-        # undrained shadow: the shadow takes them while its last lane drains
-        m.d.comb += issue.eq(running & ~(last_tap & ((drain_left > D * (self.SUMS_LATENCY + 1))
-                                                     | sums_in_flight)))
+        # undrained shadow: the shadow takes them while its last lane drains, so last taps
+        # issue at least ceil(valid lanes / drain) cycles apart (`spacing` counts down)
+        n_valid = Signal(range(lanes + 1))      # lanes the drain walks
+        n_ch = Signal(range(lanes + 1))         # valid lanes (per pixel word of a block)
+        spacing = Signal(range(lanes // D + 1))
+        m.d.comb += [n_ch.eq(Mux(ch_left < group_ch, ch_left, group_ch)),
+                     n_valid.eq(Mux(block, (d.pixels_m1 + 1) << ws, n_ch) if Pg > 1 else n_ch),
+                     issue.eq(running & ~(last_tap & (spacing != 0)))]
+        with m.If(issue & last_tap):
+            m.d.sync += spacing.eq(((n_valid + D - 1) >> (D.bit_length() - 1)) - 1)
+        with m.Elif(spacing != 0):
+            m.d.sync += spacing.eq(spacing - 1)
 
         pad = (iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)
         m.d.comb += [
@@ -292,10 +334,11 @@ class LayerEngine(wiring.Component):
         m.d.sync += [
             s1.valid.eq(issue), s1.first.eq(first_tap), s1.last.eq(last_tap),
             s1.pad.eq(pad), s1.byte.eq(a_c[:ws] if ws else 0), s1.sub.eq(sub),
+            s1.kv.eq(kw <= k_m1),
         ]
-        with m.If(issue & last_tap):
-            m.d.sync += [tag.out.eq(o_pix), tag.ch.eq(ch_g),
-                         tag.n.eq(Mux(ch_left < group_ch, ch_left, group_ch))]
+        m.d.sync += [tags[0].out.eq(o_pix), tags[0].ch.eq(ch_g), tags[0].n.eq(n_valid),
+                     tags[0].nch.eq(n_ch),
+                     *(b.eq(a) for a, b in zip(tags, tags[1:]))]
 
         def taps_from(base):
             return [a_kh.eq(base), a_kw.eq(base), a_c.eq(base)]
@@ -313,7 +356,8 @@ class LayerEngine(wiring.Component):
                         w_g.eq(d.w_base), w_t.eq(d.w_base),
                         o_g.eq(d.out_base), o_pix.eq(d.out_base), ch_g.eq(0),
                         ch_left.eq(d.out_c),
-                        last_c.eq(cin_m1 == 0), last_kw.eq(k_m1 == 0), last_kh.eq(k_m1 == 0),
+                        last_c.eq(cin_m1 == 0), last_kw.eq(span_m1 == 0),
+                        last_kh.eq(k_m1 == 0),
                     ]
                     if self.params_in_act:
                         m.d.sync += [pl_addr.eq(d.p_base), pl_left.eq(d.out_c * pl_k),
@@ -332,29 +376,31 @@ class LayerEngine(wiring.Component):
                                      w_t.eq(w_t + 1),
                                      last_c.eq(c + 1 == cin_m1)]
                     with m.Elif(~last_kw):
-                        m.d.sync += [c.eq(0), kw.eq(kw + 1), ix.eq(ix + 1), w_t.eq(w_t + 1),
+                        # (a block's weights advance over the kernel's K taps only)
+                        m.d.sync += [c.eq(0), kw.eq(kw + 1), ix.eq(ix + 1),
+                                     w_t.eq(w_t + (kw < k_m1) if Pg > 1 else w_t + 1),
                                      a_kw.eq(a_kw + d.in_cpad), a_c.eq(a_kw + d.in_cpad),
-                                     last_c.eq(cin_m1 == 0), last_kw.eq(kw + 1 == k_m1)]
+                                     last_c.eq(cin_m1 == 0), last_kw.eq(kw + 1 == span_m1)]
                     with m.Elif(~last_kh):
                         m.d.sync += [c.eq(0), kw.eq(0), kh.eq(kh + 1), w_t.eq(w_t + 1),
                                      ix.eq(ix0), iy.eq(iy + 1), *taps_from(a_kh + d.row_stride),
-                                     last_c.eq(cin_m1 == 0), last_kw.eq(k_m1 == 0),
+                                     last_c.eq(cin_m1 == 0), last_kw.eq(span_m1 == 0),
                                      last_kh.eq(kh + 1 == k_m1)]
                     with m.Else():   # output complete: next pixel, row or lane group
                         m.d.sync += [c.eq(0), kw.eq(0), kh.eq(0), w_t.eq(w_g),
-                                     last_c.eq(cin_m1 == 0), last_kw.eq(k_m1 == 0),
+                                     last_c.eq(cin_m1 == 0), last_kw.eq(span_m1 == 0),
                                      last_kh.eq(k_m1 == 0)]
                         with m.If(~last_ox):
-                            m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + d.stride),
-                                         ix.eq(ix0 + d.stride), iy.eq(iy0),
+                            m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + ox_step),
+                                         ix.eq(ix0 + ox_step), iy.eq(iy0),
                                          a_ox.eq(a_ox + d.col_step), *taps_from(a_ox + d.col_step),
-                                         o_pix.eq(o_pix + d.out_cpad)]
+                                         o_pix.eq(o_pix + out_step)]
                         with m.Elif(~last_oy):
                             m.d.sync += [ox.eq(0), oy.eq(oy + 1), ix0.eq(-d.pad), ix.eq(-d.pad),
                                          iy0.eq(iy0 + d.stride), iy.eq(iy0 + d.stride),
                                          a_oy.eq(a_oy + d.row_step), a_ox.eq(a_oy + d.row_step),
                                          *taps_from(a_oy + d.row_step),
-                                         o_pix.eq(o_pix + d.out_cpad)]
+                                         o_pix.eq(o_pix + out_step)]
                         with m.Elif(~last_g):
                             nxt = a_g + Mux(d.lanewise, V, 0)   # lanewise: next word
                             m.d.sync += [ox.eq(0), oy.eq(0), g.eq(g + 1),
@@ -374,7 +420,8 @@ class LayerEngine(wiring.Component):
                             m.d.sync += running.eq(0)
                             m.next = "FLUSH"
             with m.State("FLUSH"):
-                empty = (~s1.valid & ~s1q.valid & ~beat_valid & ~sums_valid & (drain_left == 0)
+                empty = (~s1.valid & ~s1q.valid & ~beat_valid & ~pe_valid.any() & ~sums_valid
+                         & (drain_left == 0)
                          & ~d1.valid.any() & ~d1q.valid.any() & ~d2_valid.any())
                 with m.If(empty & ~rq_busy.any()):
                     m.next = "IDLE"
@@ -383,9 +430,16 @@ class LayerEngine(wiring.Component):
         # ---- stage 1: memory outputs registered, then bytes selected and registered ----------
         m.d.sync += [s1q.eq(s1), act_q.eq(self.act_rd.data), w_q.eq(self.w_rd.data)]
         x_lanes = Signal(data.ArrayLayout(signed(8), lanes))
+        w_lanewise = Signal(len(Value.cast(w_q)))   # lanes sub*V.. of the word to lanes 0..V-1
+        w_sub = Signal(V * max(spec.w_bits // spec.lanes for spec in self.specs))
+        on = [Signal(name=f"pix_on{p}") for p in range(Pg)]   # pixel p has a tap this beat
+        if Pg > 1:
+            self._pixel_chain(m, s1q, w_sub, w_lanewise, on)
+        else:
+            m.d.comb += [on[0].eq(1), w_lanewise.eq(w_sub)]
         with m.If(d.lanewise):
-            for lane in range(min(lanes, V)):
-                m.d.comb += x_lanes[lane].eq(act_q[lane])
+            for lane in range(min(lanes, Pg * V)):
+                m.d.comb += x_lanes[lane].eq(Mux(on[lane // V], act_q[lane % V], 0))
         if T > 1:
             with m.Elif(tiled):     # lane o*T + j: byte j of the beat's T channels
                 at = s1q.byte[T.bit_length() - 1:]
@@ -397,17 +451,16 @@ class LayerEngine(wiring.Component):
             byte = act_q[s1q.byte] if V > 1 else act_q[0]
             for lane in range(lanes):
                 m.d.comb += x_lanes[lane].eq(byte)
-        w_lanewise = Signal(len(Value.cast(w_q)))   # lanes sub*V.. of the word to lanes 0..V-1
         for spec, sel in zip(self.specs, selected):
             wb = spec.w_bits // spec.lanes
             parts = [Value.cast(w_q)[j * V * wb:(j + 1) * V * wb] for j in range(spec.lanes // V)]
             with m.If(sel):
-                m.d.comb += w_lanewise.eq(Array(parts)[s1q.sub] if len(parts) > 1 else parts[0])
+                m.d.comb += w_sub.eq(Array(parts)[s1q.sub] if len(parts) > 1 else parts[0])
         m.d.sync += [
             beat_valid.eq(s1q.valid),
             beat.first.eq(s1q.first),
             beat.last.eq(s1q.last),
-            beat.w.eq(Mux(d.lanewise, w_lanewise, w_q) if subs > 1 else w_q),
+            beat.w.eq(Mux(d.lanewise, w_lanewise, w_q) if subs > 1 or Pg > 1 else w_q),
             beat.x.eq(Mux(s1q.pad, 0, x_lanes)),
         ]
         for row, spec, sel in zip(self.rows, self.specs, selected):
@@ -417,6 +470,7 @@ class LayerEngine(wiring.Component):
                 row.i.payload.w.as_value().eq(Value.cast(beat.w)[:spec.w_bits]),
                 *(row.i.payload.x[lane].eq(beat.x[lane]) for lane in range(spec.lanes)),
             ]
+        m.d.sync += pe_valid.eq(Cat(beat_valid, pe_valid[:-1]))
         m.d.comb += sums_valid.eq(Cat(row.o.valid for row in self.rows).any())
 
         # ---- stage 2: sums to the shadow; drain `drain` valid lanes per cycle ---------------
@@ -425,8 +479,15 @@ class LayerEngine(wiring.Component):
             self.p_rd.addr.eq(drain_p), self.p_rd.en.eq(1),
             self.res_rd.addr.eq(drain_res[ws:]), self.res_rd.en.eq(d.has_res & draining),
         ]
+        lane_ok = [draining if j == 0 else drain_left > j for j in range(D)]
+        if Pg > 1:   # a block's words: lane drain_j + j of a word is valid below drain_nch
+            drain_j, drain_nch = Signal(range(lanes + 1)), Signal(range(lanes + 1))
+            drain_p0, jump = Signal.like(drain_p), Signal(o_shape)
+            word_end = block & (drain_j == V - D)          # the next step starts a pixel word
+            m.d.sync += jump.eq(d.out_cpad + (D - V))      # to the next pixel's first byte
+            lane_ok = [ok & (drain_j + j < drain_nch) for j, ok in enumerate(lane_ok)]
         m.d.sync += [
-            d1.valid.eq(Cat(draining if j == 0 else drain_left > j for j in range(D))),
+            d1.valid.eq(Cat(*lane_ok)),
             d1.acc.eq(shadow.as_value()[:D * self.acc_width]),
             d1.out.eq(drain_out),
             d1.byte.eq(drain_res[:ws] if ws else 0),
@@ -443,9 +504,12 @@ class LayerEngine(wiring.Component):
                                 m.d.comb += total.eq(sum(row.o.payload[o * T + j]
                                                          for j in range(T)))
                                 m.d.sync += shadow[o].eq(total)
+            p_first = ch_word if self.params_in_act else d.p_base + ch_word
             m.d.sync += [drain_left.eq(tag.n),
                          drain_out.eq(tag.out), drain_res.eq(tag.out + d.res_off),
-                         drain_p.eq(ch_word if self.params_in_act else d.p_base + ch_word)]
+                         drain_p.eq(p_first)]
+            if Pg > 1:
+                m.d.sync += [drain_j.eq(0), drain_nch.eq(tag.nch), drain_p0.eq(p_first)]
         with m.Elif(draining):
             step = Mux(d.wide, 2 * D, D)
             m.d.sync += [drain_left.eq(Mux(drain_left > D, drain_left - D, 0) if D > 1
@@ -453,6 +517,12 @@ class LayerEngine(wiring.Component):
                          shadow.eq(shadow.as_value() >> (D * self.acc_width)),
                          drain_out.eq(drain_out + step), drain_res.eq(drain_res + D),
                          drain_p.eq(drain_p + 1)]
+            if Pg > 1:
+                with m.If(word_end):
+                    m.d.sync += [drain_j.eq(0), drain_out.eq(drain_out + jump),
+                                 drain_p.eq(drain_p0)]
+                with m.Else():
+                    m.d.sync += drain_j.eq(drain_j + D)
 
         # ---- stage 3: parameters and residual registered, requantise, write the byte ------
         # lanes j of a drain step are channels ch..ch+D-1 (ch a multiple of D): their
@@ -490,6 +560,28 @@ class LayerEngine(wiring.Component):
                 out_byte(*narrow) if narrow == wide else
                 Mux(d.wide, out_byte(*wide), out_byte(*narrow)))
         return m
+
+    def _pixel_chain(self, m, s1q, w_sub, w_lanewise, on):
+        """Pixel blocks (one row): pixel ``p`` of a block takes the weights ``w_sub`` and
+        the tap flag ``s1q.kv`` pixel 0 had ``p * stride`` beats before, through a chain of
+        two registers per pixel that moves on every beat (stride 1 takes the first, 2 the
+        second); drives ``on[p]`` (pixel ``p`` adds a term) and ``w_lanewise`` (zero where
+        off). The flags are cleared when a layer starts."""
+        d, V, Pg = self.desc, self.word_bytes, len(on)
+        n = len(w_sub)
+        held = [(w_sub, s1q.kv)]               # pixel p's weights and flag this beat
+        for p in range(1, Pg):
+            regs = [Signal(n + 1, name=f"pix{p}_d{k}") for k in (1, 2)]
+            w_p, kv_p = Signal(n, name=f"pix{p}_w"), Signal(name=f"pix{p}_kv")
+            m.d.comb += Cat(w_p, kv_p).eq(Mux(d.stride == 1, regs[0], regs[1]))
+            with m.If(self.start):
+                m.d.sync += [r[-1].eq(0) for r in regs]
+            with m.Elif(s1q.valid):
+                m.d.sync += [regs[0].eq(Cat(*held[-1])), regs[1].eq(regs[0])]
+            held.append((w_p, kv_p))
+        for p, (w_p, kv_p) in enumerate(held):
+            m.d.comb += [on[p].eq(kv_p & (p <= d.pixels_m1)),
+                         w_lanewise[p * n:(p + 1) * n].eq(Mux(on[p], w_p, 0))]
 
     def _load_params(self, m, act_q, pl_addr, pl_left, pl_word, pl_idx, pl_k, running,
                      loading):

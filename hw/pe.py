@@ -7,8 +7,11 @@ Semantics are those of :mod:`sw.golden.pe` (the golden model): per valid beat,
 - ``"shift"``: ``term = sign * (x << shift)``  (``w`` is ``{shift: unsigned(w_width), sign: signed(2)}``)
 - ``"adder"``: ``term = -|x - w|``
 
-Latency 1 cycle, throughput 1 term per cycle per PE. ``o.valid`` pulses the cycle after a
-beat with ``last`` set, while ``o.payload`` holds the finished sum (until the next beat).
+Latency :attr:`PE.LATENCY` = 2 cycles (the term is registered before the accumulator: on
+the ECP5 a MULT18X18D then drives a flip-flop, not the accumulator's carry chain),
+throughput 1 term per cycle per PE. ``o.valid`` pulses ``LATENCY`` cycles after a beat
+with ``last`` set, while ``o.payload`` holds the finished sum (until the next beat's term
+is added).
 Streams have no backpressure (``always_ready``): PEs of an array run in lockstep.
 """
 from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
@@ -57,6 +60,8 @@ class PE(wiring.Component):
     Ports: ``i`` (stream of ``{x, w, first, last}``), ``o`` (stream of the accumulator).
     """
 
+    LATENCY = 2    # cycles from a beat to its sum at ``o``: term register, accumulator
+
     def __init__(self, kind, *, x_width=8, w_width=8, acc_width=20):
         _check_params(kind, x_width, w_width, acc_width)
         self.kind, self.x_width, self.w_width, self.acc_width = kind, x_width, w_width, acc_width
@@ -96,12 +101,15 @@ class PE(wiring.Component):
         m.d.comb += self.o.payload.eq(acc)
         beat = self.i.payload
         value, negate = self._term(m, beat.x, beat.w)
-        term = Signal(signed(self.acc_width))
-        neg = Signal()
-        m.d.comb += [term.eq(value), neg.eq(negate)]
-        with m.If(self.i.valid):       # acc + term, a negated term as its complement + carry
-            m.d.sync += acc.eq(Mux(beat.first, 0, acc) + term + neg)
-        m.d.sync += self.o.valid.eq(self.i.valid & beat.last)
+        # stage 1: the term (and the beat's flags) registered
+        term = Signal(signed(self.acc_width), reset_less=True)
+        neg, first, last, valid = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [term.eq(value), neg.eq(negate), first.eq(beat.first), last.eq(beat.last),
+                     valid.eq(self.i.valid)]
+        # stage 2: acc + term, a negated term as its complement + carry
+        with m.If(valid):
+            m.d.sync += acc.eq(Mux(first, 0, acc) + term + neg)
+        m.d.sync += self.o.valid.eq(valid & last)
         return m
 
 
@@ -110,7 +118,7 @@ class PERow(wiring.Component):
     ``x`` and ``w`` lane (broadcasting is the caller's wiring).
 
     Ports: ``i`` (stream of ``{x[n], w[n], first, last}``), ``o`` (stream of ``acc[n]``).
-    Latency 1 cycle, ``n`` terms per cycle.
+    Latency :attr:`PE.LATENCY`, ``n`` terms per cycle.
     """
 
     def __init__(self, kind, n, *, x_width=8, w_width=8, acc_width=20):

@@ -23,9 +23,18 @@ from sw.program import (ConvLayer, cpad, descriptor, pack_activation, param_word
                         unpack_activation, weight_words)
 
 
-def random_layer(rng, kind, lanes, word_bytes, case, tile=1):
+def random_layer(rng, kind, lanes, word_bytes, case, tile=1, pixels=1):
     """A random layer shape; ``case`` picks broadcast / lanewise / gap / fc / tiled
-    (broadcast over ``tile`` input channels per beat; adder: ``cin`` a multiple of it)."""
+    (broadcast over ``tile`` input channels per beat; adder: ``cin`` a multiple of it) /
+    block (lanewise over blocks of up to ``pixels`` output pixels)."""
+    if case == "block":
+        for _ in range(100):
+            layer = random_layer(rng, kind, lanes, word_bytes, "lanewise")
+            ow = layer.out_hw[1]
+            fits = [p for p in range(2, pixels + 1) if ow % p == 0]
+            if fits and layer.stride <= 2:
+                return replace(layer, pixels=int(rng.choice(fits)))
+        raise AssertionError("no random layer takes pixel blocks")
     if case == "tiled":
         layer = random_layer(rng, kind, lanes, word_bytes, "broadcast")
         cin = layer.in_shape[0] * (tile if kind == "adder" else int(rng.integers(1, 4)))
@@ -119,17 +128,17 @@ async def layers_match_golden_model(dut):
     p = json.loads(os.environ["TB_PARAMS"])
     kind, lanes, e = p["kind"], p["lanes"], p["engine"]
     V, w_width, acc_width = e["word_bytes"], e["w_width"], e["acc_width"]
-    D, T = e.get("drain", 1), e.get("cin_tile", 1)
+    D, T, P = e.get("drain", 1), e.get("cin_tile", 1), e.get("pixels", 1)
     rng = np.random.default_rng(p["seed"])
     tb = EngineTB(dut, p)
     await tb.reset()
     w_lane_shape = tb.harness.w_shape
     p_shape = tb.harness.p_shape
     cases = (["broadcast", "lanewise", "fc"] + (["gap"] if kind != "adder" else [])
-             + (["tiled"] * 2 if T > 1 else []))
+             + (["tiled"] * 2 if T > 1 else []) + (["block"] * 2 if P > 1 else []))
     for n in range(p["layers"]):
         case = cases[n % len(cases)]
-        layer = random_layer(rng, kind, lanes, V, case, T)
+        layer = random_layer(rng, kind, lanes, V, case, T, P)
         c, h, w = layer.in_shape
         oh, ow = layer.out_hw
         x = rng.integers(-128, 128, size=(c, h, w))
@@ -145,7 +154,7 @@ async def layers_match_golden_model(dut):
         lo, hi = ((0, 127) if rng.random() < 0.5 else (-128, 127))
         if layer.wide:
             lo, hi, S = -(1 << 15), (1 << 15) - 1, max(1, S - 8)
-        has_res = rng.random() < 0.5 and not layer.wide
+        has_res = rng.random() < 0.5 and not layer.wide and layer.pixels == 1
         res = rng.integers(-128, 128, size=(layer.out_c, oh, ow)) if has_res else None
         res_shift = int(rng.integers(0, S + 1))
         expect = requantize(acc[None], M, B, S, lo, hi,
@@ -179,7 +188,7 @@ async def layers_match_golden_model(dut):
         cycles = await tb.run_layer(fields)
         got = unpack_activation(await tb.read_bytes(out_base, out_bytes), expect.shape, V,
                                 layer.wide)
-        beats = layer.groups(lanes, V) * oh * ow * layer.taps()
+        beats = layer.groups(lanes, V) * layer.positions() * layer.taps()
         model = layer_cycles(layer, lanes, V, D)
         dut._log.info(f"layer {n} {case} {layer}: {beats} beats, {cycles} cycles "
                       f"(cost model {model})")

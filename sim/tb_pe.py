@@ -107,18 +107,23 @@ class PETB:
         return pack(self.in_layout, {"x": xs, "w": ws, "first": int(first), "last": int(last)})
 
     async def run(self, x, w, first, last, valid):
-        """Apply the beats (invalid ones as bubbles); returns accumulators and o.valid per beat."""
+        """Apply the beats (invalid ones as bubbles); returns accumulators and o.valid per beat
+        (as they are ``PE.LATENCY`` cycles after it)."""
         lanes = range(x.shape[1])
         accs, valids = [], []
-        for i in range(len(first)):
-            wi = (w[0][i], w[1][i]) if self.params["kind"] == "shift" else w[i]
-            self.dut.i__valid.value = int(valid[i])
-            self.dut.i__payload.value = self._beat(x[i], wi, first[i], last[i], lanes)
+        for i in range(len(first) + PE.LATENCY - 1):
+            if i < len(first):
+                wi = (w[0][i], w[1][i]) if self.params["kind"] == "shift" else w[i]
+                self.dut.i__valid.value = int(valid[i])
+                self.dut.i__payload.value = self._beat(x[i], wi, first[i], last[i], lanes)
+            else:
+                self.dut.i__valid.value = 0
             await FallingEdge(self.dut.clk)
             acc = unpack(self.out_layout, int(self.dut.o__payload.value.to_unsigned()))
             accs.append(acc if self.row else [acc])
             valids.append(int(self.dut.o__valid.value))
-        return np.array(accs, dtype=np.int64), np.array(valids)
+        skip = PE.LATENCY - 1
+        return np.array(accs[skip:], dtype=np.int64), np.array(valids[skip:])
 
 
 @cocotb.test()

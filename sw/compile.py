@@ -292,7 +292,8 @@ def compile_model(qm, cfg):
                                f"the accelerator has {cfg.rq_width}")
         if kind == "shift" and L["type"] != "gap" and L["exp_bits"] > cc.w_width:
             raise ProgramError(f"slp.w_width: {name} needs {L['exp_bits']} exponent bits")
-        layer = best_tile(_conv_layer(qm, i, L), kind, cc.lanes, cfg)
+        layer = best_tile(_conv_layer(qm, i, L), kind, cc.lanes, cfg,
+                          residual=L.get("residual") is not None)
         layer.check(cc.lanes, V, cfg.drain)
         words = weight_words(layer, _lane_weights(qm, i, L, kind, layer), cc.lanes, V)
         if w_next[chunk] + len(words) > cc.w_words:
@@ -322,7 +323,7 @@ def compile_model(qm, cfg):
                             res_shift=L.get("res_shift") or 0)
         program.append((chunk, fields))
         oh, ow = layer.out_hw
-        beats = layer.groups(cc.lanes, V) * oh * ow * layer.taps()
+        beats = layer.groups(cc.lanes, V) * layer.positions() * layer.taps()
         macs = layer.out_c * oh * ow * layer.terms()
         prog.layers.append(CompiledLayer(L.get("name", str(i)), chunk, layer, beats, macs))
     runs_on = ["engine" if cfg.shared_engine else chunk for chunk, _ in program]

@@ -2,17 +2,19 @@
 
 A layer of ``groups`` lane groups of ``size`` output channels (``lanes`` in broadcast
 mode, ``word_bytes`` in lanewise mode; the last group has the ``last`` channels left) and
-``P = out_h * out_w`` pixels, ``taps`` beats per output, on an engine draining ``D``
+``P`` outputs (``out_h * out_w`` pixels, or blocks of ``pixels`` of them), ``taps`` beats
+per output, on an engine draining ``D``
 (``drain``) sums per cycle takes, with ``s = ceil(size / D)`` and ``s' = ceil(last / D)``
-drain cycles per output,
+drain cycles per output (a block of ``pixels`` outputs walks all ``pixels * word_bytes``
+lanes; ``e`` is ``s'`` up to the last valid lane),
 
-    taps + (groups - 1) * P * max(taps, s, 5) + (P - 1) * max(taps, s', 5) + s' + 8 + R
+    taps + (groups - 1) * P * max(taps, s) + (P - 1) * max(taps, s') + e + L + 4 + R
 
 cycles from start to idle: one tap per cycle, except that an output's last tap issues
-only when its sums (4 cycles on: memory-output, operand and PE stages) meet the previous
-output's last drain step, and after those sums are out (so at least 5 cycles apart);
-then the last output's sums drain, pass the memory-output and requantiser-input
-registers and the requantisers (``R = Requantizer.LATENCY`` stages) and are written.
+only when its sums (``L = LayerEngine.SUMS_LATENCY`` cycles on: address, memory-output,
+operand and PE stages) meet the previous output's last drain step; then the last
+output's sums drain, pass the memory-output and requantiser-input registers and the
+requantisers (``R = Requantizer.LATENCY`` stages) and are written.
 Between layers the chunk controllers hand over in a few cycles (``CONTROL`` per layer,
 within a cycle or two: the next chunk may already be waiting, or still be walking the
 program). With one image slot the image's cycles are the sum; with more, the chunks
@@ -33,12 +35,15 @@ def layer_cycles(layer, lanes, word_bytes, drain=1):
     drains ``drain`` sums per cycle."""
     size = layer.group_size(lanes, word_bytes)
     groups = layer.groups(lanes, word_bytes)
-    oh, ow = layer.out_hw
-    pixels, taps, gap = oh * ow, layer.taps(), LayerEngine.SUMS_LATENCY + 1
+    pixels, taps = layer.positions(), layer.taps()
     last = layer.out_c - (groups - 1) * size
+    end = last                  # lanes up to the last output's last valid one
+    if layer.pixels > 1:        # every lane of the block's words is walked
+        end = layer.drain_lanes(lanes, word_bytes) - size + last
+        last = size = layer.drain_lanes(lanes, word_bytes)
     s, s_last = -(-size // drain), -(-last // drain)
-    return (taps + (groups - 1) * pixels * max(taps, s, gap)
-            + (pixels - 1) * max(taps, s_last, gap) + s_last + 8 + Requantizer.LATENCY)
+    return (taps + (groups - 1) * pixels * max(taps, s) + (pixels - 1) * max(taps, s_last)
+            + -(-end // drain) + LayerEngine.SUMS_LATENCY + 4 + Requantizer.LATENCY)
 
 
 def tiles(layer, kind, lanes, word_bytes, cin_tile, drain=1):
@@ -52,11 +57,32 @@ def tiles(layer, kind, lanes, word_bytes, cin_tile, drain=1):
     return [1, cin_tile] if ok else [1]
 
 
-def best_tile(layer, kind, lanes, cfg):
-    """``layer`` with the tile of :func:`tiles` that takes the fewest cycles (the mapper's
-    per-layer tiling search; ties keep 1)."""
+def pixel_blocks(layer, lanes, word_bytes, pixels, residual=False):
+    """The output-pixel blocks (``ConvLayer.pixels``) ``layer`` may run with on a chunk of
+    ``lanes`` lanes of an engine computing up to ``pixels`` side by side: 1, and for a
+    lanewise layer without a residual the divisors of its output width that fit."""
+    if pixels < 2 or layer.mode != "lanewise" or residual:
+        return [1]
+    ow = layer.out_hw[1]
+    ok = [1]
+    for p in range(2, min(pixels, lanes // word_bytes) + 1):
+        if ow % p == 0:
+            try:
+                replace(layer, pixels=p).check(lanes, word_bytes)
+                ok.append(p)
+            except ValueError:
+                pass
+    return ok
+
+
+def best_tile(layer, kind, lanes, cfg, residual=False):
+    """``layer`` with the tile of :func:`tiles` and the pixel block of
+    :func:`pixel_blocks` that take the fewest cycles (the mapper's per-layer tiling
+    search; ties keep the smaller)."""
     options = [replace(layer, tile=t)
                for t in tiles(layer, kind, lanes, cfg.word_bytes, cfg.cin_tile, cfg.drain)]
+    options += [replace(layer, pixels=p) for p in pixel_blocks(
+        layer, lanes, cfg.word_bytes, getattr(cfg, "pixels", 1), residual)[1:]]
     return min(options, key=lambda L: layer_cycles(L, lanes, cfg.word_bytes, cfg.drain))
 
 

@@ -99,7 +99,7 @@ def layer_energy(layer: ConvLayer, chunk, *, lanes=16, word_bytes=8, w_bits=None
     w_bits = W_BITS[chunk] if w_bits is None else w_bits
     oh, ow = layer.out_hw
     outputs = layer.out_c * oh * ow
-    beats = layer.groups(lanes, word_bytes) * oh * ow * layer.taps()
+    beats = layer.groups(lanes, word_bytes) * layer.positions() * layer.taps()
     out_bytes = outputs * (2 if layer.wide else 1)
     act_bits = beats * 8 * word_bytes + 8 * out_bytes * (2 if residual else 1)
     return Energy(

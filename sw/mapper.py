@@ -174,22 +174,26 @@ def split_regions(cfg):
     return [(size, 1, ports == "1rw") for _, size, ports in regions(cfg)]
 
 
+#: pixel blocks the search tries: none, or as many pixels as each chunk's lanes hold
+PIXEL_OPTIONS = (1, 16)
+
+
 def engine_options(word_bytes):
-    """``(drain, cin_tile)`` pairs the search tries with ``word_bytes``-byte words: drain
+    """``(drain, cin_tile, pixels)`` the search tries with ``word_bytes``-byte words: drain
     widths with ``2 * drain <= word_bytes`` (a wide layer's two-byte outputs of one step
-    share a word), and input-channel tiles of 1 or 4."""
+    share a word), input-channel tiles of 1 or 4, and :data:`PIXEL_OPTIONS`."""
     drains = [d for d in (1, 2, 4, 8) if d == 1 or 2 * d <= word_bytes]
     tiles = [1, 4] if word_bytes >= 4 else [1]
-    return [(d, t) for d in drains for t in tiles]
+    return [(d, t, p) for d in drains for t in tiles for p in PIXEL_OPTIONS]
 
 
-def with_options(qm, cfg, drain=1, cin_tile=1):
+def with_options(qm, cfg, drain=1, cin_tile=1, pixels=1):
     """``cfg`` draining ``drain`` sums per cycle (its parameter memory holds each layer's
     parameters from a word boundary, words of ``drain`` channels) with input-channel
-    tiles of ``cin_tile``."""
+    tiles of ``cin_tile`` and pixel blocks of up to ``pixels``."""
     used = sum(-(-L["out_ch"] // drain) * drain for L in qm.layers)
     p_words = cfg.p_words if drain == cfg.drain else _pow2(max(used, drain))
-    out = replace(cfg, drain=drain, cin_tile=cin_tile, p_words=p_words)
+    out = replace(cfg, drain=drain, cin_tile=cin_tile, pixels=pixels, p_words=p_words)
     if cin_tile == cfg.cin_tile:
         return out
     # tiled layers pack their weights differently: weight memories cut to the new use
@@ -239,6 +243,7 @@ class Point:
     organisation: str = "chunks"     # a key of ORGANISATIONS
     drain: int = 1                   # sums each engine writes per cycle
     cin_tile: int = 1                # input channels a tiled layer takes per beat
+    pixels: int = 1                  # output pixels a lanewise layer takes side by side
 
     def score(self, objective):
         return {"latency": self.latency_s, "energy": self.energy_pj,
@@ -271,7 +276,8 @@ def chunk_table(qm, layers, chunk, sized, fam, lane_counts):
         cycles = sum(layer_cycles(L, n, word_bytes, drain) + CONTROL for _, L in mine)
         pj = sum(E.layer_energy_pj(L, chunk, lanes=n, word_bytes=word_bytes, w_bits=w_bits,
                                    acc_bits=acc, residual=i in res, mem=mem) for i, L in mine)
-        use = R.chunk_usage(fam, chunk, n, w_width, depth, word_bytes, drain, sized.cin_tile)
+        use = R.chunk_usage(fam, chunk, n, w_width, depth, word_bytes, drain, sized.cin_tile,
+                            sized.pixels)
         rows.append([n, cycles, pj] + [use[r] for r in R.RESOURCES])
     return np.array(rows, dtype=float)
 
@@ -407,16 +413,22 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
     pj = sum(cols[c][:, PJ] for c in present) + E.offchip_pj(prog)
     chunks = [L.chunk for L in prog.layers]
     in_words = schedule.input_words(prog)
-    exact_cache = {}
+    exact_cache, layer_cache = {}, {}
+
+    def cycles_on(i, n):
+        """Cycles of layer ``i`` on its chunk with ``n`` lanes."""
+        if (i, n) not in layer_cache:
+            L = prog.layers[i]
+            layer_cache[i, n] = layer_cycles(best_tile(L.layer, KIND_OF_CHUNK[L.chunk], n,
+                                                       sized), n, V, sized.drain)
+        return layer_cache[i, n]
 
     def exact(k, s):
         """Steady-state cycles per image of candidate ``k`` with ``s`` slots."""
         lanes = {c: int(cols[c][k, LANES]) for c in present}
         key = (tuple(lanes.values()), s)
         if key not in exact_cache:
-            cyc = [layer_cycles(best_tile(L.layer, KIND_OF_CHUNK[L.chunk], lanes[L.chunk],
-                                          sized), lanes[L.chunk], V, sized.drain)
-                   for L in prog.layers]
+            cyc = [cycles_on(i, lanes[L.chunk]) for i, L in enumerate(prog.layers)]
             exact_cache[key] = schedule.steady_interval(
                 chunks, pipeline_deltas(chunks, s), cyc, s, in_words, prog.input_k,
                 prog.output_bytes, V)
@@ -460,7 +472,7 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
         point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
                       V, s, round(cycles), cycles / fmax, float(pj[k]),
                       {r: round(v[k]) for r, v in use.items()}, org, sized.drain,
-                      sized.cin_tile)
+                      sized.cin_tile, sized.pixels)
         yield point, least
 
 
@@ -488,9 +500,9 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
             sized, prog = _size(qm, probe, V, 1)
         except (ProgramError, ConfigError):
             continue
-        for D, T in engine_options(V) if rule == "search" else [(1, 1)]:
+        for D, T, P in engine_options(V) if rule == "search" else [(1, 1, 1)]:
             for point, least in _search_word(qm, fam, objective, have, fmax, work, present,
-                                             with_options(qm, sized, D, T), prog, slots,
+                                             with_options(qm, sized, D, T, P), prog, slots,
                                              rule, split):
                 if smallest is None or least["logic"] < smallest["logic"]:
                     smallest = least
@@ -521,9 +533,9 @@ def point_config(qm, p):
         return small_config(qm, p.lanes, p.word_bytes)
     if p.organisation == "split":
         return with_options(qm, split_config(qm, p.lanes, p.word_bytes, p.slots), p.drain,
-                            p.cin_tile)
+                            p.cin_tile, p.pixels)
     return with_options(qm, size_config(qm, p.lanes, p.word_bytes, p.slots), p.drain,
-                        p.cin_tile)
+                        p.cin_tile, p.pixels)
 
 
 def organisation(cfg):
@@ -574,7 +586,9 @@ def layer_report(qm, cfg):
             "layer": L.name, "chunk": L.chunk, "mode": L.layer.mode,
             "tiling": f"{L.layer.groups(lanes, cfg.word_bytes)}x{size} ch"
                       + (f" x{L.layer.tile} cin" if L.layer.tile > 1 else "")
-                      + f", {oh}x{ow} px, {L.layer.taps()} taps",
+                      + f", {oh}x{ow} px"
+                      + (f" by {L.layer.pixels}" if L.layer.pixels > 1 else "")
+                      + f", {L.layer.taps()} taps",
             "delta": delta, "cycles": cycles, "macs": L.macs,
             "utilisation": L.macs / (lanes * cycles), "energy_nj": e.total / 1e3,
             "energy_split_nj": {k: v / 1e3 for k, v in vars(e).items()}})
@@ -614,7 +628,8 @@ def print_report(rep, out=None):
     p(f"{rep['network']} on {rep['board']} ({rep['part']}), objective {rep['objective']}: "
       + ", ".join(f"{c.upper()} {acc[c]['lanes']} lanes" for c in CHUNKS)
       + f", word {acc['word_bytes']} B, {acc['slots']} image slot(s), "
-        f"drain {acc['drain']} sums/cycle, input-channel tile {acc['cin_tile']}")
+        f"drain {acc['drain']} sums/cycle, input-channel tile {acc['cin_tile']}, "
+        f"pixel blocks up to {acc['pixels']}")
     p(f"organisation: {ORGANISATIONS[rep['organisation']]}")
     p(f"{'layer':<24}{'chunk':<6}{'tiling':<32}{'cycles':>9}{'util':>7}{'energy nJ':>11}")
     for r in rep["layers"]:

@@ -12,7 +12,13 @@ the activation word). A conv-like layer runs in one of two modes:
   holds ``w[g*(lanes//t) + o, c*t + j, kh, kw]`` (0 past ``cin``).
 - ``lanewise`` (depthwise; global average pooling = depthwise conv with a full-size kernel
   of unit weights): lane ``l < word_bytes`` of group ``g`` is channel ``g*word_bytes + l``;
-  weight word ``g*taps + kh*K + kw`` holds ``w[g*word_bytes + l, 0, kh, kw]``.
+  weight word ``g*K*K + kh*K + kw`` holds ``w[g*word_bytes + l, 0, kh, kw]``. With
+  ``pixels`` ``P`` > 1 (the mapper's per-layer choice; ``P`` divides the output width)
+  lane ``p*word_bytes + l`` computes output pixel ``ox + p`` of a block of ``P`` in a row:
+  per kernel row the engine reads the block's ``span = (P-1)*stride + K`` input pixels
+  once, and pixel ``p`` takes tap ``kw = t - p*stride`` of beat ``t`` (its weights are
+  pixel 0's, delayed ``p*stride`` beats). Taps per output block: ``K * span``, against
+  ``K*K*P`` one pixel at a time.
 
 Weights of unused lanes are zero. Parameter word ``p_base + channel`` holds ``M`` and
 ``B + 2^(S-1)`` (the rounding folded into the bias).
@@ -68,6 +74,7 @@ class ConvLayer:
     pad: int = 0
     wide: bool = False        # 16-bit outputs (two bytes per channel)
     tile: int = 1             # broadcast: input channels per beat (lanes summed per output)
+    pixels: int = 1           # lanewise: output pixels of a row computed side by side
 
     @property
     def out_hw(self):
@@ -93,6 +100,15 @@ class ConvLayer:
                                or self.tile > min(word_bytes, lanes)):
             raise ProgramError(f"tile: {self.tile} must be 1, or for a broadcast layer a power "
                                f"of two up to word_bytes {word_bytes} and the lanes {lanes}")
+        if self.pixels != 1:
+            _, ow = self.out_hw
+            if (self.mode != "lanewise" or self.pixels < 1 or ow % self.pixels
+                    or self.pixels * word_bytes > lanes or self.stride > 2 or self.wide
+                    or self.span() > 31):
+                raise ProgramError(f"pixels: {self.pixels} needs a lanewise layer of stride "
+                                   f"1 or 2 with 8-bit outputs, a divisor of its output width "
+                                   f"{ow}, {self.pixels} words of {word_bytes} bytes within "
+                                   f"the {lanes} lanes and a span of at most 31 input pixels")
         if self.group_size(lanes, word_bytes) % drain:
             raise ProgramError(f"tile: {self.group_size(lanes, word_bytes)} outputs per lane "
                                f"group are not a multiple of drain {drain}")
@@ -113,10 +129,31 @@ class ConvLayer:
         cin = self.in_shape[0] if self.mode == "broadcast" else 1
         return self.kernel * self.kernel * cin
 
+    def span(self):
+        """Input pixels a kernel row of a block of ``pixels`` outputs reads."""
+        return (self.pixels - 1) * self.stride + self.kernel
+
     def taps(self):
-        """Beats per output: a tiled layer takes ``tile`` channels per beat."""
-        cin = -(-self.in_shape[0] // self.tile) if self.mode == "broadcast" else 1
-        return self.kernel * self.kernel * cin
+        """Beats per output (per block of ``pixels`` outputs): a tiled layer takes ``tile``
+        channels per beat."""
+        if self.mode == "lanewise":
+            return self.kernel * self.span()
+        return self.kernel * self.kernel * -(-self.in_shape[0] // self.tile)
+
+    def w_taps(self):
+        """Weight words per lane group: one per beat, or per kernel tap (lanewise)."""
+        return self.kernel * self.kernel if self.mode == "lanewise" else self.taps()
+
+    def positions(self):
+        """Outputs (blocks of ``pixels``) a lane group computes one after another."""
+        oh, ow = self.out_hw
+        return oh * ow // self.pixels
+
+    def drain_lanes(self, lanes, word_bytes):
+        """Lanes walked when an output's sums drain (the valid ones of ``pixels`` words, or
+        the group's channels)."""
+        return self.pixels * word_bytes if self.pixels > 1 else self.group_size(lanes,
+                                                                                  word_bytes)
 
     def subs(self, lanes, word_bytes):
         """Lane groups sharing a weight word: a lanewise group uses ``word_bytes`` of the
@@ -125,7 +162,7 @@ class ConvLayer:
 
     def w_words(self, lanes, word_bytes):
         """Weight words of the layer (``taps`` per word-sharing set of groups)."""
-        return -(-self.groups(lanes, word_bytes) // self.subs(lanes, word_bytes)) * self.taps()
+        return -(-self.groups(lanes, word_bytes) // self.subs(lanes, word_bytes)) * self.w_taps()
 
 
 def weight_words(layer, w, lanes, word_bytes):
@@ -137,7 +174,7 @@ def weight_words(layer, w, lanes, word_bytes):
     groups, k = layer.groups(lanes, word_bytes), layer.kernel
     r = layer.subs(lanes, word_bytes)
     blocks = -(-groups // r)
-    out = np.zeros((blocks, layer.taps(), lanes) + w.shape[4:], w.dtype)
+    out = np.zeros((blocks, layer.w_taps(), lanes) + w.shape[4:], w.dtype)
     for g in range(groups):
         chans = np.arange(g * size, min((g + 1) * size, layer.out_c))
         if layer.mode == "broadcast":
@@ -153,7 +190,7 @@ def weight_words(layer, w, lanes, word_bytes):
             block = w[chans, 0].reshape(len(chans), k * k, *w.shape[4:]).swapaxes(0, 1)
         lo = g % r * size
         out[g // r, :, lo:lo + block.shape[1]] = block
-    return out.reshape(blocks * layer.taps(), lanes, *w.shape[4:])
+    return out.reshape(blocks * layer.w_taps(), lanes, *w.shape[4:])
 
 
 def param_words(M, B, S):
@@ -168,6 +205,8 @@ def descriptor(layer, *, lanes, word_bytes, in_base, out_base, w_base, p_base, s
     parameters from word ``p_base``; ``res_base`` names a residual tensor of the output's
     shape. Bases of tensors must be word aligned."""
     layer.check(lanes, word_bytes)
+    if layer.pixels > 1 and res_base is not None:
+        raise ProgramError(f"pixels: {layer.pixels} with a residual; a block of pixels takes none")
     for name, base in (("in_base", in_base), ("out_base", out_base), ("res_base", res_base)):
         if base is not None and base % word_bytes:
             raise ProgramError(f"{name}: {base} is not a multiple of word_bytes {word_bytes}")
@@ -177,18 +216,20 @@ def descriptor(layer, *, lanes, word_bytes, in_base, out_base, w_base, p_base, s
     out_cpad = cpad(layer.out_c * (2 if layer.wide else 1), word_bytes)
     row_stride = w * in_cpad
     lanewise = layer.mode == "lanewise"
+    P = layer.pixels
     return {
         "lanewise": int(lanewise), "in_h": h, "in_w": w, "out_h_m1": oh - 1,
-        "out_w_m1": ow - 1, "cin_m1": 0 if lanewise else -(-c // layer.tile) - 1,
-        "kernel_m1": layer.kernel - 1, "tiled": int(layer.tile > 1),
-        "stride": layer.stride, "pad": layer.pad,
+        "out_w_m1": ow // P - 1, "cin_m1": 0 if lanewise else -(-c // layer.tile) - 1,
+        "kernel_m1": layer.kernel - 1, "span_m1": layer.span() - 1, "pixels_m1": P - 1,
+        "tiled": int(layer.tile > 1),
+        "stride": layer.stride, "ox_step": P * layer.stride, "pad": layer.pad,
         "groups_m1": layer.groups(lanes, word_bytes) - 1, "out_c": layer.out_c,
         "in_start": in_base - layer.pad * (row_stride + in_cpad),
         "in_cpad": in_cpad, "row_stride": row_stride,
-        "col_step": layer.stride * in_cpad, "row_step": layer.stride * row_stride,
+        "col_step": P * layer.stride * in_cpad, "row_step": layer.stride * row_stride,
         "out_base": out_base, "res_off": 0 if res_base is None else res_base - out_base,
-        "out_cpad": out_cpad,
-        "w_base": w_base, "taps": layer.taps(), "p_base": p_base,
+        "out_cpad": out_cpad, "out_step": P * out_cpad,
+        "w_base": w_base, "taps": layer.w_taps(), "p_base": p_base,
         "has_res": int(res_base is not None), "shift": shift, "res_shift": res_shift,
         "wide": int(layer.wide), "lo": lo, "hi": hi,
     }

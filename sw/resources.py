@@ -196,26 +196,34 @@ def option_cost(fam, name):
     return cost
 
 
-def options_usage(fam, lanes, drain=1, cin_tile=1):
+def options_usage(fam, lanes, drain=1, cin_tile=1, pixels=1, word_bytes=1):
     """What an engine's options add to a plain one of ``lanes`` lanes: per extra drain lane
     (``drain`` > 1) a requantiser with its parameter, residual-byte and output-byte
     multiplexers (``drain_lane``); with a ``cin_tile`` per lane its share of the tile sums
-    and the operand byte select (``tile_lane``)."""
+    and the operand byte select (``tile_lane``); with blocks of ``pixels`` > 1, per lane
+    past the first pixel's ``word_bytes``, its weight chain registers and operand gating
+    (``pixel_lane``)."""
     use = {r: 0.0 for r in LOGIC}
     if drain > 1:
         use = _add(use, {r: (drain - 1) * option_cost(fam, "drain_lane").get(r, 0)
                          for r in LOGIC})
     if cin_tile > 1:
         use = _add(use, {r: lanes * option_cost(fam, "tile_lane").get(r, 0) for r in LOGIC})
+    if pixels > 1:
+        use = _add(use, {r: (pixels - 1) * word_bytes * option_cost(fam, "pixel_lane").get(r, 0)
+                         for r in LOGIC})
     return use
 
 
-def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes, drain=1, cin_tile=1):
+def chunk_usage(fam, chunk, lanes, w_width, w_words, word_bytes, drain=1, cin_tile=1,
+                pixels=1):
     """A chunk of ``lanes`` PEs with its own engine (draining ``drain`` sums per cycle,
-    tiling ``cin_tile`` input channels) and its weight memory of ``w_words`` words."""
+    tiling ``cin_tile`` input channels, blocks of ``pixels`` pixels) and its weight memory
+    of ``w_words`` words."""
     from sw.energy import stored_w_bits
     return _add(row_usage(fam, chunk, lanes), engine_usage(fam, word_bytes, lanes),
-                options_usage(fam, lanes, drain, cin_tile),
+                options_usage(fam, lanes, drain, cin_tile, min(pixels, lanes // word_bytes),
+                              word_bytes),
                 memory_blocks(chunk, lanes * stored_w_bits(chunk, w_width), w_words, 1, fam,
                               single_port=True))
 
@@ -304,7 +312,7 @@ def estimate(cfg, board, small=True):
         engines = [shared_engine_usage(cfg, fam)]
     else:
         engines = [chunk_usage(fam, name, c.lanes, c.w_width, c.w_words, cfg.word_bytes,
-                               cfg.drain, cfg.cin_tile)
+                               cfg.drain, cfg.cin_tile, cfg.pixels)
                    for name, _, c in cfg.chunks]
     act = [(size, ACT_COPIES if ports == "2r1w" else 1, ports == "1rw")
            for _, size, ports in regions(cfg)]
@@ -480,20 +488,24 @@ def fit_small(measured, fam):
 
 #: the engine options :func:`options_usage` counts: cost name -> (config field, value),
 #: each fitted by :func:`fit_option` on the ``wide-words`` calibration config
-OPTION_CALIBRATION = {"drain_lane": ("drain", 4), "tile_lane": ("cin_tile", 4)}
+OPTION_CALIBRATION = {"drain_lane": ("drain", 4), "tile_lane": ("cin_tile", 4),
+                      "pixel_lane": ("pixels", 16)}
 
 
 def fit_option(name, fam, out):
     """A :data:`OPTION_CALIBRATION` cost: the difference of whole-accelerator builds of the
     ``wide-words`` config with and without the option, per unit (extra drain lanes of
-    every engine, or every chunk's lanes)."""
+    every engine, every chunk's lanes, or for pixel blocks as wide as a chunk holds the
+    lanes past its first pixel)."""
     from dataclasses import replace
     field, value = OPTION_CALIBRATION[name]
     cfg = calibration_config("wide-words")
     base = synthesise(cfg, fam, out / "wide-words")
     more = synthesise(replace(cfg, **{field: value}), fam, out / f"wide-words-{field}{value}")
-    units = engine_count(cfg) * (value - 1) if field == "drain" else \
-        sum(c.lanes for _, _, c in cfg.chunks)
+    V = cfg.word_bytes
+    units = (engine_count(cfg) * (value - 1) if field == "drain" else
+             sum((min(value, c.lanes // V) - 1) * V for _, _, c in cfg.chunks)
+             if field == "pixels" else sum(c.lanes for _, _, c in cfg.chunks))
     return {r: round((more[r] - base[r]) / units, 2) for r in LOGIC}, (base, more)
 
 
@@ -526,6 +538,8 @@ def main(argv=None):
                          "(drain lanes, input-channel tiles) on builds with and without them")
     drn.add_argument("--out", type=Path, default=Path("build/resources/options"))
     drn.add_argument("--families", nargs="+", default=["ice40", "ecp5"], choices=SYNTH)
+    drn.add_argument("--only", nargs="+", choices=list(OPTION_CALIBRATION),
+                     default=list(OPTION_CALIBRATION), help="fit these options only")
     drn.add_argument("--write", action="store_true", help=f"store the fit in {COSTS_FILE.name}")
     chk = sub.add_parser("check", help="predicted vs synthesised for an accel.json")
     chk.add_argument("--accel", type=Path, required=True)
@@ -544,7 +558,7 @@ def main(argv=None):
     data = json.loads(COSTS_FILE.read_text())
     if args.cmd == "calibrate-options":
         for fam in args.families:
-            for name in OPTION_CALIBRATION:
+            for name in args.only:
                 cost, builds = fit_option(name, fam, args.out / fam)
                 print(f"{fam} {name}: {cost} (builds without / with: {builds})", flush=True)
                 data["families"][fam][name] = {**cost, "calibrated_with": provenance(fam)}

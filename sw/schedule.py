@@ -67,26 +67,30 @@ def _run(chunks, deltas, cycles, S, in_words, in_k, out_bytes, images, word_byte
     # byte sent; per input word one cycle per byte received (in_k of them) and one to store
     out_cycles = 2 + out_bytes // word_bytes * (2 * word_bytes + 2 + HostBridge.READ_LATENCY)
     in_cycles = in_words * (in_k + 1) + 1
-    clock = {c: 0 for c in set(chunks)}
-    done = {}                                  # (image, layer) -> cycle the layer is done
-    ready = {i: 0 for i in range(min(S, images))}   # image -> cycle it is in its slot
+    names = sorted(set(chunks))
+    owner = [names.index(c) for c in chunks]
+    clock = [0] * len(names)                   # per controller: where its walk is
+    done = [[0] * P for _ in range(images)]    # [image][layer]: the cycle it is done
+    ready = [0] * images                       # image -> cycle it is in its slot
     served = 0                                 # the bridge is free from this cycle on
     for k in range(images + S - 1):
         for pc in range(P):
             img = k - deltas[pc]
-            for c in clock:
-                if c != chunks[pc] or not 0 <= img < images:
+            o = owner[pc] if 0 <= img < images else -1
+            for c in range(len(clock)):        # the others step over the entry
+                if c != o:
                     clock[c] += skip
-                    continue
-                dep = ready[img] if pc == 0 else done[(img, pc - 1)] + HANDOVER
-                start = max(clock[c] + fetch, dep)
-                done[(img, pc)] = start + cycles[pc]
-                clock[c] = done[(img, pc)] + AFTER
-                if pc == P - 1:                # the bridge serves images in order
-                    served = max(served, done[(img, pc)] + HANDOVER) + out_cycles
-                    if img + S < images:
-                        served += in_cycles
-                        ready[img + S] = served
+            if o < 0:
+                continue
+            dep = ready[img] if pc == 0 else done[img][pc - 1] + HANDOVER
+            end = max(clock[o] + fetch, dep) + cycles[pc]
+            done[img][pc] = end
+            clock[o] = end + AFTER
+            if pc == P - 1:                    # the bridge serves images in order
+                served = max(served, end + HANDOVER) + out_cycles
+                if img + S < images:
+                    served += in_cycles
+                    ready[img + S] = served
     return served + 5                          # D + cycles
 
 

@@ -75,16 +75,31 @@ TILED = [("conv", "mul", 24, 3, 1), ("conv", "shift", 4, 1, 1), ("conv", "adder"
 
 def test_drain_and_input_channel_tiles_bit_exact():
     """Engines that drain two sums per cycle and run layers over input-channel tiles of 4
-    (the compiler tiles the layers where that is faster: here the 24-to-4 ones)."""
+    (the compiler tiles the layers where that is faster: here all but the stem and the
+    pooling)."""
     from sw.compile import compile_model
     from sw.golden.random_model import random_qmodel
     cfg = replace(SMALL, drain=2, cin_tile=4, **{c: ChunkConfig(16, w, 24, 256) for c, w in
                                                  (("clp", 8), ("slp", 3), ("alp", 8))})
     tiles = [L.layer.tile for L in compile_model(random_qmodel(TILED, seed=8), cfg).layers]
-    assert tiles == [1, 4, 1, 4, 1, 1]
+    assert tiles == [1, 4, 4, 4, 1, 4]
     run_testbench(Accelerator(cfg), name="accel_drain_tiles", test_module="sim.tb_accel",
                   sim=selected_simulators()[0],
                   params=dict(cfg=cfg.to_dict(), specs=TILED, seed=8, images=3))
+
+
+def test_pixel_blocks_bit_exact():
+    """Per-chunk engines that run depthwise layers over blocks of output pixels (up to 4
+    words of 4 lanes on 16-lane chunks): the compiler blocks both depthwise layers."""
+    from sw.compile import compile_model
+    from sw.golden.random_model import random_qmodel
+    cfg = replace(SMALL, pixels=4, **{c: ChunkConfig(16, w, 24, 256) for c, w in
+                                      (("clp", 8), ("slp", 3), ("alp", 8))})
+    layers = compile_model(random_qmodel(BLOCKS, seed=9), cfg).layers
+    assert [L.layer.pixels for L in layers if L.layer.mode == "lanewise"] == [4, 4, 1]
+    run_testbench(Accelerator(cfg), name="accel_pixel_blocks", test_module="sim.tb_accel",
+                  sim=selected_simulators()[0],
+                  params=dict(cfg=cfg.to_dict(), specs=BLOCKS, seed=9, images=3))
 
 
 def test_config_activation_banks():

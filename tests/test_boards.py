@@ -7,6 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw import synth
+from hw.pe import PE
 from boards.build import BuildResult, failure, main
 from boards.platforms import BOARDS, get_board
 from boards.report import parse_nextpnr_log
@@ -148,12 +149,14 @@ def test_smoke_top_feeds_distinct_lanes():
     sim.run()
     xs, ws, first, last, valid, shift_valid, sums = zip(*seen)
     assert all(len(set(x)) == 3 for x in xs) and len(set(map(tuple, xs))) == len(xs)
-    assert first == valid == shift_valid == (0, 0, 0, 1, 0, 0, 0, 1, 0)
+    assert first == (0, 0, 0, 1, 0, 0, 0, 1, 0)
     assert last == (0, 0, 1, 0, 0, 0, 1, 0, 0)
-    beats = range(3, 7)  # first .. last of the sum that is valid at index 7
+    L = PE.LATENCY        # a sum is out L cycles after its last beat
+    assert valid == shift_valid == (0,) * L + last[:-L]
+    beats = range(3, 7)  # first .. last of the sum that is valid at index 6 + L
     golden = accumulate("mul", [list(xs[i]) for i in beats], [list(ws[i]) for i in beats],
                         [first[i] for i in beats], acc_width=20)[-1]
-    assert list(sums[7]) == list(golden)
+    assert list(sums[6 + L]) == list(golden)
 
 
 def _build_and_check(tmp_path, board, expect_dsps, min_mhz):

@@ -54,12 +54,14 @@ def test_amaranth_sim_matches_golden(kind, w_width):
     got = []
 
     async def bench(ctx):
-        for i in range(64):
-            ctx.set(dut.i.valid, 1)
-            ctx.set(dut.i.payload.as_value(), pack(layout, {
-                "x": int(x[i]), "w": beat_w[i], "first": int(first[i]), "last": 0}))
+        for i in range(64 + PE.LATENCY - 1):    # the sum of beat i: LATENCY ticks on
+            ctx.set(dut.i.valid, int(i < 64))
+            if i < 64:
+                ctx.set(dut.i.payload.as_value(), pack(layout, {
+                    "x": int(x[i]), "w": beat_w[i], "first": int(first[i]), "last": 0}))
             await ctx.tick()
-            got.append(ctx.get(dut.o.payload))
+            if i >= PE.LATENCY - 1:
+                got.append(ctx.get(dut.o.payload))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

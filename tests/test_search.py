@@ -144,8 +144,8 @@ def test_layers_and_lanes_match_the_compiler_and_mapper():
     prog = compile_model(qm, cfg)
     mine = H.arch_layers(arch)
     from dataclasses import replace
-    untiled = [replace(L.layer, tile=1) if hasattr(L.layer, "tile") else L.layer
-               for L in prog.layers]                # the compiler picks input-channel tiles
+    untiled = [replace(L.layer, tile=1, pixels=1) for L in prog.layers]
+    # (the compiler picks input-channel tiles and pixel blocks)
     assert untiled == [L.layer for L in mine]
     assert [L.chunk for L in prog.layers] == [L.chunk for L in mine]
     # the cost of a network on a given accelerator is the cost model's, drain included

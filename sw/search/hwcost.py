@@ -173,12 +173,13 @@ def accel_of(cfg):
     network on it takes (``extra``: ``organisation``, ``control`` cycles per layer,
     ``param_words`` activation words per parameter copied in before each layer, 0 when
     the parameters have their own memory, ``act_bytes``, one activation memory,
-    ``drain``, sums the engine drains per cycle, and ``cin_tile``, input channels a tiled
-    broadcast layer takes per beat: the compiler tiles a layer where that is faster)."""
+    ``drain``, sums the engine drains per cycle, ``cin_tile``, input channels a tiled
+    broadcast layer takes per beat, and ``pixels``, output pixels a lanewise layer takes
+    side by side: the compiler tiles or blocks a layer where that is faster)."""
     extra = {"organisation": mapper.organisation(cfg), "control": control_cycles(cfg),
              "param_words": param_act_words(cfg) if cfg.params_in_act else 0,
              "act_bytes": cfg.act_bytes, "drain": getattr(cfg, "drain", 1),
-             "cin_tile": getattr(cfg, "cin_tile", 1)}
+             "cin_tile": getattr(cfg, "cin_tile", 1), "pixels": getattr(cfg, "pixels", 1)}
     return {c: cfg.chunk(c).lanes for c in CHUNK.values()}, cfg.word_bytes, extra
 
 
@@ -209,14 +210,17 @@ KIND = {"clp": "mul", "slp": "shift", "alp": "adder"}
 
 
 def _tiled(L, lanes, word_bytes, extra):
-    """``L.layer`` with the input-channel tile the compiler gives it (``cin_tile`` > 1)."""
-    tile = extra.get("cin_tile", 1)
-    if tile == 1 or L.layer.mode != "broadcast":
+    """``L.layer`` with the input-channel tile (``cin_tile`` > 1) or the pixel block
+    (``pixels`` > 1) the compiler gives it."""
+    tile, pixels = extra.get("cin_tile", 1), extra.get("pixels", 1)
+    if (tile == 1 or L.layer.mode != "broadcast") and (pixels == 1
+                                                       or L.layer.mode != "lanewise"):
         return L.layer
     from types import SimpleNamespace
     from sw.costmodel import best_tile
     return best_tile(L.layer, KIND[L.chunk], lanes[L.chunk], SimpleNamespace(
-        word_bytes=word_bytes, cin_tile=tile, drain=extra.get("drain", 1)))
+        word_bytes=word_bytes, cin_tile=tile, drain=extra.get("drain", 1), pixels=pixels),
+        residual=L.residual)
 
 
 def layer_cost(L, metric, lanes, word_bytes, extra=None):
