@@ -3,6 +3,7 @@ cycles, energy and resources.
 
     python -m sw.mapper --qmodel Q --board B --out DIR [--objective latency|energy|edp]
                         [--rule search|proportional] [--slots N] [--headroom 0.1]
+                        [--no-split]
 
 Design space: lanes per chunk (CLP multipliers, SLP shifters, ALP adders; a chunk the
 network does not use gets 0), the activation word ``word_bytes`` (the lanes a depthwise
@@ -15,6 +16,11 @@ flight, 1 .. 8). Every point is costed exactly:
 - energy per image by ``sw.energy`` (45 nm compute + memory traffic);
 - logic, FFs, DSPs, block RAM and SPRAM by ``sw.resources``, kept within the board's
   budget (data-sheet totals less ``--headroom`` of logic, FFs and block RAM).
+
+Each slot's activations live either in one memory with two read ports (``chunks``: block
+RAM keeps it twice) or in two single-port memories and a residual memory (``split``,
+:func:`split_config`: one block RAM copy each, so more slots fit); both are searched
+(``--no-split``: the first only).
 
 On parts with SPRAM (the iCE40UP5K) the small organisation (:func:`small_config`: one
 shared engine, SPRAM activation memories, parameters in the activation memory) is searched
@@ -477,10 +483,9 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
 
 
 def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule="search",
-           split=False):
+           split=True):
     """The best :class:`Point` for ``qm`` on ``board`` under its budget. ``split``: also
-    the split activation memories (:func:`split_config`; their block RAM is not yet
-    checked by synthesis on the ECP5, so they are opt-in). Raises :class:`MapError` naming
+    the split activation memories (:func:`split_config`). Raises :class:`MapError` naming
     what falls short when nothing fits."""
     if objective not in OBJECTIVES:
         raise MapError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
@@ -548,7 +553,7 @@ def organisation(cfg):
 
 
 def default_config(qm, board, slots=None, rule="search", objective="latency",
-                   headroom=R.HEADROOM, split=False):
+                   headroom=R.HEADROOM, split=True):
     """The accelerator :func:`search` picks for ``qm`` on ``board``."""
     return point_config(qm, search(qm, board, objective, headroom, slots, rule, split))
 
@@ -690,10 +695,9 @@ def main(argv=None):
                     help="images in flight (default: searched, 1/2/4/8)")
     ap.add_argument("--headroom", type=float, default=R.HEADROOM,
                     help="share of logic, FFs and block RAM kept free (default 0.1)")
-    ap.add_argument("--split", action="store_true",
-                    help="also consider split activation memories (one block RAM copy per "
-                         "memory: more slots in the same block RAM; not yet synthesised on "
-                         "the ECP5, so off by default)")
+    ap.add_argument("--no-split", dest="split", action="store_false",
+                    help="only dual-read activation memories (by default split ones, a "
+                         "block RAM copy per memory and so more slots, are searched too)")
     ap.add_argument("--no-plot", action="store_true", help="skip map.png")
     args = ap.parse_args(argv)
     try:

@@ -3,8 +3,8 @@
     usage = estimate(cfg, "icebreaker")      # {"logic": .., "ffs": .., "dsp": .., "bram": .., "spram": ..}
     short = shortfalls(usage, "icebreaker")  # [] when it fits, else one line per resource
 
-Logic, flip-flops and DSPs are linear in the lanes: per PE (by kind, from
-``python -m boards.calibrate``), per layer engine (loop counters, address generators,
+Logic, flip-flops and DSPs are linear in the lanes: per PE (by kind; iCE40 from
+``python -m boards.calibrate``, ECP5 per lane from whole-accelerator builds), per layer engine (loop counters, address generators,
 drain, requantiser: one per chunk, or one for all with ``shared_engine``), per PE row, per
 engine lane, per engine and activation byte, per engine, slot and activation byte, per
 input of the activation memories' block-RAM read multiplexers, and once per accelerator
@@ -425,7 +425,7 @@ def provenance(fam):
 
 #: what a family's costs keep when it is refitted (not fitted by :func:`fit`)
 MEASURED_ELSEWHERE = ("pe", "pe_note", "lut_ram_bits", "spram_memories", "spram_cost",
-                      "fmax_mhz", "fmax_source", "small", "drain_lane", "tile_lane")
+                      "fmax_mhz", "fmax_source", "small", "drain_lane", "tile_lane", "pixel_lane")
 #: the parts :func:`fit` fits, as named in the cost file
 FITTED = ("fixed", "engine", "row", "lane", "engine_word_byte", "engine_slot_byte",
           "act_mux_bit")
@@ -486,22 +486,25 @@ def fit_small(measured, fam):
     return {"fixed": {r: round(sum(v) / len(v), 2) for r, v in miss.items()}}
 
 
-#: the engine options :func:`options_usage` counts: cost name -> (config field, value),
-#: each fitted by :func:`fit_option` on the ``wide-words`` calibration config
-OPTION_CALIBRATION = {"drain_lane": ("drain", 4), "tile_lane": ("cin_tile", 4),
-                      "pixel_lane": ("pixels", 16)}
+#: the engine options :func:`options_usage` counts: cost name -> (config field, value, the
+#: :data:`CALIBRATION` config it is fitted on); pixel blocks on ``wide-chunks``, whose 8-byte
+#: words give 72 lanes past the first pixels (``wide-words``: 16), so the difference of
+#: the two builds is not lost in synthesis noise
+OPTION_CALIBRATION = {"drain_lane": ("drain", 4, "wide-words"),
+                      "tile_lane": ("cin_tile", 4, "wide-words"),
+                      "pixel_lane": ("pixels", 16, "wide-chunks")}
 
 
 def fit_option(name, fam, out):
-    """A :data:`OPTION_CALIBRATION` cost: the difference of whole-accelerator builds of the
-    ``wide-words`` config with and without the option, per unit (extra drain lanes of
-    every engine, every chunk's lanes, or for pixel blocks as wide as a chunk holds the
-    lanes past its first pixel)."""
+    """A :data:`OPTION_CALIBRATION` cost: the difference of whole-accelerator builds of its
+    config with and without the option, per unit (extra drain lanes of every engine, every
+    chunk's lanes, or for pixel blocks as wide as a chunk holds the lanes past its first
+    pixel)."""
     from dataclasses import replace
-    field, value = OPTION_CALIBRATION[name]
-    cfg = calibration_config("wide-words")
-    base = synthesise(cfg, fam, out / "wide-words")
-    more = synthesise(replace(cfg, **{field: value}), fam, out / f"wide-words-{field}{value}")
+    field, value, label = OPTION_CALIBRATION[name]
+    cfg = calibration_config(label)
+    base = synthesise(cfg, fam, out / label)
+    more = synthesise(replace(cfg, **{field: value}), fam, out / f"{label}-{field}{value}")
     V = cfg.word_bytes
     units = (engine_count(cfg) * (value - 1) if field == "drain" else
              sum((min(value, c.lanes // V) - 1) * V for _, _, c in cfg.chunks)
@@ -591,7 +594,8 @@ def main(argv=None):
         kept = {k: v for k, v in data["families"][fam].items() if k in MEASURED_ELSEWHERE}
         data["families"][fam] = {**kept, **parts, "calibrated_with": provenance(fam)}
     if args.write:
-        data["note"] = ("Per-PE costs from `python -m boards.calibrate` (docs/boards.md); the "
+        data["note"] = ("Per-PE costs: iCE40 from `python -m boards.calibrate` (docs/boards.md), "
+                        "ECP5 per lane from whole-accelerator builds (its pe_note); the "
                         "other parts fitted by `python -m sw.resources calibrate` on "
                         f"{len(CALIBRATION)} whole-accelerator builds (yosys + nextpnr packing) "
                         "of the RTL and tools in each family's `calibrated_with`.")

@@ -35,10 +35,10 @@ def qmodel_path(tmp_path_factory, qm):
     return path
 
 
-def evaluate(qm, lanes, V, slots, board=BOARD, drain=1, cin_tile=1, pixels=1):
+def evaluate(qm, lanes, V, slots, board=BOARD, drain=1, cin_tile=1, pixels=1, split=False):
     """A candidate costed through the per-config functions (not the mapper's tables)."""
-    cfg = mapper.with_options(qm, mapper.size_config(qm, lanes, V, slots), drain, cin_tile,
-                              pixels)
+    size = mapper.split_config if split else mapper.size_config
+    cfg = mapper.with_options(qm, size(qm, lanes, V, slots), drain, cin_tile, pixels)
     prog = compile_model(qm, cfg)
     cycles = round(schedule.interval(prog, cfg))
     pj = E.program_energy(prog, cfg, mapper.residual_layers(qm))[1].total
@@ -49,7 +49,8 @@ def evaluate(qm, lanes, V, slots, board=BOARD, drain=1, cin_tile=1, pixels=1):
 def test_search_point_is_consistent_and_best(qm, objective):
     p = mapper.search(qm, BOARD, objective)
     cfg, cycles, pj, use = evaluate(qm, p.lanes, p.word_bytes, p.slots, drain=p.drain,
-                                    cin_tile=p.cin_tile, pixels=p.pixels)
+                                    cin_tile=p.cin_tile, pixels=p.pixels,
+                                    split=p.organisation == "split")
     assert (p.cycles, use) == (cycles, p.usage)
     assert p.energy_pj == pytest.approx(pj, rel=1e-9)
     assert not R.shortfalls(use, BOARD)
@@ -200,27 +201,24 @@ def test_icebreaker_gets_the_small_organisation_within_its_budget(tmp_path, caps
     assert listing[-1]["last"] == 1 and listing[-1]["desc"]["out_c"] == 10
 
 
-def test_ecp5_keeps_the_per_chunk_organisation():
-    """No SPRAM on the ECP5: the search is the per-chunk one, and the default network's
-    ECP5-85F design is 32/128/112 lanes, 16-byte words, 2 slots, 4 sums drained per
-    cycle, input-channel tiles of 4 and pixel blocks (48/128/128 draining 8 without
-    blocks; 32/48/72 draining one, untiled, before those were searched)."""
+def test_ecp5_default_uses_split_memories_for_more_slots():
+    """No SPRAM on the ECP5: the search is over engines per chunk. The default network's
+    ECP5-85F design keeps each slot in two single-port memories and a residual memory
+    (one block-RAM copy per memory, where a dual-read bank needs one per read port), so
+    it gets 4 slots (80/112/96 lanes, 16-byte words, 4 sums drained per cycle) and a far
+    shorter interval than the best dual-read design (``--no-split``: 32/128/128 lanes,
+    2 slots, draining 8), both with input-channel tiles of 4 and pixel blocks. The
+    point's cycles are the schedule's on the sized config."""
     qm = golden.load("archs/default/qmodel.npz")
+    dual = mapper.search(qm, BOARD, split=False)
+    assert dual.organisation == "chunks" and (dual.word_bytes, dual.slots) == (16, 2)
+    assert dual.lanes == {"clp": 32, "slp": 128, "alp": 128} and dual.drain == 8
+    assert mapper.organisation(mapper.point_config(qm, dual)) == "chunks"
     p = mapper.search(qm, BOARD)
-    assert p.organisation == "chunks" and (p.word_bytes, p.slots) == (16, 2)
-    assert (p.drain, p.cin_tile, p.pixels) == (4, 4, 16)
-    assert p.lanes == {"clp": 32, "slp": 128, "alp": 112}
-    assert mapper.organisation(mapper.point_config(qm, p)) == "chunks"
-    split_memories_give_the_ecp5_more_slots(qm, p)
-
-
-def split_memories_give_the_ecp5_more_slots(qm, dual):
-    """``split=True`` (``--split``): a slot in two single-port memories and a residual
-    memory holds one block-RAM copy per memory, so the default network gets more slots
-    and a shorter interval within the ECP5-85F's budget than the ``dual``-read design;
-    the point's cycles are the schedule's on the sized config."""
-    p = mapper.search(qm, BOARD, split=True)
-    assert p.organisation == "split" and p.slots > dual.slots and p.cycles < 0.7 * dual.cycles
+    assert p.organisation == "split" and (p.word_bytes, p.slots) == (16, 4)
+    assert p.lanes == {"clp": 80, "slp": 112, "alp": 96}
+    assert p.drain == 4 and all((q.cin_tile, q.pixels) == (4, 16) for q in (p, dual))
+    assert p.cycles < 0.7 * dual.cycles
     have = R.budget(BOARD)
     assert all(p.usage[r] <= have[r] for r in R.RESOURCES)
     cfg = mapper.point_config(qm, p)
