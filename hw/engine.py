@@ -23,6 +23,8 @@ descriptor, ``sw`` side):
   kernel row (taps per block: ``K * span``), and pixel ``p`` takes the weights and the
   tap-valid flag pixel ``p - 1`` had ``stride`` beats before (a register chain), so it
   adds tap ``t - p*stride`` of beat ``t`` and nothing (``x = w = 0``) outside its taps.
+  A row's last block may hold fewer pixels (``last_m1``): its lanes past the row add
+  padding taps and are not drained.
 
 Loops: ``g`` (lane group) > ``oy`` > ``ox`` > ``kh`` > ``kw`` > ``c``; addresses advance by
 additions only (the descriptor carries the strides). A tap outside the input is padding:
@@ -85,9 +87,11 @@ def descriptor_layout(addr_bits, w_addr_bits, p_addr_bits, shift_bits=6, cin_til
     a = signed(addr_bits + 2)
     blocks = {
         "pixels_m1": 4,         # output pixels of a block less one (lanewise)
+        "last_m1": 4,           # output pixels of a row's last block less one (<= pixels_m1)
         "span_m1": 5,           # input pixels of a block's kernel row less one (kw bound)
         "ox_step": 6,           # input columns between blocks: pixels * stride
         "out_step": a,          # output bytes between blocks: pixels * out_cpad
+        "last_step": a,         # output bytes after a row's last block: (last_m1+1) * out_cpad
     } if pixels > 1 else {}
     return data.StructLayout({
         "lanewise": 1,          # 1: lanewise mode, 0: broadcast mode
@@ -260,6 +264,7 @@ class LayerEngine(wiring.Component):
         span_m1 = d.span_m1 if Pg > 1 else k_m1          # the kw loop's bound
         ox_step = d.ox_step if Pg > 1 else d.stride      # input columns per ox step
         out_step = d.out_step if Pg > 1 else d.out_cpad  # output bytes per ox step
+        row_out_step = d.last_step if Pg > 1 else d.out_cpad   # ... after a row's last one
         last_c, last_kw, last_kh = Signal(), Signal(), Signal()
         last_ox, last_oy, last_g = ox == d.out_w_m1, oy == d.out_h_m1, g == d.groups_m1
         first_tap = (c == 0) & (kw == 0) & (kh == 0)
@@ -318,7 +323,8 @@ class LayerEngine(wiring.Component):
         n_ch = Signal(range(lanes + 1))         # valid lanes (per pixel word of a block)
         spacing = Signal(range(lanes // D + 1))
         m.d.comb += [n_ch.eq(Mux(ch_left < group_ch, ch_left, group_ch)),
-                     n_valid.eq(Mux(block, (d.pixels_m1 + 1) << ws, n_ch) if Pg > 1 else n_ch),
+                     n_valid.eq(Mux(block, (Mux(last_ox, d.last_m1, d.pixels_m1) + 1) << ws,
+                                    n_ch) if Pg > 1 else n_ch),
                      issue.eq(running & ~(last_tap & (spacing != 0)))]
         with m.If(issue & last_tap):
             m.d.sync += spacing.eq(((n_valid + D - 1) >> (D.bit_length() - 1)) - 1)
@@ -400,7 +406,7 @@ class LayerEngine(wiring.Component):
                                          iy0.eq(iy0 + d.stride), iy.eq(iy0 + d.stride),
                                          a_oy.eq(a_oy + d.row_step), a_ox.eq(a_oy + d.row_step),
                                          *taps_from(a_oy + d.row_step),
-                                         o_pix.eq(o_pix + out_step)]
+                                         o_pix.eq(o_pix + row_out_step)]
                         with m.Elif(~last_g):
                             nxt = a_g + Mux(d.lanewise, V, 0)   # lanewise: next word
                             m.d.sync += [ox.eq(0), oy.eq(0), g.eq(g + 1),

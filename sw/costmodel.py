@@ -6,7 +6,7 @@ mode, ``word_bytes`` in lanewise mode; the last group has the ``last`` channels 
 per output, on an engine draining ``D``
 (``drain``) sums per cycle takes, with ``s = ceil(size / D)`` and ``s' = ceil(last / D)``
 drain cycles per output (a block of ``pixels`` outputs walks all ``pixels * word_bytes``
-lanes; ``e`` is ``s'`` up to the last valid lane),
+lanes, a row's last block those of its pixels; ``e`` is ``s'`` up to the last valid lane),
 
     taps + (groups - 1) * P * max(taps, s) + (P - 1) * max(taps, s') + e + L + 4 + R
 
@@ -37,13 +37,19 @@ def layer_cycles(layer, lanes, word_bytes, drain=1):
     groups = layer.groups(lanes, word_bytes)
     pixels, taps = layer.positions(), layer.taps()
     last = layer.out_c - (groups - 1) * size
-    end = last                  # lanes up to the last output's last valid one
-    if layer.pixels > 1:        # every lane of the block's words is walked
-        end = layer.drain_lanes(lanes, word_bytes) - size + last
-        last = size = layer.drain_lanes(lanes, word_bytes)
+    tail = LayerEngine.SUMS_LATENCY + 4 + Requantizer.LATENCY
+    if layer.pixels > 1:
+        # every lane of a block's words is walked: P words, a row's last block fewer; the
+        # outputs in order are (blocks - 1) full blocks and a row end, per row and group
+        blocks, rest = layer.row_blocks()
+        full, short = -(-layer.pixels * size // drain), -(-rest * size // drain)
+        rows = groups * layer.out_hw[0]
+        end = (rest - 1) * size + last       # lanes up to the last output's last valid one
+        return (taps + rows * (blocks - 1) * max(taps, full) + (rows - 1) * max(taps, short)
+                + -(-end // drain) + tail)
     s, s_last = -(-size // drain), -(-last // drain)
     return (taps + (groups - 1) * pixels * max(taps, s) + (pixels - 1) * max(taps, s_last)
-            + -(-end // drain) + LayerEngine.SUMS_LATENCY + 4 + Requantizer.LATENCY)
+            + -(-last // drain) + tail)
 
 
 def tiles(layer, kind, lanes, word_bytes, cin_tile, drain=1):
@@ -60,18 +66,17 @@ def tiles(layer, kind, lanes, word_bytes, cin_tile, drain=1):
 def pixel_blocks(layer, lanes, word_bytes, pixels, residual=False):
     """The output-pixel blocks (``ConvLayer.pixels``) ``layer`` may run with on a chunk of
     ``lanes`` lanes of an engine computing up to ``pixels`` side by side: 1, and for a
-    lanewise layer without a residual the divisors of its output width that fit."""
+    lanewise layer without a residual the blocks up to its output width that fit (a row's
+    last block holds the rest of the row)."""
     if pixels < 2 or layer.mode != "lanewise" or residual:
         return [1]
-    ow = layer.out_hw[1]
     ok = [1]
-    for p in range(2, min(pixels, lanes // word_bytes) + 1):
-        if ow % p == 0:
-            try:
-                replace(layer, pixels=p).check(lanes, word_bytes)
-                ok.append(p)
-            except ValueError:
-                pass
+    for p in range(2, min(pixels, lanes // word_bytes, layer.out_hw[1]) + 1):
+        try:
+            replace(layer, pixels=p).check(lanes, word_bytes)
+            ok.append(p)
+        except ValueError:
+            pass
     return ok
 
 

@@ -13,7 +13,8 @@ the activation word). A conv-like layer runs in one of two modes:
 - ``lanewise`` (depthwise; global average pooling = depthwise conv with a full-size kernel
   of unit weights): lane ``l < word_bytes`` of group ``g`` is channel ``g*word_bytes + l``;
   weight word ``g*K*K + kh*K + kw`` holds ``w[g*word_bytes + l, 0, kh, kw]``. With
-  ``pixels`` ``P`` > 1 (the mapper's per-layer choice; ``P`` divides the output width)
+  ``pixels`` ``P`` > 1 (the mapper's per-layer choice; a row's last block holds the
+  rest of the row, its lanes past the row undrained)
   lane ``p*word_bytes + l`` computes output pixel ``ox + p`` of a block of ``P`` in a row:
   per kernel row the engine reads the block's ``span = (P-1)*stride + K`` input pixels
   once, and pixel ``p`` takes tap ``kw = t - p*stride`` of beat ``t`` (its weights are
@@ -102,11 +103,11 @@ class ConvLayer:
                                f"of two up to word_bytes {word_bytes} and the lanes {lanes}")
         if self.pixels != 1:
             _, ow = self.out_hw
-            if (self.mode != "lanewise" or self.pixels < 1 or ow % self.pixels
+            if (self.mode != "lanewise" or not 1 < self.pixels <= ow
                     or self.pixels * word_bytes > lanes or self.stride > 2 or self.wide
                     or self.span() > 31):
                 raise ProgramError(f"pixels: {self.pixels} needs a lanewise layer of stride "
-                                   f"1 or 2 with 8-bit outputs, a divisor of its output width "
+                                   f"1 or 2 with 8-bit outputs, at most its output width "
                                    f"{ow}, {self.pixels} words of {word_bytes} bytes within "
                                    f"the {lanes} lanes and a span of at most 31 input pixels")
         if self.group_size(lanes, word_bytes) % drain:
@@ -144,16 +145,16 @@ class ConvLayer:
         """Weight words per lane group: one per beat, or per kernel tap (lanewise)."""
         return self.kernel * self.kernel if self.mode == "lanewise" else self.taps()
 
+    def row_blocks(self):
+        """``(blocks, pixels of the last)`` of an output row: blocks of ``pixels``, the
+        last one holding the rest of the row."""
+        ow = self.out_hw[1]
+        blocks = -(-ow // self.pixels)
+        return blocks, ow - (blocks - 1) * self.pixels
+
     def positions(self):
         """Outputs (blocks of ``pixels``) a lane group computes one after another."""
-        oh, ow = self.out_hw
-        return oh * ow // self.pixels
-
-    def drain_lanes(self, lanes, word_bytes):
-        """Lanes walked when an output's sums drain (the valid ones of ``pixels`` words, or
-        the group's channels)."""
-        return self.pixels * word_bytes if self.pixels > 1 else self.group_size(lanes,
-                                                                                  word_bytes)
+        return self.out_hw[0] * self.row_blocks()[0]
 
     def subs(self, lanes, word_bytes):
         """Lane groups sharing a weight word: a lanewise group uses ``word_bytes`` of the
@@ -217,10 +218,12 @@ def descriptor(layer, *, lanes, word_bytes, in_base, out_base, w_base, p_base, s
     row_stride = w * in_cpad
     lanewise = layer.mode == "lanewise"
     P = layer.pixels
+    blocks, last = layer.row_blocks()
     return {
         "lanewise": int(lanewise), "in_h": h, "in_w": w, "out_h_m1": oh - 1,
-        "out_w_m1": ow // P - 1, "cin_m1": 0 if lanewise else -(-c // layer.tile) - 1,
+        "out_w_m1": blocks - 1, "cin_m1": 0 if lanewise else -(-c // layer.tile) - 1,
         "kernel_m1": layer.kernel - 1, "span_m1": layer.span() - 1, "pixels_m1": P - 1,
+        "last_m1": last - 1,
         "tiled": int(layer.tile > 1),
         "stride": layer.stride, "ox_step": P * layer.stride, "pad": layer.pad,
         "groups_m1": layer.groups(lanes, word_bytes) - 1, "out_c": layer.out_c,
@@ -229,6 +232,7 @@ def descriptor(layer, *, lanes, word_bytes, in_base, out_base, w_base, p_base, s
         "col_step": P * layer.stride * in_cpad, "row_step": layer.stride * row_stride,
         "out_base": out_base, "res_off": 0 if res_base is None else res_base - out_base,
         "out_cpad": out_cpad, "out_step": P * out_cpad,
+        "last_step": last * out_cpad,
         "w_base": w_base, "taps": layer.w_taps(), "p_base": p_base,
         "has_res": int(res_base is not None), "shift": shift, "res_shift": res_shift,
         "wide": int(layer.wide), "lo": lo, "hi": hi,

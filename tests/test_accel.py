@@ -89,14 +89,16 @@ def test_drain_and_input_channel_tiles_bit_exact():
 
 
 def test_pixel_blocks_bit_exact():
-    """Per-chunk engines that run depthwise layers over blocks of output pixels (up to 4
-    words of 4 lanes on 16-lane chunks): the compiler blocks both depthwise layers."""
+    """Per-chunk engines that run depthwise layers over blocks of output pixels (up to 3
+    words of 4 lanes on 16-lane chunks): the compiler blocks both depthwise layers, the
+    8-pixel rows of the first in blocks of 3, 3 and 2 (a short last block), the 4-pixel
+    rows of the second in blocks of 2."""
     from sw.compile import compile_model
     from sw.golden.random_model import random_qmodel
-    cfg = replace(SMALL, pixels=4, **{c: ChunkConfig(16, w, 24, 256) for c, w in
+    cfg = replace(SMALL, pixels=3, **{c: ChunkConfig(16, w, 24, 256) for c, w in
                                       (("clp", 8), ("slp", 3), ("alp", 8))})
     layers = compile_model(random_qmodel(BLOCKS, seed=9), cfg).layers
-    assert [L.layer.pixels for L in layers if L.layer.mode == "lanewise"] == [4, 4, 1]
+    assert [L.layer.pixels for L in layers if L.layer.mode == "lanewise"] == [3, 2, 1]
     run_testbench(Accelerator(cfg), name="accel_pixel_blocks", test_module="sim.tb_accel",
                   sim=selected_simulators()[0],
                   params=dict(cfg=cfg.to_dict(), specs=BLOCKS, seed=9, images=3))
