@@ -129,6 +129,11 @@ def test_cli_map_report_generate_and_errors(qmodel_path, tmp_path, capsys):
     assert listing[0]["desc"]["kernel_m1"] == 2 and listing[-1]["desc"]["out_c"] == 10
     assert generate.main(["--accel", str(tmp_path / "accel.json"), "--out", str(tmp_path)]) == 0
     assert "module accel" in (tmp_path / "accel.v").read_text()
+    # --no-split: dual-read activation banks only
+    assert mapper.main(["--qmodel", str(qmodel_path), "--board", BOARD, "--no-split",
+                        "--no-plot", "--out", str(tmp_path / "dual")]) == 0
+    dual = json.loads((tmp_path / "dual" / "map_report.json").read_text())
+    assert dual["organisation"] == "chunks" and dual["accel"]["act_split"] == 0
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(dict(cfg.to_dict(), word_bytes=3)))
     assert generate.main(["--accel", str(bad), "--out", str(tmp_path)]) == 2
