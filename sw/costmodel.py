@@ -37,19 +37,20 @@ def layer_cycles(layer, lanes, word_bytes, drain=1):
     groups = layer.groups(lanes, word_bytes)
     pixels, taps = layer.positions(), layer.taps()
     last = layer.out_c - (groups - 1) * size
-    tail = LayerEngine.SUMS_LATENCY + 4 + Requantizer.LATENCY
+    # (count, lanes drained) of the outputs but the last (each holds the next one's last
+    # tap for max(taps, its drain steps)), and the lanes up to the last one's last valid
     if layer.pixels > 1:
-        # every lane of a block's words is walked: P words, a row's last block fewer; the
-        # outputs in order are (blocks - 1) full blocks and a row end, per row and group
+        # every lane of a block's words is walked: P words, a row's last block fewer; per
+        # row and group, blocks - 1 full blocks and a row end
         blocks, rest = layer.row_blocks()
-        full, short = -(-layer.pixels * size // drain), -(-rest * size // drain)
         rows = groups * layer.out_hw[0]
-        end = (rest - 1) * size + last       # lanes up to the last output's last valid one
-        return (taps + rows * (blocks - 1) * max(taps, full) + (rows - 1) * max(taps, short)
-                + -(-end // drain) + tail)
-    s, s_last = -(-size // drain), -(-last // drain)
-    return (taps + (groups - 1) * pixels * max(taps, s) + (pixels - 1) * max(taps, s_last)
-            + -(-last // drain) + tail)
+        outputs = [(rows * (blocks - 1), layer.pixels * size), (rows - 1, rest * size)]
+        end = (rest - 1) * size + last
+    else:
+        outputs = [((groups - 1) * pixels, size), (pixels - 1, last)]
+        end = last
+    return (taps + sum(n * max(taps, -(-walked // drain)) for n, walked in outputs)
+            + -(-end // drain) + LayerEngine.SUMS_LATENCY + 4 + Requantizer.LATENCY)
 
 
 def tiles(layer, kind, lanes, word_bytes, cin_tile, drain=1):

@@ -4,8 +4,9 @@
     short = shortfalls(usage, "icebreaker")  # [] when it fits, else one line per resource
 
 Logic, flip-flops and DSPs are linear in the lanes: per PE (by kind; iCE40 from
-``python -m boards.calibrate``, ECP5 per lane from whole-accelerator builds), per layer engine (loop counters, address generators,
-drain, requantiser: one per chunk, or one for all with ``shared_engine``), per PE row, per
+``python -m boards.calibrate``, ECP5 per lane from whole-accelerator builds), per layer
+engine (loop counters, address generators, drain, requantiser: one per chunk, or one for
+all with ``shared_engine``), per PE row, per
 engine lane, per engine and activation byte, per engine, slot and activation byte, per
 input of the activation memories' block-RAM read multiplexers, and once per accelerator
 (host bridge, controllers); these parts are fitted on whole-accelerator builds
