@@ -71,6 +71,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -237,6 +238,11 @@ def seed_table(data):
     return "\n".join(lines) + "\n"
 
 
+def arch_tag(net):
+    """An architecture name (letters, digits, '.', '_', '-') for a table row's ``net``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", net).strip("-")
+
+
 def _result_path(data):
     cands = [repo_path(data["search"]) / "result.json",
              REPO / "archs/searched/search_result.json"]
@@ -253,9 +259,14 @@ def recost(path, result_path=None, up5k="mapper"):
     macro = arch_mod.load(repo_path(result["config"]["macro"]))
     space = Space.from_arch(macro, result["config"]["space"])
     ref = stored_lanes(result["reference_lanes"])
-    ref["icebreaker"] = up5k_reference(macro, up5k)
+    if data.get("baselines"):   # a --place table: the other boards on its baselines' search's
+        base = json.loads(_result_path(json.loads(repo_path(data["baselines"]).read_text()))
+                          .read_text())
+        ref = {**stored_lanes(base["reference_lanes"]), data["board"]: ref[data["board"]]}
+    if data["board"] != "icebreaker":
+        ref["icebreaker"] = up5k_reference(macro, up5k)
     for row in data["rows"]:
-        arch = space.arch([from_label(b) for b in row["blocks"]], row["net"].replace(" ", "-"))
+        arch = space.arch([from_label(b) for b in row["blocks"]], arch_tag(row["net"]))
         for k in [k for k in row if k.startswith(("cycles_", "energy_uj_", "own_", "fits_"))]:
             del row[k]
         cost_row(row, arch, ref)
@@ -317,9 +328,8 @@ def place(path, search_dir, out_path, integer, log=print):
                if not k.startswith(("cycles_", "energy_uj_", "own_", "fits_"))}
         if old["net"] == "searched":
             old["net"] = f"searched ({data['board']})"
-        tag = old["net"].replace(" (", "-").replace(")", "").replace(" ", "-")
-        rows.append(cost_row(old, full.arch([from_label(b) for b in old["blocks"]], tag),
-                             ref))
+        rows.append(cost_row(old, full.arch([from_label(b) for b in old["blocks"]],
+                                            arch_tag(old["net"])), ref))
     new = {"search": repo_relative(Path(search_dir).resolve()), "board": cfg.board,
            "budget": cfg.budget, "epochs": data["epochs"],
            "train_images": data["train_images"], "test_images": data["test_images"],

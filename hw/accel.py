@@ -89,7 +89,7 @@ class Accelerator(wiring.Component):
                          for name, e in self.engines.items()}
         self.mem_bits = memory_bits(cfg)
         self.host = HostBridge(self.mem_bits, 8 * cfg.word_bytes, cfg.slots,
-                               (cfg.slot_words - 1).bit_length())
+                               (cfg.slot_words - 1).bit_length(), spread=cfg.spread_input)
         super().__init__({
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),

@@ -137,6 +137,13 @@ class AccelConfig:
                 if self.chunk(name).lanes]
 
     @property
+    def spread_input(self):
+        """The host bridge can spread a one-byte input over its word
+        (``hw.protocol.SPREAD``): accelerators with pixel blocks, where a one-channel stem
+        runs spread (``sw.program.ConvLayer.spread``)."""
+        return self.pixels > 1
+
+    @property
     def slot_bytes(self):
         """Bytes of a slot's address space: ``act_bytes``, or past the last split memory
         (``act_split`` memories at power-of-two strides, then ``res_bytes``)."""

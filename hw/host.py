@@ -10,7 +10,8 @@ is finished (``out_ready``) it sends ``O`` + that image's logits from its slot, 
 input of image ``next_image + slots`` from the host into the same slot and pulses
 ``refill``; after the last image (and ``done``) it sends ``D`` + cycles and pulses
 ``finish``. A word is written one cycle after its last byte arrives (``wr_en`` for one
-cycle, then the next byte is taken).
+cycle, then the next byte is taken). A bridge built with ``spread`` also takes ``k`` with
+:data:`hw.protocol.SPREAD` set: each word is then its one byte copied into every byte.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
@@ -24,21 +25,22 @@ __all__ = ["HostBridge"]
 class HostBridge(wiring.Component):
     """``mem_bits``: bits of a word of each memory, in :data:`hw.protocol.MEMORIES` order
     (0 for an absent memory); ``act_bits``: bits of an activation word; ``slots`` (a power
-    of two) image slots of ``2**slot_shift`` activation words each."""
+    of two) image slots of ``2**slot_shift`` activation words each; ``spread``: inputs
+    may be spread (:data:`hw.protocol.SPREAD`)."""
 
     #: cycles from ``rd_en`` to ``rd_data``: the block RAM's, and a register per bank in the
     #: accelerator (a far block RAM's depth mux drives only a flip-flop, not the slot mux
     #: and the read-word shifter). A source with less latency holds its data (read enable).
     READ_LATENCY = 2
 
-    def __init__(self, mem_bits, act_bits, slots=1, slot_shift=0):
+    def __init__(self, mem_bits, act_bits, slots=1, slot_shift=0, spread=False):
         if len(mem_bits) != len(protocol.MEMORIES):
             raise ValueError(f"mem_bits needs {len(protocol.MEMORIES)} entries, not "
                              f"{len(mem_bits)}")
         if slots < 1 or slots & (slots - 1):
             raise ValueError(f"slots must be a power of two, not {slots}")
         self.mem_bits = list(mem_bits)
-        self.slots, self.slot_shift = slots, slot_shift
+        self.slots, self.slot_shift, self.spread = slots, slot_shift, spread
         self.act_bytes = protocol.word_bytes(act_bits)
         self.data_bits = 8 * max(protocol.word_bytes(b) for b in mem_bits)
         super().__init__({
@@ -76,8 +78,14 @@ class HostBridge(wiring.Component):
                        for b in self.mem_bits + [0, 0])
         wire_bytes = Signal.like(word_idx)   # bytes per word on the wire (the rest are 0)
 
+        spreading = Signal()         # input words spread from their one byte
+        flag = protocol.SPREAD.bit_length() - 1
+
         def input_bytes(k):
-            """The ``k`` of an input write or run, 0 or past a word meaning a whole word."""
+            """The ``k`` of an input write or run, 0 or past a word meaning a whole word
+            (with ``spread``, :data:`~hw.protocol.SPREAD` set spreads a one-byte word)."""
+            if self.spread:
+                k = Mux(k[flag], 1, k)
             return Mux((k == 0) | (k > self.act_bytes), self.act_bytes, k)
 
         rd_left = Signal(range(self.act_bytes + 1))
@@ -127,9 +135,13 @@ class HostBridge(wiring.Component):
                                      word_idx.eq(0), in_run.eq(0)]
                         with m.If(cmd == protocol.WRITE[0]):
                             m.d.sync += [mem.eq(hdr[48:51]), wire_bytes.eq(nbytes[hdr[48:51]])]
+                            if self.spread:
+                                m.d.sync += spreading.eq(0)
                         with m.Else():
                             m.d.sync += [mem.eq(protocol.MEM_ID["act"]),
                                          wire_bytes.eq(input_bytes(hdr[48:56]))]
+                            if self.spread:
+                                m.d.sync += spreading.eq(hdr[48 + flag])
                         m.next = "DATA"
                         with m.If(hdr[72:88] == 0):
                             m.next = "FINISH"
@@ -142,12 +154,17 @@ class HostBridge(wiring.Component):
                     with m.Default():     # run
                         m.d.sync += [wire_bytes.eq(input_bytes(hdr[80:88])),
                                      next_image.eq(0), in_run.eq(1)]
+                        if self.spread:
+                            m.d.sync += spreading.eq(hdr[80 + flag])
                         m.d.comb += self.run.eq(1)
                         m.next = "RUN_WAIT"
             with m.State("DATA"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.sync += [word.word_select(word_idx, 8).eq(byte), word_idx.eq(word_idx + 1)]
+                    if self.spread:
+                        with m.If(spreading):
+                            m.d.sync += word[:8 * self.act_bytes].eq(byte.replicate(self.act_bytes))
                     with m.If(word_idx == wire_bytes - 1):
                         m.next = "STORE"
             with m.State("STORE"):

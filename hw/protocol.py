@@ -14,7 +14,10 @@ Anything else is answered ``E`` + the byte, and the bridge waits for the next co
 Inputs travel compact: ``k`` bytes per activation word, the word's low bytes; the bridge
 zero-fills the rest (``k`` = the input's channels, at most ``word_bytes``: one byte per
 pixel, ``pixel >> pixel_shift``, for a grey image; ``k`` 0 or past a word means a whole
-word). ``W`` to ``act`` still writes whole words.
+word). ``k = 1 | SPREAD`` (bridges of accelerators with pixel blocks,
+``AccelConfig.spread_input``): one byte per word, copied into every byte of the word (the
+input of a spread stem, ``sw.program.ConvLayer.spread``). ``W`` to ``act`` still writes
+whole words.
 A run streams ``n`` images through ``slots`` activation slots (slot ``s`` starts at word
 ``s * slot_words``, ``slot_words`` the next power of two of ``act_bytes / word_bytes``:
 ``AccelConfig.slot_words``; offsets are within a slot). Before ``X`` the host writes
@@ -32,6 +35,7 @@ ACK, DONE, ERROR, OUTPUT = b"K", b"D", b"E", b"O"
 MAGIC = b"NAS" + bytes([VERSION])
 MEMORIES = ("act", "param", "prog", "clp", "slp", "alp")
 MEM_ID = {name: i for i, name in enumerate(MEMORIES)}
+SPREAD = 0x80          # flag of an input ``k``: each word is its one byte in every byte
 
 
 def word_bytes(bits):
@@ -68,7 +72,9 @@ def pack_words(values, bits):
 
 def pack_input(values, k):
     """The low ``k`` bytes of each activation word (the others must be 0, else
-    OverflowError)."""
+    OverflowError); with :data:`SPREAD` in ``k``, the low byte of each."""
+    if k & SPREAD:
+        return bytes(int(w) & 0xFF for w in values)
     return b"".join(int(w).to_bytes(k, "little") for w in values)
 
 

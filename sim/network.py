@@ -66,7 +66,7 @@ def session(prog, cfg, images):
     inputs of the first ``slots`` images (compact input writes), then one streaming run of
     all images (the other inputs, compact, follow the run command; the bridge paces them)."""
     bits = dict(zip(protocol.MEMORIES, memory_bits(cfg)))
-    V, k = cfg.word_bytes, prog.input_k
+    V, k = cfg.word_bytes, prog.wire_k
     slot_words = cfg.slot_words
     cmds = [(protocol.PING, 4)]
     for mem, blocks in prog.images.items():

@@ -20,13 +20,23 @@ from sw.costmodel import layer_cycles
 from sw.golden.model import conv_acc, requantize
 from sw.golden.pe import wrap
 from sw.program import (ConvLayer, cpad, descriptor, pack_activation, param_words,
-                        unpack_activation, weight_words)
+                        spread_activation, unpack_activation, weight_words)
 
 
 def random_layer(rng, kind, lanes, word_bytes, case, tile=1, pixels=1):
     """A random layer shape; ``case`` picks broadcast / lanewise / gap / fc / tiled
     (broadcast over ``tile`` input channels per beat; adder: ``cin`` a multiple of it) /
-    block (lanewise over blocks of up to ``pixels`` output pixels)."""
+    block (lanewise over blocks of up to ``pixels`` output pixels) / spread (a
+    one-channel convolution run lanewise on a spread input, in blocks)."""
+    if case == "spread":
+        for _ in range(100):
+            base = random_layer(rng, kind, lanes, word_bytes, "broadcast")
+            layer = replace(base, in_shape=(1,) + base.in_shape[1:], mode="lanewise",
+                            out_c=int(rng.integers(1, word_bytes + 1)), spread=True)
+            fits = list(range(2, min(pixels, layer.out_hw[1]) + 1))
+            if fits and layer.stride <= 2:
+                return replace(layer, pixels=int(rng.choice(fits)))
+        raise AssertionError("no random layer runs spread")
     if case == "block":
         for _ in range(100):
             layer = random_layer(rng, kind, lanes, word_bytes, "lanewise")
@@ -60,7 +70,8 @@ def random_weights(rng, kind, layer, w_width):
     """Returns (engine lane values [O, Cg, K, K(, 2)], golden product weights)."""
     cg = layer.in_shape[0] if layer.mode == "broadcast" else 1
     shape = (layer.out_c, cg, layer.kernel, layer.kernel)
-    if layer.kernel == layer.in_shape[1] and layer.mode == "lanewise" and kind != "adder":
+    if (layer.kernel == layer.in_shape[1] and layer.mode == "lanewise" and not layer.spread
+            and kind != "adder"):
         ones = np.ones(shape, np.int64)                   # global average pooling
         return (np.stack([ones, 0 * ones], -1) if kind == "shift" else ones), ones
     if kind == "shift":
@@ -135,7 +146,7 @@ async def layers_match_golden_model(dut):
     w_lane_shape = tb.harness.w_shape
     p_shape = tb.harness.p_shape
     cases = (["broadcast", "lanewise", "fc"] + (["gap"] if kind != "adder" else [])
-             + (["tiled"] * 2 if T > 1 else []) + (["block"] * 2 if P > 1 else []))
+             + (["tiled"] * 2 if T > 1 else []) + (["block"] * 2 + ["spread"] if P > 1 else []))
     for n in range(p["layers"]):
         case = cases[n % len(cases)]
         layer = random_layer(rng, kind, lanes, V, case, T, P)
@@ -146,7 +157,8 @@ async def layers_match_golden_model(dut):
         lane_w, gold_w = random_weights(rng, kind, layer, w_width)
         acc = wrap(conv_acc("mul" if kind == "shift" else kind, x[None], gold_w,
                             layer.stride, layer.pad,
-                            1 if layer.mode == "broadcast" else c), acc_width)[0]
+                            c if layer.mode == "lanewise" and not layer.spread else 1),
+                   acc_width)[0]
         M = rng.integers(-(1 << 15), 1 << 15, size=layer.out_c)
         peak = int(np.abs(acc).max() * np.abs(M).max()) or 1
         S = max(1, peak.bit_length() - 7 + int(rng.integers(-1, 2)))
@@ -172,7 +184,8 @@ async def layers_match_golden_model(dut):
                             lo=lo, hi=hi, res_base=res_base if has_res else None,
                             res_shift=res_shift)
 
-        await tb.load(0, in_base // V, tb.act_words(pack_activation(x, V)))
+        packed = spread_activation(x, V) if layer.spread else pack_activation(x, V)
+        await tb.load(0, in_base // V, tb.act_words(packed))
         if has_res:
             await tb.load(0, res_base // V, tb.act_words(pack_activation(res, V)))
         guard = lanes * V         # bytes past the output that must stay untouched

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.lib import data
 
+from hw import protocol
 from hw.accel import CHUNK_ID, prog_beats, program_layout
 from hw.actmem import PORTS, regions
 from hw.config import CHUNK_OF_OP
@@ -45,16 +46,24 @@ class Program:
     res_bytes_used: int = 0      # ... in the residual memory (act_split)
     word_bytes: int = 4
     pixel_shift: int = 1
+    input_spread: bool = False   # the bridge spreads each input byte over its word
     deltas: list = field(default_factory=list)
 
     @property
     def input_k(self):
-        """Bytes of each input activation word on the host link (``hw.protocol``'s ``k``):
-        the input's channels, at most a word (1 for a grey image: a byte per pixel)."""
+        """Bytes of each input activation word on the host link: the input's channels, at
+        most a word (1 for a grey image: a byte per pixel)."""
         return min(self.input_shape[0], self.word_bytes)
 
+    @property
+    def wire_k(self):
+        """``hw.protocol``'s ``k`` of the input: :attr:`input_k`, with ``SPREAD`` when the
+        first layer runs spread (``sw.program.ConvLayer.spread``)."""
+        return self.input_k | (protocol.SPREAD if self.input_spread else 0)
+
     def input_words(self, image):
-        """Activation words of one uint8 image [H, W] (``pixel >> pixel_shift``)."""
+        """Activation words of one uint8 image [H, W] (``pixel >> pixel_shift``) as the host
+        sends them (with :attr:`input_spread` the bridge copies the byte over the word)."""
         x = (np.asarray(image, np.int64) >> self.pixel_shift).reshape(self.input_shape)
         return _words(pack_activation(x, self.word_bytes), self.word_bytes)
 
@@ -251,6 +260,15 @@ def _chunk_for(cfg, L, name):
     return chunk
 
 
+def spread_candidate(qm):
+    """Index of the layer that may run spread (``sw.program.ConvLayer.spread``): the one
+    layer reading a one-channel network input (None where there is none)."""
+    readers = [i for i, L in enumerate(qm.layers) for t in (L["input"], L.get("residual"))
+               if t == 0]
+    one = qm.tensors[0]["shape"][0] == 1 if len(qm.tensors[0]["shape"]) == 3 else False
+    return readers[0] if one and len(readers) == 1 else None
+
+
 def compile_model(qm, cfg):
     """Program for integer model ``qm`` on accelerator ``cfg``; ProgramError names what
     does not fit."""
@@ -271,6 +289,7 @@ def compile_model(qm, cfg):
     out_t = len(qm.tensors) - 1
     prog.output_base, prog.output_shape = addr[out_t], _shape3(qm.tensors[out_t]["shape"])
     prog.output_wide = qm.tensors[out_t]["bits"] > 8
+    spreader = spread_candidate(qm) if cfg.spread_input else None
     w_next = {name: 0 for name, _, _ in cfg.chunks}
     weights = {name: [] for name in w_next}
     params, program = [], []
@@ -293,7 +312,9 @@ def compile_model(qm, cfg):
         if kind == "shift" and L["type"] != "gap" and L["exp_bits"] > cc.w_width:
             raise ProgramError(f"slp.w_width: {name} needs {L['exp_bits']} exponent bits")
         layer = best_tile(_conv_layer(qm, i, L), kind, cc.lanes, cfg,
-                          residual=L.get("residual") is not None)
+                          residual=L.get("residual") is not None,
+                          spread=i == spreader)
+        prog.input_spread |= layer.spread
         layer.check(cc.lanes, V, cfg.drain)
         words = weight_words(layer, _lane_weights(qm, i, L, kind, layer), cc.lanes, V)
         if w_next[chunk] + len(words) > cc.w_words:

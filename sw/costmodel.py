@@ -81,15 +81,31 @@ def pixel_blocks(layer, lanes, word_bytes, pixels, residual=False):
     return ok
 
 
-def best_tile(layer, kind, lanes, cfg, residual=False):
+def spread_layer(layer, word_bytes):
+    """``layer`` run spread (``ConvLayer.spread``: lanewise over copies of its one input
+    channel), or None where it cannot be: not a standard convolution of one input channel
+    with at most ``word_bytes`` output channels."""
+    if (layer.mode != "broadcast" or layer.in_shape[0] != 1 or layer.out_c > word_bytes
+            or layer.wide):
+        return None
+    return replace(layer, mode="lanewise", spread=True, tile=1)
+
+
+def best_tile(layer, kind, lanes, cfg, residual=False, spread=False):
     """``layer`` with the tile of :func:`tiles` and the pixel block of
     :func:`pixel_blocks` that take the fewest cycles (the mapper's per-layer tiling
-    search; ties keep the smaller)."""
+    search; ties keep the smaller); with ``spread`` (the layer alone reads the network
+    input, which the bridge can spread), also run spread in pixel blocks."""
+    V, pixels = cfg.word_bytes, getattr(cfg, "pixels", 1)
     options = [replace(layer, tile=t)
-               for t in tiles(layer, kind, lanes, cfg.word_bytes, cfg.cin_tile, cfg.drain)]
-    options += [replace(layer, pixels=p) for p in pixel_blocks(
-        layer, lanes, cfg.word_bytes, getattr(cfg, "pixels", 1), residual)[1:]]
-    return min(options, key=lambda L: layer_cycles(L, lanes, cfg.word_bytes, cfg.drain))
+               for t in tiles(layer, kind, lanes, V, cfg.cin_tile, cfg.drain)]
+    options += [replace(layer, pixels=p)
+                for p in pixel_blocks(layer, lanes, V, pixels, residual)[1:]]
+    spread = spread_layer(layer, V) if spread and pixels > 1 else None
+    if spread is not None:
+        options += [replace(spread, pixels=p)
+                    for p in pixel_blocks(spread, lanes, V, pixels, residual)[1:]]
+    return min(options, key=lambda L: layer_cycles(L, lanes, V, cfg.drain))
 
 
 def control_cycles(cfg):

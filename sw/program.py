@@ -20,6 +20,11 @@ the activation word). A conv-like layer runs in one of two modes:
   once, and pixel ``p`` takes tap ``kw = t - p*stride`` of beat ``t`` (its weights are
   pixel 0's, delayed ``p*stride`` beats). Taps per output block: ``K * span``, against
   ``K*K*P`` one pixel at a time.
+  *Spread* (``spread``): a standard convolution of a one-channel input (the stem of a
+  grey image) with at most ``word_bytes`` output channels, run lanewise on an input
+  whose words hold the pixel in every byte (the host bridge writes the network input
+  that way, ``hw.protocol.SPREAD``): lane ``l`` is output channel ``l`` and reads its
+  own copy of the pixel, so the layer takes pixel blocks like a depthwise one.
 
 Weights of unused lanes are zero. Parameter word ``p_base + channel`` holds ``M`` and
 ``B + 2^(S-1)`` (the rounding folded into the bias).
@@ -55,6 +60,12 @@ def pack_activation(x, word_bytes, wide=False):
     return out.reshape(-1)
 
 
+def spread_activation(x, word_bytes):
+    """int [1, H, W] -> bytes of a spread input (:class:`ConvLayer` ``spread``): each
+    pixel's word holds the pixel in every byte."""
+    return pack_activation(np.repeat(np.asarray(x)[:1], word_bytes, 0), word_bytes)
+
+
 def unpack_activation(data, shape, word_bytes, wide=False):
     """Inverse of :func:`pack_activation`: bytes -> int64 [C, H, W]."""
     c, h, w = shape
@@ -76,6 +87,7 @@ class ConvLayer:
     wide: bool = False        # 16-bit outputs (two bytes per channel)
     tile: int = 1             # broadcast: input channels per beat (lanes summed per output)
     pixels: int = 1           # lanewise: output pixels of a row computed side by side
+    spread: bool = False      # lanewise over copies of a one-channel input (see above)
 
     @property
     def out_hw(self):
@@ -87,7 +99,11 @@ class ConvLayer:
         c, h, w = self.in_shape
         if self.mode not in MODES:
             raise ProgramError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.mode == "lanewise" and self.out_c != c:
+        if self.spread and (self.mode != "lanewise" or c != 1 or self.out_c > word_bytes):
+            raise ProgramError(f"spread: needs a lanewise layer of one input channel and at "
+                               f"most word_bytes {word_bytes} output channels, not {c} -> "
+                               f"{self.out_c}")
+        if self.mode == "lanewise" and self.out_c != c and not self.spread:
             raise ProgramError(f"out_c: a lanewise layer keeps its {c} channels, not "
                                f"{self.out_c}")
         oh, ow = self.out_hw

@@ -104,6 +104,30 @@ def test_pixel_blocks_bit_exact():
                   params=dict(cfg=cfg.to_dict(), specs=BLOCKS, seed=9, images=3))
 
 
+#: a stem of as many channels as a word holds: run spread, in pixel blocks
+SPREAD_STEM = [("conv", "adder", 4, 3, 1), ("dw", "shift", 3, 1), ("conv", "mul", 8, 1, 1),
+               ("gap",), ("fc", "mul", 10)]
+
+
+def test_spread_stem_bit_exact():
+    """A one-channel stem of 4 output channels on 16-lane chunks with 4-byte words and
+    blocks of up to 4 pixels: the compiler runs it spread (lanewise over copies of the
+    pixel, which the bridge writes when the input comes with ``SPREAD``) in blocks of 4
+    pixels, its adder lanes' padding taps adding ``-|w|`` as the golden model says; two
+    slots, so the run's refills are spread too."""
+    from sw.compile import compile_model
+    from sw.golden.random_model import random_qmodel
+    cfg = replace(SMALL, pixels=4, slots=2, act_bytes=1024,
+                  **{c: ChunkConfig(16, w, 24, 256) for c, w in
+                     (("clp", 8), ("slp", 3), ("alp", 8))})
+    prog = compile_model(random_qmodel(SPREAD_STEM, seed=10), cfg)
+    stem = prog.layers[0].layer
+    assert prog.input_spread and stem.spread and stem.pixels == 4
+    run_testbench(Accelerator(cfg), name="accel_spread_stem", test_module="sim.tb_accel",
+                  sim=selected_simulators()[0],
+                  params=dict(cfg=cfg.to_dict(), specs=SPREAD_STEM, seed=10, images=5))
+
+
 def test_config_activation_banks():
     """Banks need not be powers of two; slots are addressed at power-of-two strides."""
     cfg = replace(SMALL, slots=4, act_bytes=832)

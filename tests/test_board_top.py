@@ -50,12 +50,13 @@ def small_model(tmp_path_factory):
     return qm, d
 
 
-def bridge_session(commands, act_bits=32, depth=8):
-    """Send ``commands`` (bytes) one after the other to a :class:`HostBridge` whose
-    activation memory is a block RAM of ``depth`` words; returns each command's reply
-    (the bytes sent back until the bridge is idle again)."""
+def bridge_session(commands, act_bits=32, depth=8, spread=False):
+    """Send ``commands`` (bytes) one after the other to a :class:`HostBridge` (built with
+    ``spread``) whose activation memory is a block RAM of ``depth`` words; returns each
+    command's reply (the bytes sent back until the bridge is idle again)."""
     m = Module()
-    m.submodules.bridge = bridge = HostBridge([act_bits, 24, 40, 64, 12, 64], act_bits)
+    m.submodules.bridge = bridge = HostBridge([act_bits, 24, 40, 64, 12, 64], act_bits,
+                                              spread=spread)
     m.submodules.act = act = memory.Memory(shape=act_bits, depth=depth, init=[])
     wr, rd = act.write_port(), act.read_port()
     m.d.comb += [wr.addr.eq(bridge.wr_addr), wr.data.eq(bridge.wr_data),
@@ -104,6 +105,21 @@ def test_bridge_input_writes_expand_bytes_to_words():
     assert replies[:6] == [protocol.ACK] * 6
     words = [int.from_bytes(replies[6][i:i + 4], "little") for i in range(0, 24, 4)]
     assert words == [0x7F, 0x01, 0xDEADBEEF, 0x030201, 0xAABBCCDD, 0x04030201]
+
+
+def test_bridge_spreads_input_bytes_over_words():
+    """With ``k = 1 | SPREAD`` a bridge built with ``spread`` writes each input byte into
+    every byte of its word (the input of a spread stem); a later ``W act`` and a plain
+    ``I`` are not spread."""
+    replies = bridge_session([
+        protocol.write_input(0, [0x7F, 0x01, 0x80], 1 | protocol.SPREAD),
+        protocol.write("act", 3, [0x11223344], 32),
+        protocol.write_input(4, [0x05], 1),
+        protocol.read(0, 5),
+    ], spread=True)
+    assert replies[:3] == [protocol.ACK] * 3
+    words = [int.from_bytes(replies[3][i:i + 4], "little") for i in range(0, 20, 4)]
+    assert words == [0x7F7F7F7F, 0x01010101, 0x80808080, 0x11223344, 0x05]
 
 
 def test_board_core_over_uart_pins():

@@ -210,10 +210,10 @@ def test_ecp5_default_uses_split_memories_for_more_slots():
     """No SPRAM on the ECP5: the search is over engines per chunk. The default network's
     ECP5-85F design keeps each slot in two single-port memories and a residual memory
     (one block-RAM copy per memory, where a dual-read bank needs one per read port), so
-    it gets 4 slots (80/112/96 lanes, 16-byte words, 4 sums drained per cycle) and a far
+    it gets 4 slots (64/128/96 lanes, 16-byte words, 4 sums drained per cycle) and a far
     shorter interval than the best dual-read design (``--no-split``: 32/128/128 lanes,
     2 slots, draining 8), both with input-channel tiles of 4 and pixel blocks. The
-    point's cycles are the schedule's on the sized config."""
+    point's cycles are the schedule's on the sized config, whose stem runs spread."""
     qm = golden.load("archs/default/qmodel.npz")
     dual = mapper.search(qm, BOARD, split=False)
     assert dual.organisation == "chunks" and (dual.word_bytes, dual.slots) == (16, 2)
@@ -221,7 +221,7 @@ def test_ecp5_default_uses_split_memories_for_more_slots():
     assert mapper.organisation(mapper.point_config(qm, dual)) == "chunks"
     p = mapper.search(qm, BOARD)
     assert p.organisation == "split" and (p.word_bytes, p.slots) == (16, 4)
-    assert p.lanes == {"clp": 80, "slp": 112, "alp": 96}
+    assert p.lanes == {"clp": 64, "slp": 128, "alp": 96}
     assert p.drain == 4 and all((q.cin_tile, q.pixels) == (4, 16) for q in (p, dual))
     assert p.cycles < 0.7 * dual.cycles
     have = R.budget(BOARD)
@@ -229,4 +229,15 @@ def test_ecp5_default_uses_split_memories_for_more_slots():
     cfg = mapper.point_config(qm, p)
     assert cfg.act_split == 2 and not cfg.shared_engine and cfg.slots == p.slots
     assert mapper.organisation(cfg) == "split"
-    assert p.cycles == round(schedule.interval(compile_model(qm, cfg), cfg))
+    prog = compile_model(qm, cfg)
+    assert p.cycles == round(schedule.interval(prog, cfg))
+    assert prog.input_spread and prog.layers[0].layer.spread
+
+
+def test_split_memories_past_the_host_address_space_are_left_out():
+    """A network whose split slot would need more activation words than the host protocol
+    addresses gets no split organisation (it used to raise ConfigError out of the search,
+    so such networks "did not fit" the ECP5 at all)."""
+    qm = random_qmodel([("conv", "mul", 4, 3, 1), ("gap",), ("fc", "mul", 10)], seed=1)
+    cfg = AccelConfig(word_bytes=2, act_bytes=1 << 17)      # 65536 words: the whole space
+    assert mapper.split_memories(qm, cfg) is None

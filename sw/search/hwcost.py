@@ -91,6 +91,7 @@ class HwLayer:
     chunk: str
     layer: ConvLayer
     residual: bool = False
+    reads_input: bool = False     # the network's first layer (the compiler may spread it)
 
 
 def arch_layers(arch):
@@ -107,7 +108,7 @@ def arch_layers(arch):
         mode = "lanewise" if s.groups > 1 else "broadcast"
         out.append(HwLayer(s.name, CHUNK[s.kind],
                            ConvLayer(mode, (s.in_ch, *s.in_hw), s.out_ch, s.kernel, s.stride,
-                                     s.padding), s.residual))
+                                     s.padding), s.residual, reads_input=not out))
         prev_hw = s.out_hw
     return out
 
@@ -210,17 +211,17 @@ KIND = {"clp": "mul", "slp": "shift", "alp": "adder"}
 
 
 def _tiled(L, lanes, word_bytes, extra):
-    """``L.layer`` with the input-channel tile (``cin_tile`` > 1) or the pixel block
-    (``pixels`` > 1) the compiler gives it."""
+    """``L.layer`` with the input-channel tile (``cin_tile`` > 1), the pixel block
+    (``pixels`` > 1) or the spread (the first layer) the compiler gives it."""
     tile, pixels = extra.get("cin_tile", 1), extra.get("pixels", 1)
-    if (tile == 1 or L.layer.mode != "broadcast") and (pixels == 1
-                                                       or L.layer.mode != "lanewise"):
+    if ((tile == 1 or L.layer.mode != "broadcast")
+            and (pixels == 1 or (L.layer.mode != "lanewise" and not L.reads_input))):
         return L.layer
     from types import SimpleNamespace
     from sw.costmodel import best_tile
     return best_tile(L.layer, KIND[L.chunk], lanes[L.chunk], SimpleNamespace(
         word_bytes=word_bytes, cin_tile=tile, drain=extra.get("drain", 1), pixels=pixels),
-        residual=L.residual)
+        residual=L.residual, spread=L.reads_input)
 
 
 def layer_cost(L, metric, lanes, word_bytes, extra=None):
