@@ -594,11 +594,13 @@ def layer_report(qm, cfg):
         oh, ow = L.layer.out_hw
         cycles = compiled_layer_cycles(L, cfg)      # with a parameter copy (params_in_act)
         rows.append({
-            "layer": L.name, "chunk": L.chunk, "mode": L.layer.mode,
+            "layer": L.name, "chunk": L.chunk,
+            "mode": "spread" if L.layer.spread else L.layer.mode,
             "tiling": f"{L.layer.groups(lanes, cfg.word_bytes)}x{size} ch"
                       + (f" x{L.layer.tile} cin" if L.layer.tile > 1 else "")
                       + f", {oh}x{ow} px"
                       + (f" by {L.layer.pixels}" if L.layer.pixels > 1 else "")
+                      + (" spread" if L.layer.spread else "")
                       + f", {L.layer.taps()} taps",
             "delta": delta, "cycles": cycles, "macs": L.macs,
             "utilisation": L.macs / (lanes * cycles), "energy_nj": e.total / 1e3,
