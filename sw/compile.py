@@ -265,8 +265,8 @@ def spread_candidate(qm):
     layer reading a one-channel network input (None where there is none)."""
     readers = [i for i, L in enumerate(qm.layers) for t in (L["input"], L.get("residual"))
                if t == 0]
-    one = qm.tensors[0]["shape"][0] == 1 if len(qm.tensors[0]["shape"]) == 3 else False
-    return readers[0] if one and len(readers) == 1 else None
+    shape = qm.tensors[0]["shape"]
+    return readers[0] if len(shape) == 3 and shape[0] == 1 and len(readers) == 1 else None
 
 
 def compile_model(qm, cfg):
