@@ -21,6 +21,7 @@ from sw.energy import layer_energy_pj
 from sw.golden import model as gm
 from sw.search import __main__ as cli
 from sw.search import hwcost as H
+from sw.search import run as run_mod
 from sw.search.run import SearchConfig, run_search
 from sw.search.search import CostTerm, gumbel, k_best, probs, top2
 from sw.search.space import CHOICES, SKIP, Space, SpaceError, choice_index, from_label, label
@@ -521,6 +522,22 @@ def test_result_files_name_paths_relative_to_the_repository():
         arch = arch_mod.load(repo_path(res["arch_file"]))
         assert [label(choice_index(b.op, b.kernel, b.expansion)) for b in arch.blocks] == \
             res["blocks"], name
+
+
+def test_cli_selection_options_reach_the_search(monkeypatch, capsys, tmp_path):
+    """The final selection's options on the command line land in the SearchConfig (over
+    the mode's defaults); a value below its least is a one-line error."""
+    got = []
+    monkeypatch.setattr(cli, "run_search", lambda cfg, *a, **k: got.append(cfg))
+    assert cli.main(["--name", "nonexistent-x", "--quick", "--out", str(tmp_path),
+                     "--proxy-epochs", "3", "--proxy-margin", "0", "--pool-random", "5"]) == 0
+    quick = SearchConfig.quick()
+    assert (got[0].proxy_epochs, got[0].proxy_margin, got[0].pool_random) == (3, 0.0, 5)
+    assert got[0].proxy_networks == quick.proxy_networks
+    assert cli.main(["--name", "nonexistent-x", "--proxy-epochs", "0"]) == 2
+    assert "--proxy-epochs 0: must be >= 1" in capsys.readouterr().err
+    # a proxy run's directory names its recipe: other proxy options train anew
+    assert run_mod.proxy_run_name(quick, ["conv-k3-e1"]) == "conv-k3-e1-1ep-1000img-500val"
 
 
 def test_cli_refuses_to_overwrite_and_bad_budget(capsys):

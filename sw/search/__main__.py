@@ -2,7 +2,12 @@
 
     python -m sw.search --dataset fashion-mnist --board icebreaker --budget 400000 \\
         --name searched [--quick] [--objective latency|energy] [--cost model|flops] \\
-        [--space hybrid|conv|mult-free] [--resume] [--seed S] [--force]
+        [--space hybrid|conv|mult-free] [--resume] [--seed S] [--force] \\
+        [--proxy-networks N --proxy-epochs N --proxy-margin SE ...]
+
+The final selection's options (``--candidates`` .. ``--proxy-margin``, defaults of the
+mode: full or ``--quick``) may differ on ``--resume`` once the search's epochs are done:
+the finished search then selects again (the proxy trainings already run are reused).
 
 Writes ``archs/<name>/arch.json`` (never over an existing ``archs/<name>/`` without
 ``--force``) and ``build/search/<name>/`` (checkpoint, log.jsonl, result.json, pareto.png).
@@ -71,7 +76,24 @@ def build_parser():
     ap.add_argument("--force", action="store_true", help="overwrite archs/NAME/")
     ap.add_argument("--out", default=None, help="default build/search/NAME")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    sel = ap.add_argument_group("final selection (docs/search.md)")
+    for key, kind, _, text in SELECTION_FLAGS:
+        sel.add_argument("--" + key.replace("_", "-"), type=kind, default=None, help=text)
     return ap
+
+
+#: the final selection's options on the command line: (SearchConfig field, type, least
+#: value, help)
+SELECTION_FLAGS = (
+    ("candidates", int, 1, "most probable in-budget networks in the pool"),
+    ("family_candidates", int, 0, "most probable all-conv and all-mult-free networks each"),
+    ("pool_random", int, 0, "random in-budget networks in the pool"),
+    ("proxy_networks", int, 0, "networks of the pool trained from scratch (0: one-shot pick)"),
+    ("proxy_epochs", int, 1, "epochs of each proxy training"),
+    ("proxy_images", int, 1, "training images of each proxy training"),
+    ("proxy_margin", float, 0, "pick the cheapest within this many standard errors of the "
+                               "best proxy accuracy (0: the best)"),
+)
 
 
 def main(argv=None):
@@ -90,6 +112,12 @@ def main(argv=None):
                                    ("search_epochs", args.search_epochs)) if v is not None}
         if any(v < 1 for v in extra.values()) or args.threads < 1:
             raise ValueError("--train-images, --search-epochs and --threads must be >= 1")
+        for key, _, least, _ in SELECTION_FLAGS:
+            value = getattr(args, key)
+            if value is not None and value < least:
+                raise ValueError(f"--{key.replace('_', '-')} {value}: must be >= {least}")
+            if value is not None:
+                extra[key] = value
         make = SearchConfig.quick if args.quick else SearchConfig
         cfg = make(dataset=args.dataset, board=args.board, budget=budget,
                    objective=args.objective, cost=args.cost, space=args.space,

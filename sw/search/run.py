@@ -557,13 +557,20 @@ def rank(cfg, space, net, groups, calib, val, log, train_xy=None, proxy_val=None
         t0 = time.perf_counter()
         r["proxy_accuracy"] = proxy_train(
             cfg, space, r["choices"], train_xy, proxy_val,
-            Path(proxy_dir) / "_".join(r["blocks"]))
+            Path(proxy_dir) / proxy_run_name(cfg, r["blocks"]))
         r["proxy_seconds"] = time.perf_counter() - t0
         log(f"proxy {n + 1:2d}/{len(short)} {r['group']:9s}: {cfg.proxy_epochs} epochs, val "
             f"{100 * r['proxy_accuracy']:5.1f}%  {r['cost']:8.0f}  {r['proxy_seconds']:5.0f} s"
             f"  {' '.join(r['blocks'])}")
     best = pick(short, cfg.proxy_margin, len(proxy_val[1]))
     return best["choices"], best["cost"], rows
+
+
+def proxy_run_name(cfg, blocks):
+    """Directory of a proxy training: the network and the recipe (epochs, training and
+    held-out images), so a selection with other proxy options trains anew."""
+    return (f"{'_'.join(blocks)}-{cfg.proxy_epochs}ep-{cfg.proxy_images}img-"
+            f"{cfg.proxy_val_images}val")
 
 
 def pick(rows, margin, n):
