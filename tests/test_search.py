@@ -564,7 +564,8 @@ def test_micro_search_within_budget_quantises_and_maps(tmp_path):
     macro = tiny_macro(tmp_path)
     space = Space.from_arch(arch_mod.load(macro))
     budget = 0.8 * H.arch_cost(space.macro, BOARD, "cycles", LANES)
-    res = run_search(micro_cfg(macro=macro, budget=budget), tmp_path / "s",
+    search_cfg = micro_cfg(macro=macro, budget=budget)
+    res = run_search(search_cfg, tmp_path / "s",
                      tmp_path / "arch.json", "micro", data=micro_data(), log=lambda s: None,
                      lanes=LANES)
     assert res["within_budget"] and res["cost"] <= budget and res["mapped"] is None
@@ -594,7 +595,8 @@ def test_micro_search_within_budget_quantises_and_maps(tmp_path):
                key=lambda r: (r["cost"], -r["proxy_accuracy"]))
     assert res["blocks"] == best["blocks"] and res["cost"] == best["cost"]
     assert res["networks"][0]["proxy_accuracy"] == best["proxy_accuracy"]
-    assert (tmp_path / "s" / "proxy" / "_".join(best["blocks"]) / "report.json").is_file()
+    assert (tmp_path / "s" / "proxy" / run_mod.proxy_run_name(search_cfg, best["blocks"])
+            / "report.json").is_file()
     arch = arch_mod.load(tmp_path / "arch.json")
     assert arch.name == "micro" and H.arch_cost(arch, BOARD, "cycles", LANES) == res["cost"]
     assert res["networks"][0]["cycles_" + BOARD] == res["cost"]
