@@ -15,7 +15,7 @@ from amaranth.lib import data
 from hw import protocol
 from hw.accel import CHUNK_ID, prog_beats, program_layout
 from hw.actmem import PORTS, regions
-from hw.config import CHUNK_OF_OP
+from hw.config import CHUNK_OF_OP, KIND_OF_CHUNK
 from hw.engine import param_layout
 from hw.payload import pack
 from hw.pe import weight_layout
@@ -272,7 +272,7 @@ def spread_candidate(qm):
 def compile_model(qm, cfg):
     """Program for integer model ``qm`` on accelerator ``cfg``; ProgramError names what
     does not fit."""
-    from sw.costmodel import best_tile     # (sw.costmodel imports this module)
+    from sw.costmodel import layer_tiler   # (sw.costmodel imports this module)
     V = cfg.word_bytes
     addr, ends = _place_tensors(qm, cfg)
     if cfg.params_in_act:
@@ -289,7 +289,7 @@ def compile_model(qm, cfg):
     out_t = len(qm.tensors) - 1
     prog.output_base, prog.output_shape = addr[out_t], _shape3(qm.tensors[out_t]["shape"])
     prog.output_wide = qm.tensors[out_t]["bits"] > 8
-    spreader = spread_candidate(qm) if cfg.spread_input else None
+    tile = layer_tiler(qm)
     w_next = {name: 0 for name, _, _ in cfg.chunks}
     weights = {name: [] for name in w_next}
     params, program = [], []
@@ -302,7 +302,7 @@ def compile_model(qm, cfg):
         name = f"layers[{i}] ({L.get('name', '?')})"
         chunk = _chunk_for(cfg, L, name)
         cc = cfg.chunk(chunk)
-        kind = {"clp": "mul", "slp": "shift", "alp": "adder"}[chunk]
+        kind = KIND_OF_CHUNK[chunk]
         if L["acc_bits"] > cc.acc_width:
             raise ProgramError(f"{chunk}.acc_width: {name} needs {L['acc_bits']} accumulator "
                                f"bits, the chunk has {cc.acc_width}")
@@ -311,9 +311,7 @@ def compile_model(qm, cfg):
                                f"the accelerator has {cfg.rq_width}")
         if kind == "shift" and L["type"] != "gap" and L["exp_bits"] > cc.w_width:
             raise ProgramError(f"slp.w_width: {name} needs {L['exp_bits']} exponent bits")
-        layer = best_tile(_conv_layer(qm, i, L), kind, cc.lanes, cfg,
-                          residual=L.get("residual") is not None,
-                          spread=i == spreader)
+        layer = tile(i, _conv_layer(qm, i, L), chunk, cc.lanes, cfg)
         prog.input_spread |= layer.spread
         layer.check(cc.lanes, V, cfg.drain)
         words = weight_words(layer, _lane_weights(qm, i, L, kind, layer), cc.lanes, V)

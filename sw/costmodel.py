@@ -23,9 +23,10 @@ overlap images and ``sim/network.py`` measures the throughput.
 from dataclasses import replace
 
 from hw.accel import prog_beats
+from hw.config import KIND_OF_CHUNK
 from hw.engine import LayerEngine
 from hw.requant import Requantizer
-from sw.compile import Program, param_act_words
+from sw.compile import Program, param_act_words, spread_candidate
 
 CONTROL = 4
 
@@ -101,11 +102,25 @@ def best_tile(layer, kind, lanes, cfg, residual=False, spread=False):
                for t in tiles(layer, kind, lanes, V, cfg.cin_tile, cfg.drain)]
     options += [replace(layer, pixels=p)
                 for p in pixel_blocks(layer, lanes, V, pixels, residual)[1:]]
-    spread = spread_layer(layer, V) if spread and pixels > 1 else None
-    if spread is not None:
-        options += [replace(spread, pixels=p)
-                    for p in pixel_blocks(spread, lanes, V, pixels, residual)[1:]]
+    spread_out = spread_layer(layer, V) if spread and pixels > 1 else None
+    if spread_out is not None:
+        options += [replace(spread_out, pixels=p)
+                    for p in pixel_blocks(spread_out, lanes, V, pixels, residual)[1:]]
     return min(options, key=lambda L: layer_cycles(L, lanes, V, cfg.drain))
+
+
+def layer_tiler(qm):
+    """``tile(i, layer, chunk, lanes, cfg)``: :func:`best_tile` of layer ``i`` of the
+    integer model ``qm`` on ``chunk`` with ``lanes`` lanes, as the compiler asks it (a
+    layer with a residual takes no pixel block; the one reader of a one-channel input,
+    ``sw.compile.spread_candidate``, may run spread)."""
+    residual = {i for i, L in enumerate(qm.layers) if L.get("residual") is not None}
+    spreader = spread_candidate(qm)
+
+    def tile(i, layer, chunk, lanes, cfg):
+        return best_tile(layer, KIND_OF_CHUNK[chunk], lanes, cfg, residual=i in residual,
+                         spread=i == spreader)
+    return tile
 
 
 def control_cycles(cfg):

@@ -51,13 +51,13 @@ from pathlib import Path
 import numpy as np
 
 from hw.accel import CHUNK_ID
-from hw.config import CHUNK_OF_OP, KIND_OF_CHUNK, AccelConfig, ChunkConfig, ConfigError
+from hw.config import CHUNK_OF_OP, AccelConfig, ChunkConfig, ConfigError
 from sw import energy as E
 from sw import resources as R
 from sw import schedule
-from sw.compile import compile_model, pipeline_deltas, spread_candidate
-from sw.costmodel import (CONTROL, best_tile, compiled_layer_cycles, control_cycles,
-                          layer_cycles)
+from sw.compile import compile_model, pipeline_deltas
+from sw.costmodel import (CONTROL, compiled_layer_cycles, control_cycles, layer_cycles,
+                          layer_tiler)
 from sw.golden import model as golden
 from sw.program import ProgramError
 
@@ -205,10 +205,9 @@ def with_options(qm, cfg, drain=1, cin_tile=1, pixels=1):
     # tiled layers pack their weights differently: weight memories cut to the new use
     lanes = {c: cfg.chunk(c).lanes for c in CHUNKS}
     used_w = {c: 0 for c in CHUNKS}
-    res, spreader = residual_layers(qm), spread_candidate(qm)
+    tile = layer_tiler(qm)
     for i, L in enumerate(compile_model(qm, _roomy(qm, lanes, cfg.word_bytes)).layers):
-        tiled = best_tile(L.layer, KIND_OF_CHUNK[L.chunk], lanes[L.chunk], out,
-                          residual=i in res, spread=i == spreader)
+        tiled = tile(i, L.layer, L.chunk, lanes[L.chunk], out)
         used_w[L.chunk] += tiled.w_words(lanes[L.chunk], cfg.word_bytes)
     return replace(out, **{c: replace(cfg.chunk(c), w_words=_pow2(used_w[c]))
                            for c in CHUNKS if lanes[c]})
@@ -272,12 +271,11 @@ def chunk_table(qm, layers, chunk, sized, fam, lane_counts):
     widths, _ = chunk_widths(qm)
     w_width, acc = widths[chunk]
     w_bits = E.stored_w_bits(chunk, w_width)
-    res, spreader = residual_layers(qm), spread_candidate(qm)
+    res, tile = residual_layers(qm), layer_tiler(qm)
     untiled = [(i, L.layer) for i, L in enumerate(layers) if L.chunk == chunk]
     rows = []
     for n in lane_counts:
-        mine = [(i, best_tile(L, KIND_OF_CHUNK[chunk], n, sized, residual=i in res,
-                              spread=i == spreader)) for i, L in untiled]
+        mine = [(i, tile(i, L, chunk, n, sized)) for i, L in untiled]
         depth = _pow2(sum(L.w_words(n, word_bytes) for _, L in mine))
         mem = E.Memories(act_bytes=sized.act_bytes, weight_bytes=depth * n * w_bits // 8,
                          param_bytes=sized.p_words * (sized.m_width + sized.rq_width) // 8,
@@ -423,16 +421,14 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
     chunks = [L.chunk for L in prog.layers]
     in_words = schedule.input_words(prog)
     exact_cache, layer_cache = {}, {}
-    res, spreader = residual_layers(qm), spread_candidate(qm)
+    tile = layer_tiler(qm)
 
     def cycles_on(i, n):
         """Cycles of layer ``i`` on its chunk with ``n`` lanes."""
         if (i, n) not in layer_cache:
             L = prog.layers[i]
-            layer_cache[i, n] = layer_cycles(best_tile(L.layer, KIND_OF_CHUNK[L.chunk], n,
-                                                       sized, residual=i in res,
-                                                       spread=i == spreader),
-                                             n, V, sized.drain)
+            layer_cache[i, n] = layer_cycles(tile(i, L.layer, L.chunk, n, sized), n, V,
+                                             sized.drain)
         return layer_cache[i, n]
 
     def exact(k, s):
