@@ -4,7 +4,7 @@ board budget (issue 5, point 7).
 
 Run: .venv/bin/python bench/nasa.py [--boards icebreaker ulx3s-85f] [--objective latency]
                                     [--hybrid default] [--baseline all-conv] [--measure N]
-                                    [--headroom 0.1]
+                                    [--headroom H] [--min-util 0.7]
 
 Per board both designs are sized by the mapper (``sw.mapper.search``: the same budget,
 objective and resource model, and on the iCE40UP5K the same choice of organisation: an
@@ -56,10 +56,10 @@ def measure(net, board, cfg, images):
     return int(found.group(1))
 
 
-def design(net, board, objective, images, headroom=R.HEADROOM):
+def design(net, board, objective, images, headroom=None, min_util=mapper.MIN_UTIL):
     qm = golden.load(REPO / "archs" / net / "qmodel.npz")
     try:
-        p = mapper.search(qm, board, objective, headroom)
+        p = mapper.search(qm, board, objective, headroom, min_util=min_util)
     except mapper.MapError as e:
         return {"net": net, "fits": False, "why": str(e)}
     cfg = mapper.point_config(qm, p)
@@ -67,7 +67,7 @@ def design(net, board, objective, images, headroom=R.HEADROOM):
     fmax = R.fmax_mhz(board)
     return {"net": net, "fits": True, "acc": accuracy(net), "lanes": p.lanes,
             "org": p.organisation, "word": p.word_bytes,
-            "slots": p.slots, "cycles": cycles, "measured": bool(images),
+            "slots": p.slots, "util": p.utilisation, "cycles": cycles, "measured": bool(images),
             "ips": fmax * 1e6 / cycles, "uj": p.energy_pj / 1e6, "use": p.usage}
 
 
@@ -78,20 +78,24 @@ def main(argv=None):
     ap.add_argument("--objective", default="latency", choices=mapper.OBJECTIVES)
     ap.add_argument("--hybrid", default="default")
     ap.add_argument("--baseline", default="all-conv")
-    ap.add_argument("--headroom", type=float, default=R.HEADROOM,
-                    help="share of logic, FFs and block RAM kept free (default 0.1)")
+    ap.add_argument("--headroom", type=float, default=None,
+                    help="share of logic, FFs and block RAM kept free (default: the "
+                         "mapper's, 0.05 on the iCE40 and 0.1 on the ECP5)")
+    ap.add_argument("--min-util", type=float, default=mapper.MIN_UTIL,
+                    help="the mapper's utilisation floor for both designs (default 0.7)")
     ap.add_argument("--measure", type=int, default=0, metavar="N",
                     help="measure cycles on the RTL with N test images (Verilator)")
     args = ap.parse_args(argv)
     print("| board | design | net (integer acc.) | organisation | lanes CLP/SLP/ALP | word B "
-          "| slots | cycles/image | images/s | energy uJ/image | logic | FFs | DSP | BRAM | "
-          "SPRAM |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| slots | cycles/image | PE util. by work | images/s | energy uJ/image | logic | FFs "
+          "| DSP | BRAM | SPRAM |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     ratios = []
     for board in args.boards:
         rows = {}
         for label, net in (("hybrid", args.hybrid), ("mul-only", args.baseline)):
-            d = rows[label] = design(net, board, args.objective, args.measure, args.headroom)
+            d = rows[label] = design(net, board, args.objective, args.measure, args.headroom,
+                                     args.min_util)
             if not d["fits"]:
                 print(f"| {board} | {label} | {net} | does not fit: {d['why']} |")
                 continue
@@ -100,7 +104,7 @@ def main(argv=None):
             print(f"| {board} @ {R.fmax_mhz(board):g} MHz | {label} | {net} ({acc}) | "
                   f"{d['org']} | " + "/".join(str(d["lanes"][c]) for c in mapper.CHUNKS)
                   + f" | {d['word']} | {d['slots']} | {d['cycles']}"
-                  f"{' (RTL)' if d['measured'] else ''} | {d['ips']:.1f} | {d['uj']:.2f} | "
+                  f"{' (RTL)' if d['measured'] else ''} | {d['util']:.1%} | {d['ips']:.1f} | {d['uj']:.2f} | "
                   f"{u['logic']} | {u['ffs']} | {u['dsp']} | {u['bram']} | {u['spram']} |")
         h, m = rows["hybrid"], rows["mul-only"]
         if h["fits"] and m["fits"]:

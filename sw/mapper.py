@@ -2,8 +2,8 @@
 cycles, energy and resources.
 
     python -m sw.mapper --qmodel Q --board B --out DIR [--objective latency|energy|edp]
-                        [--rule search|proportional] [--slots N] [--headroom 0.1]
-                        [--no-split]
+                        [--rule search|proportional] [--slots N] [--headroom H]
+                        [--min-util 0.7] [--no-split]
 
 Design space: lanes per chunk (CLP multipliers, SLP shifters, ALP adders; a chunk the
 network does not use gets 0), the activation word ``word_bytes`` (the lanes a depthwise
@@ -15,7 +15,8 @@ flight, 1 .. 8). Every point is costed exactly:
   under its lower bound); latency = cycles / fmax (``sw.resources``);
 - energy per image by ``sw.energy`` (45 nm compute + memory traffic);
 - logic, FFs, DSPs, block RAM and SPRAM by ``sw.resources``, kept within the board's
-  budget (data-sheet totals less ``--headroom`` of logic, FFs and block RAM).
+  budget (data-sheet totals less ``--headroom`` of logic, FFs and block RAM; by default
+  ``sw.resources.HEADROOM``: 5% on the iCE40, 10% on the ECP5).
 
 Each slot's activations live either in one memory with two read ports (``chunks``: block
 RAM keeps it twice) or in two single-port memories and a residual memory (``split``,
@@ -28,7 +29,11 @@ too, over the lanes per chunk (:func:`small_points`), and the objective chooses 
 organisations; the report names the one chosen.
 
 ``--rule search`` (default) takes the point that minimises the objective (``latency``,
-``energy`` or ``edp``, ties to less logic); ``--rule proportional`` is NASA's rule: lanes
+``energy`` or ``edp``, ties to less logic) among those whose PEs are busy at least
+``--min-util`` of the time (:func:`utilisation`: each chunk's useful terms / (its lanes x
+cycles per image), averaged with the chunks' work as weights; default 0.7, 0 turns the
+floor off), or among all that fit when none is (the small organisation's rows take turns,
+so it stays well below); ``--rule proportional`` is NASA's rule: lanes
 in proportion to each chunk's work, scaled up as far as the budget and the objective
 want. Widths: each chunk's accumulator is the widest its layers need (the proven
 ``acc_bits``), the shift chunk's exponent the widest ``exp_bits``, ``rq_width`` the
@@ -69,6 +74,9 @@ PE_COST = {"clp": 1.0, "slp": 1 / 1.88, "alp": 1 / 1.88}
 MAX_LANES = 128
 SLOTS = (1, 2, 4, 8)
 MAX_EXACT = 4000         # exact pipeline replays per word size and slot count, at most
+#: the default floor on :func:`utilisation`: lanes are added for speed only while the PEs
+#: stay this busy (a latency objective alone adds lanes as long as any layer gets faster)
+MIN_UTIL = 0.7
 
 
 class MapError(ValueError):
@@ -99,6 +107,15 @@ def chunk_work(qm):
             taps = L["in_ch"] // L["groups"] * L["kernel"] ** 2
         work[layer_chunk(qm, L)] += L["out_ch"] * pixels * taps
     return work
+
+
+def utilisation(work, lanes, cycles):
+    """PE utilisation weighted by work: each chunk's useful terms (``work``, per chunk) /
+    (its ``lanes`` x ``cycles`` per image), averaged with the chunks' work as weights.
+    ``lanes`` may hold numpy columns (one candidate per row)."""
+    used = [c for c in CHUNKS if work.get(c)]
+    total = sum(work[c] for c in used)
+    return sum(work[c] * work[c] / lanes[c] for c in used) / total / cycles
 
 
 def chunk_widths(qm):
@@ -251,6 +268,7 @@ class Point:
     drain: int = 1                   # sums each engine writes per cycle
     cin_tile: int = 1                # input channels a tiled layer takes per beat
     pixels: int = 1                  # output pixels a lanewise layer takes side by side
+    utilisation: float = 0.0         # :func:`utilisation` at ``cycles``
 
     def score(self, objective):
         return {"latency": self.latency_s, "energy": self.energy_pj,
@@ -320,7 +338,7 @@ ORGANISATIONS = {"chunks": "an engine per chunk (pipelined chunks, dual-read ban
                           "16-bit program words"}
 
 
-def small_points(qm, board, headroom=R.HEADROOM, rule="search"):
+def small_points(qm, board, headroom=None, rule="search"):
     """``(points that fit, the candidate of least logic)`` of the small organisation
     (:func:`small_config`) on ``board``: every lane count per chunk from ``SMALL_WORD`` to
     ``SMALL_MAX_LANES`` (``rule="proportional"``: NASA's ray only), costed exactly as
@@ -371,7 +389,7 @@ def small_points(qm, board, headroom=R.HEADROOM, rule="search"):
             cycles = schedule.interval(prog, cfg)
             pj = E.program_energy(prog, cfg, res)[1].total
             points.append(Point(dict(lanes), V, 1, round(cycles), cycles / fmax, pj, use,
-                                "small"))
+                                "small", utilisation=utilisation(work, lanes, cycles)))
         return True
 
     if combos is not None:
@@ -396,9 +414,10 @@ def small_points(qm, board, headroom=R.HEADROOM, rule="search"):
 
 
 def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slots, rule,
-                 split):
+                 split, min_util):
     """:func:`search` for one word size and drain width (``sized``): per organisation and
-    slot count, ``(best point or None, the candidate of least logic's resources)``."""
+    slot count, ``(best point or None, the candidate of least logic's resources)``; the
+    best among the points of :func:`utilisation` >= ``min_util``."""
     V = sized.word_bytes
     shared = R.shared_usage(sized, fam)
     tables = {c: chunk_table(qm, prog.layers, c, sized, fam,
@@ -417,6 +436,8 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
         grid = np.meshgrid(*[np.arange(len(tables[c])) for c in present], indexing="ij")
         cols = {c: tables[c][g.ravel()] for c, g in zip(present, grid)}
     busy = np.stack([cols[c][:, CYCLES] for c in present])
+    # utilisation x cycles: the utilisation at a bound on the cycles bounds it from above
+    util_cycles = utilisation(work, {c: cols[c][:, LANES] for c in present}, 1)
     pj = sum(cols[c][:, PJ] for c in present) + E.offchip_pj(prog)
     chunks = [L.chunk for L in prog.layers]
     in_words = schedule.input_words(prog)
@@ -457,6 +478,7 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
         ok = np.all([use[r] <= have[r] for r in R.RESOURCES], 0)
         k_small = int(np.argmin(use["logic"]))
         least = {r: round(v[k_small]) for r, v in use.items()}
+        ok &= util_cycles >= min_util * bound
         if not ok.any():
             yield None, least
             continue
@@ -464,37 +486,57 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
         first = pj if objective == "energy" else bound * weight
         order = np.lexsort((use["logic"], first))
         order = order[ok[order]]
-        if objective == "energy":
-            k = int(order[0])
-            found = (pj[k], exact(k, s))
-        else:
-            # branch and bound: the bound never exceeds the exact interval
-            found, k = (np.inf, None), None
-            for j in order[:MAX_EXACT]:
-                if first[j] >= found[0]:
-                    break
-                cyc = exact(j, s)
-                if cyc * (weight[j] if objective == "edp" else 1) < found[0]:
-                    found, k = (cyc * (weight[j] if objective == "edp" else 1), cyc), int(j)
+        # branch and bound: the bound never exceeds the exact interval (energy is exact)
+        found, k = (np.inf, None), None
+        for j in order[:MAX_EXACT]:
+            if first[j] >= found[0]:
+                break
+            cyc = exact(j, s)
+            if util_cycles[j] < min_util * cyc:
+                continue
+            score = pj[j] if objective == "energy" else cyc * (
+                weight[j] if objective == "edp" else 1)
+            if score < found[0]:
+                found, k = (score, cyc), int(j)
+        if k is None:
+            yield None, least
+            continue
         cycles = found[1]
         point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
                       V, s, round(cycles), cycles / fmax, float(pj[k]),
                       {r: round(v[k]) for r, v in use.items()}, org, sized.drain,
-                      sized.cin_tile, sized.pixels)
+                      sized.cin_tile, sized.pixels, float(util_cycles[k] / cycles))
         yield point, least
 
 
-def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule="search",
-           split=True):
-    """The best :class:`Point` for ``qm`` on ``board`` under its budget. ``split``: also
-    the split activation memories (:func:`split_config`). Raises :class:`MapError` naming
-    what falls short when nothing fits."""
+def search(qm, board, objective="latency", headroom=None, slots=None, rule="search",
+           split=True, min_util=MIN_UTIL):
+    """The best :class:`Point` for ``qm`` on ``board`` under its budget, among those of
+    :func:`utilisation` >= ``min_util`` when there are any (else among all). ``split``:
+    also the split activation memories (:func:`split_config`). Raises :class:`MapError`
+    naming what falls short when nothing fits."""
+    if not 0 <= min_util < 1:
+        raise MapError(f"min_util: {min_util!r} is not a share in [0, 1)")
     if objective not in OBJECTIVES:
         raise MapError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
     if rule not in RULES:
         raise MapError(f"rule: {rule!r} is not one of {', '.join(RULES)}")
     if slots is not None and slots not in SLOTS:
         raise MapError(f"slots: {slots!r} is not one of {', '.join(map(str, SLOTS))}")
+    best, smallest = _search(qm, board, objective, headroom, slots, rule, split, min_util)
+    if best is None and min_util:
+        best, smallest = _search(qm, board, objective, headroom, slots, rule, split, 0)
+    if best is None:
+        short = R.shortfalls(smallest, board, headroom) if smallest else \
+            ["no activation word size can run its layers"]
+        raise MapError(f"{qm.name} does not fit {board} even with the fewest lanes: "
+                       + "; ".join(short))
+    return best
+
+
+def _search(qm, board, objective, headroom, slots, rule, split, min_util):
+    """:func:`search` at one floor: ``(best point or None, the candidate of least logic's
+    resources or None)``."""
     fam = R.family(board)
     have = R.budget(board, headroom)
     fmax = R.fmax_mhz(board) * 1e6
@@ -510,7 +552,7 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
         for D, T, P in engine_options(V) if rule == "search" else [(1, 1, 1)]:
             for point, least in _search_word(qm, fam, objective, have, fmax, work, present,
                                              with_options(qm, sized, D, T, P), prog, slots,
-                                             rule, split):
+                                             rule, split, min_util):
                 if smallest is None or least["logic"] < smallest["logic"]:
                     smallest = least
                 if point is not None and (best is None or (
@@ -521,17 +563,14 @@ def search(qm, board, objective="latency", headroom=R.HEADROOM, slots=None, rule
         # parts with SPRAM (the iCE40UP5K): the small organisation too
         points, least = small_points(qm, board, headroom, rule)
         for point in points:
+            if point.utilisation < min_util:
+                continue
             if best is None or (point.score(objective), point.usage["logic"]) < \
                     (best.score(objective), best.usage["logic"]):
                 best = point
         if least is not None and (smallest is None or least["logic"] < smallest["logic"]):
             smallest = least
-    if best is None:
-        short = R.shortfalls(smallest, board, headroom) if smallest else \
-            ["no activation word size can run its layers"]
-        raise MapError(f"{qm.name} does not fit {board} even with the fewest lanes: "
-                       + "; ".join(short))
-    return best
+    return best, smallest
 
 
 def point_config(qm, p):
@@ -555,9 +594,10 @@ def organisation(cfg):
 
 
 def default_config(qm, board, slots=None, rule="search", objective="latency",
-                   headroom=R.HEADROOM, split=True):
+                   headroom=None, split=True, min_util=MIN_UTIL):
     """The accelerator :func:`search` picks for ``qm`` on ``board``."""
-    return point_config(qm, search(qm, board, objective, headroom, slots, rule, split))
+    return point_config(qm, search(qm, board, objective, headroom, slots, rule, split,
+                                   min_util))
 
 
 def program_listing(prog, cfg):
@@ -604,7 +644,7 @@ def layer_report(qm, cfg):
     return rows, total
 
 
-def report(qm, cfg, board, objective, headroom=R.HEADROOM):
+def report(qm, cfg, board, objective, headroom=None, min_util=MIN_UTIL):
     """Everything ``map_report.json`` holds (the table the CLI prints, in data)."""
     rows, total = layer_report(qm, cfg)
     busy = {c: sum(r["cycles"] + control_cycles(cfg) for r in rows if r["chunk"] == c)
@@ -622,12 +662,15 @@ def report(qm, cfg, board, objective, headroom=R.HEADROOM):
                        / (cfg.chunk(c).lanes * interval)} for c in busy},
         "cycles_per_image": image, "interval_cycles": interval,
         "utilisation": macs / (sum(cfg.chunk(c).lanes for c in busy) * interval),
+        "utilisation_by_work": utilisation(chunk_work(qm), {c: cfg.chunk(c).lanes
+                                                           for c in CHUNKS}, interval),
+        "min_util": min_util,
         "fmax_mhz": fmax, "latency_ms": image / fmax / 1e3,
         "images_per_s": fmax * 1e6 / interval,
         "energy_uj": total.total / 1e6,
         "energy_split_uj": {k: v / 1e6 for k, v in vars(total).items()},
         "resources": usage, "budget": R.budget(board, headroom),
-        "part_totals": R.PARTS[R.part_of(board)], "headroom": headroom,
+        "part_totals": R.PARTS[R.part_of(board)], "headroom": R.headroom_of(board, headroom),
     }
 
 
@@ -652,6 +695,12 @@ def print_report(rep, out=None):
       f"({rep['images_per_s']:.1f} images/s at {rep['fmax_mhz']:g} MHz, latency "
       f"{rep['latency_ms']:.2f} ms), PE utilisation {rep['utilisation']:.1%}; energy "
       f"{rep['energy_uj']:.2f} uJ ({split})")
+    floor = rep["min_util"]
+    p(f"PE utilisation by work (chunks weighted by their work): "
+      f"{rep['utilisation_by_work']:.1%}" + (
+          "" if not floor else f", floor {floor:.0%}" if rep["utilisation_by_work"] >= floor
+          else f", under the {floor:.0%} floor: no design that fits reaches it, so the "
+               f"objective chose among all"))
     p("resources (predicted)  " + "  ".join(
         f"{r} {rep['resources'][r]}/{rep['budget'][r]}" for r in R.RESOURCES
         if rep["part_totals"][r]))
@@ -697,8 +746,12 @@ def main(argv=None):
                     help="search the design space (default) or NASA's proportional rule")
     ap.add_argument("--slots", type=int, default=None,
                     help="images in flight (default: searched, 1/2/4/8)")
-    ap.add_argument("--headroom", type=float, default=R.HEADROOM,
-                    help="share of logic, FFs and block RAM kept free (default 0.1)")
+    ap.add_argument("--headroom", type=float, default=None,
+                    help="share of logic, FFs and block RAM kept free (default: 0.05 on "
+                         "the iCE40, 0.1 on the ECP5)")
+    ap.add_argument("--min-util", type=float, default=MIN_UTIL,
+                    help="least PE utilisation by work a design may have, when some design "
+                         "that fits reaches it (default 0.7; 0: no floor)")
     ap.add_argument("--no-split", dest="split", action="store_false",
                     help="only dual-read activation memories (by default split ones, a "
                          "block RAM copy per memory and so more slots, are searched too)")
@@ -707,8 +760,8 @@ def main(argv=None):
     try:
         qm = golden.load(args.qmodel)
         cfg = default_config(qm, args.board, args.slots, args.rule, args.objective,
-                             args.headroom, args.split)
-        rep = report(qm, cfg, args.board, args.objective, args.headroom)
+                             args.headroom, args.split, args.min_util)
+        rep = report(qm, cfg, args.board, args.objective, args.headroom, args.min_util)
     except (golden.QModelError, ConfigError, ProgramError, MapError, R.ResourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

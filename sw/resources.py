@@ -45,7 +45,12 @@ BOARD_PART = {"icebreaker": "ice40up5k", "ulx3s-12f": "lfe5u-12f", "ulx3s-25f": 
 RESOURCES = ("logic", "ffs", "dsp", "bram", "spram")
 UNITS = {"logic": "logic cells", "ffs": "flip-flops", "dsp": "DSPs", "bram": "block RAMs",
          "spram": "SPRAMs"}
-HEADROOM = 0.10          # default share of logic, FFs and block RAM kept free
+#: default share of logic, FFs and block RAM kept free, per family: the board top needs
+#: some and the router more. iCE40: the iCEBreaker top (UART bridge, PLL, LEDs) adds about
+#: 300 LCs to the accelerator (4/6/4 lanes: 4,961 alone, 5,261 of 5,280 with the top, routed
+#: at 27.3 MHz); ECP5: nextpnr's router took more than 40 minutes on an 85F design at 97%
+#: of its DP16KDs.
+HEADROOM = {"ice40": 0.05, "ecp5": 0.10}
 HEADROOM_RESOURCES = ("logic", "ffs", "bram")
 
 #: block geometries (width, depth) a block RAM can take
@@ -80,11 +85,16 @@ def costs(fam):
                             "git or rerun `python -m sw.resources calibrate`") from None
 
 
-def budget(board, headroom=HEADROOM):
-    """What the mapper may use on ``board``: the part's totals, less ``headroom`` of the
-    logic, flip-flops and block RAM (the board top needs some, and nextpnr's router takes
-    more than 40 minutes on an ECP5-85F design at 97% of its DP16KDs); DSPs and SPRAMs
+def headroom_of(board, headroom=None):
+    """``headroom``, or the family's :data:`HEADROOM` when it is ``None``."""
+    return HEADROOM[family(board)] if headroom is None else headroom
+
+
+def budget(board, headroom=None):
+    """What the mapper may use on ``board``: the part's totals, less ``headroom`` (default:
+    the family's :data:`HEADROOM`) of the logic, flip-flops and block RAM; DSPs and SPRAMs
     are used up to the total."""
+    headroom = headroom_of(board, headroom)
     if not 0 <= headroom < 1:
         raise ResourceError(f"headroom: {headroom} is not in [0, 1)")
     return {r: math.floor(n * (1 - headroom)) if r in HEADROOM_RESOURCES else n
@@ -322,8 +332,9 @@ def estimate(cfg, board, small=True):
     return {r: round(v) for r, v in use.items()}
 
 
-def shortfalls(usage, board, headroom=HEADROOM):
+def shortfalls(usage, board, headroom=None):
     """One line per resource ``usage`` exceeds on ``board``'s budget ([] when it fits)."""
+    headroom = headroom_of(board, headroom)
     have = budget(board, headroom)
     total = PARTS[part_of(board)]
     return [f"{r}: needs {usage[r]} {UNITS[r]}, {board} has {have[r]}"

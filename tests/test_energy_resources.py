@@ -53,9 +53,13 @@ def test_budgets_and_shortfalls():
     b = R.budget("ulx3s-85f", 0.2)
     assert b["logic"] == int(83640 * 0.8) and b["bram"] == int(208 * 0.8) and b["dsp"] == 156
     use = {"logic": 6000, "ffs": 100, "dsp": 9, "bram": 3, "spram": 0}
-    short = R.shortfalls(use, "icebreaker")
-    assert short == ["logic: needs 6000 logic cells, icebreaker has 4752 (5280 less 10% "
-                     "headroom): 1248 short", "dsp: needs 9 DSPs, icebreaker has 8: 1 short"]
+    short = R.shortfalls(use, "icebreaker")      # the family's headroom: 5% on the iCE40
+    assert short == ["logic: needs 6000 logic cells, icebreaker has 5016 (5280 less 5% "
+                     "headroom): 984 short", "dsp: needs 9 DSPs, icebreaker has 8: 1 short"]
+    assert R.shortfalls(use, "icebreaker", 0.1)[0] == (
+        "logic: needs 6000 logic cells, icebreaker has 4752 (5280 less 10% headroom): "
+        "1248 short")
+    assert R.budget("ulx3s-85f")["logic"] == int(83640 * 0.9)
     assert R.shortfalls(dict(use, logic=10, dsp=8), "icebreaker") == []
     with pytest.raises(R.ResourceError, match="board: 'de0'"):
         R.budget("de0")

@@ -45,9 +45,20 @@ def evaluate(qm, lanes, V, slots, board=BOARD, drain=1, cin_tile=1, pixels=1, sp
     return cfg, cycles, pj, R.estimate(cfg, board)
 
 
+def random_candidates(rng, n):
+    """``n`` random (lanes, word, slots, drain, tile, pixels) of the search's space."""
+    for _ in range(n):
+        V = int(rng.choice([2, 4, 8]))
+        options = mapper.engine_options(V)
+        drain, tile, pixels = options[int(rng.integers(len(options)))]
+        lanes = {c: drain * int(rng.integers(-(-V // drain), 40 // drain)) for c in mapper.CHUNKS}
+        yield lanes, V, int(rng.choice([1, 2, 4])), drain, tile, pixels
+
+
 @pytest.mark.parametrize("objective", mapper.OBJECTIVES)
 def test_search_point_is_consistent_and_best(qm, objective):
-    p = mapper.search(qm, BOARD, objective)
+    """Without the utilisation floor: the objective's best of all that fit."""
+    p = mapper.search(qm, BOARD, objective, min_util=0)
     cfg, cycles, pj, use = evaluate(qm, p.lanes, p.word_bytes, p.slots, drain=p.drain,
                                     cin_tile=p.cin_tile, pixels=p.pixels,
                                     split=p.organisation == "split")
@@ -57,20 +68,45 @@ def test_search_point_is_consistent_and_best(qm, objective):
     assert {name for name, _, _ in cfg.chunks} == {"clp", "slp", "alp"}
     score = {"latency": lambda c, e: c, "energy": lambda c, e: e, "edp": lambda c, e: c * e}
     best = score[objective](p.cycles, p.energy_pj)
-    rng = np.random.default_rng(0)
-    for _ in range(12):          # random feasible candidates are never better
-        V = int(rng.choice([2, 4, 8]))
-        options = mapper.engine_options(V)
-        drain, tile, pixels = options[int(rng.integers(len(options)))]
-        lanes = {c: drain * int(rng.integers(-(-V // drain), 40 // drain)) for c in mapper.CHUNKS}
-        slots = int(rng.choice([1, 2, 4]))
+    # random feasible candidates are never better
+    for lanes, V, slots, drain, tile, pixels in random_candidates(np.random.default_rng(0), 12):
         _, c, e, use = evaluate(qm, lanes, V, slots, drain=drain, cin_tile=tile, pixels=pixels)
         if not R.shortfalls(use, BOARD):
             assert score[objective](c, e) >= best * (1 - 1e-9)
 
 
+def utilisation_of(qm, cfg, cycles):
+    """PE utilisation by work, counted from the compiled program's layers."""
+    prog = compile_model(qm, cfg)
+    work = {c: sum(L.macs for L in prog.layers if L.chunk == c) for c in mapper.CHUNKS}
+    total = sum(work.values())
+    return sum(w * w / (cfg.chunk(c).lanes * cycles) for c, w in work.items() if w) / total
+
+
+def test_utilisation_floor(qm):
+    """By default the search takes the fastest design whose PEs are busy at least
+    ``MIN_UTIL`` of the time (by work); without the floor it is faster and less busy; a
+    floor no design reaches gives the fastest of all; a floor outside [0, 1) is refused."""
+    p = mapper.search(qm, BOARD)
+    fast = mapper.search(qm, BOARD, min_util=0)
+    cfg = mapper.point_config(qm, p)
+    assert p.utilisation == pytest.approx(utilisation_of(qm, cfg, p.cycles), rel=1e-9)
+    assert p.utilisation >= mapper.MIN_UTIL > fast.utilisation
+    assert fast.cycles < p.cycles and fast.usage["logic"] > p.usage["logic"]
+    # random feasible candidates as busy are never faster
+    for lanes, V, slots, drain, tile, pixels in random_candidates(np.random.default_rng(1), 12):
+        cand, c, _, use = evaluate(qm, lanes, V, slots, drain=drain, cin_tile=tile,
+                                   pixels=pixels)
+        if not R.shortfalls(use, BOARD) and utilisation_of(qm, cand, c) >= mapper.MIN_UTIL:
+            assert c >= p.cycles
+    assert mapper.search(qm, BOARD, min_util=0.999) == fast
+    with pytest.raises(mapper.MapError, match="min_util: 1.5 is not a share"):
+        mapper.search(qm, BOARD, min_util=1.5)
+
+
 def test_objectives_trade_off(qm):
-    lat, en = mapper.search(qm, BOARD, "latency"), mapper.search(qm, BOARD, "energy")
+    lat, en = (mapper.search(qm, BOARD, objective, min_util=0)
+               for objective in ("latency", "energy"))
     assert lat.cycles <= en.cycles and en.energy_pj <= lat.energy_pj
     assert (lat.cycles, lat.energy_pj) != (en.cycles, en.energy_pj)
 
@@ -86,8 +122,8 @@ def test_one_slot_interval_is_layers_plus_transfers(qm):
 
 def test_proportional_rule_follows_work_shares():
     qm = golden.load("archs/default/qmodel.npz")
-    p = mapper.search(qm, BOARD, rule="proportional", slots=1)
-    best = mapper.search(qm, BOARD, slots=1)
+    p = mapper.search(qm, BOARD, rule="proportional", slots=1, min_util=0)
+    best = mapper.search(qm, BOARD, slots=1, min_util=0)
     assert best.cycles <= p.cycles
     work = mapper.chunk_work(qm)
     # lanes / work share is one scale for every chunk, up to rounding
@@ -113,13 +149,16 @@ def test_bad_arguments(qm):
         mapper.search(qm, BOARD, slots=3)
 
 
-def test_cli_map_report_generate_and_errors(qmodel_path, tmp_path, capsys):
+def test_cli_map_report_generate_and_errors(qm, qmodel_path, tmp_path, capsys):
     assert mapper.main(["--qmodel", str(qmodel_path), "--board", BOARD, "--objective", "edp",
                         "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "objective edp" in out and "energy nJ" in out and "resources (predicted)" in out
     rep = json.loads((tmp_path / "map_report.json").read_text())
     assert len(rep["layers"]) == len(SPECS) and rep["objective"] == "edp"
+    assert "PE utilisation by work" in out and rep["min_util"] == mapper.MIN_UTIL
+    assert rep["utilisation_by_work"] == pytest.approx(utilisation_of(
+        qm, AccelConfig.load(tmp_path / "accel.json"), rep["interval_cycles"]), rel=1e-9)
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
     cfg = AccelConfig.load(tmp_path / "accel.json")
     assert rep["accel"] == cfg.to_dict()
@@ -142,6 +181,9 @@ def test_cli_map_report_generate_and_errors(qmodel_path, tmp_path, capsys):
     assert mapper.main(["--qmodel", str(qmodel_path), "--board", "icebreaker", "--headroom",
                         "0.99", "--out", str(tmp_path / "x")]) == 2
     assert "short" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert mapper.main(["--qmodel", str(qmodel_path), "--board", BOARD, "--min-util", "2",
+                        "--out", str(tmp_path / "y")]) == 2
+    assert "error: min_util: 2.0 is not a share in [0, 1)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("slots", [1, 2])
@@ -210,20 +252,26 @@ def test_ecp5_default_uses_split_memories_for_more_slots():
     """No SPRAM on the ECP5: the search is over engines per chunk. The default network's
     ECP5-85F design keeps each slot in two single-port memories and a residual memory
     (one block-RAM copy per memory, where a dual-read bank needs one per read port), so
-    it gets 4 slots (64/128/96 lanes, 16-byte words, 4 sums drained per cycle) and a far
-    shorter interval than the best dual-read design (``--no-split``: 32/128/128 lanes,
-    2 slots, draining 8), both with input-channel tiles of 4 and pixel blocks. The
-    point's cycles are the schedule's on the sized config, whose stem runs spread."""
+    it gets 4 slots: at the utilisation floor 48/64/64 lanes (16-byte words, 4 sums
+    drained per cycle), without it 64/128/96, both far faster than the best dual-read
+    design (``--no-split``: 32/128/128 lanes, 2 slots, draining 8, which reaches no floor
+    of 70%), all with input-channel tiles of 4 and pixel blocks. The point's cycles are
+    the schedule's on the sized config, whose stem runs spread."""
     qm = golden.load("archs/default/qmodel.npz")
     dual = mapper.search(qm, BOARD, split=False)
     assert dual.organisation == "chunks" and (dual.word_bytes, dual.slots) == (16, 2)
     assert dual.lanes == {"clp": 32, "slp": 128, "alp": 128} and dual.drain == 8
+    assert dual.utilisation < mapper.MIN_UTIL
     assert mapper.organisation(mapper.point_config(qm, dual)) == "chunks"
     p = mapper.search(qm, BOARD)
-    assert p.organisation == "split" and (p.word_bytes, p.slots) == (16, 4)
-    assert p.lanes == {"clp": 64, "slp": 128, "alp": 96}
-    assert p.drain == 4 and all((q.cin_tile, q.pixels) == (4, 16) for q in (p, dual))
-    assert p.cycles < 0.7 * dual.cycles
+    fast = mapper.search(qm, BOARD, min_util=0)
+    assert p.organisation == fast.organisation == "split"
+    assert (p.word_bytes, p.slots) == (fast.word_bytes, fast.slots) == (16, 4)
+    assert p.lanes == {"clp": 48, "slp": 64, "alp": 64} and p.utilisation >= mapper.MIN_UTIL
+    assert fast.lanes == {"clp": 64, "slp": 128, "alp": 96}
+    assert p.drain == fast.drain == 4
+    assert all((q.cin_tile, q.pixels) == (4, 16) for q in (p, fast, dual))
+    assert fast.cycles < 0.7 * dual.cycles and p.cycles < 0.9 * dual.cycles
     have = R.budget(BOARD)
     assert all(p.usage[r] <= have[r] for r in R.RESOURCES)
     cfg = mapper.point_config(qm, p)
