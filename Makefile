@@ -20,6 +20,7 @@ OUT     := $(BUILD)/$(ARCH)-$(BOARD)
 IMAGES  ?= 100
 OBJECTIVE ?= latency
 HEADROOM ?=
+MIN_UTIL ?=
 DATASET ?=
 BUDGET  ?=
 NAME    ?= searched
@@ -57,9 +58,9 @@ search: $(STAMP) data ## hardware-aware NAS (DATASET= BOARD= BUDGET= NAME= QUICK
 	$(PY) -m sw.search --dataset $(or $(DATASET),fashion-mnist) --board $(BOARD) \
 		$(if $(BUDGET),--budget $(BUDGET)) --name $(NAME) $(if $(QUICK),--quick)
 
-map: $(STAMP) ## size the accelerator for ARCH on BOARD (OBJECTIVE=latency|energy|edp HEADROOM=0.1) -> build/ARCH-BOARD/
+map: $(STAMP) ## size the accelerator for ARCH on BOARD (OBJECTIVE=latency|energy|edp HEADROOM= MIN_UTIL=0.7) -> build/ARCH-BOARD/
 	$(PY) -m sw.mapper --qmodel $(QMODEL) --board $(BOARD) --objective $(OBJECTIVE) --out $(OUT) \
-		$(if $(HEADROOM),--headroom $(HEADROOM))
+		$(if $(HEADROOM),--headroom $(HEADROOM)) $(if $(MIN_UTIL),--min-util $(MIN_UTIL))
 
 rtl: map ## generate the accelerator's Verilog -> build/ARCH-BOARD/accel.v
 	$(PY) -m hw.generate --accel $(OUT)/accel.json --out $(OUT)
