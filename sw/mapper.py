@@ -416,8 +416,8 @@ def small_points(qm, board, headroom=None, rule="search"):
 def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slots, rule,
                  split, min_util):
     """:func:`search` for one word size and drain width (``sized``): per organisation and
-    slot count, ``(best point, best point of utilisation >= min_util, the candidate of
-    least logic's resources)``, a point ``None`` where there is none."""
+    slot count, ``(best point or None, the candidate of least logic's resources)``; the
+    best among the points of :func:`utilisation` >= ``min_util``."""
     V = sized.word_bytes
     shared = R.shared_usage(sized, fam)
     tables = {c: chunk_table(qm, prog.layers, c, sized, fam,
@@ -478,39 +478,35 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
         ok = np.all([use[r] <= have[r] for r in R.RESOURCES], 0)
         k_small = int(np.argmin(use["logic"]))
         least = {r: round(v[k_small]) for r, v in use.items()}
+        ok &= util_cycles >= min_util * bound
         if not ok.any():
-            yield None, None, least
+            yield None, least
             continue
         weight = pj if objective == "edp" else 1.0
         first = pj if objective == "energy" else bound * weight
         order = np.lexsort((use["logic"], first))
         order = order[ok[order]]
-        may_be_busy = util_cycles >= min_util * bound
-        # branch and bound, for the best of all and the best as busy as the floor at once
-        # (the first is never worse, so the second's bound ends the loop): the bound never
-        # exceeds the exact interval (energy is exact)
-        best, busy_best = [np.inf, None, None], [np.inf, None, None]    # score, cycles, k
+        # branch and bound: the bound never exceeds the exact interval (energy is exact)
+        found, k = (np.inf, None), None
         for j in order[:MAX_EXACT]:
-            if first[j] >= busy_best[0]:
+            if first[j] >= found[0]:
                 break
-            if first[j] >= best[0] and not may_be_busy[j]:
-                continue
             cyc = exact(j, s)
+            if util_cycles[j] < min_util * cyc:
+                continue
             score = pj[j] if objective == "energy" else cyc * (
                 weight[j] if objective == "edp" else 1)
-            if score < best[0]:
-                best = [score, cyc, int(j)]
-            if score < busy_best[0] and util_cycles[j] >= min_util * cyc:
-                busy_best = [score, cyc, int(j)]
-
-        def point(_, cycles, k):
-            return k is not None and Point(
-                {c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
-                V, s, round(cycles), cycles / fmax, float(pj[k]),
-                {r: round(v[k]) for r, v in use.items()}, org, sized.drain, sized.cin_tile,
-                sized.pixels, float(util_cycles[k] / cycles)) or None
-
-        yield point(*best), point(*busy_best), least
+            if score < found[0]:
+                found, k = (score, cyc), int(j)
+        if k is None:
+            yield None, least
+            continue
+        cycles = found[1]
+        point = Point({c: int(cols[c][k, LANES]) if c in present else 0 for c in CHUNKS},
+                      V, s, round(cycles), cycles / fmax, float(pj[k]),
+                      {r: round(v[k]) for r, v in use.items()}, org, sized.drain,
+                      sized.cin_tile, sized.pixels, float(util_cycles[k] / cycles))
+        yield point, least
 
 
 def search(qm, board, objective="latency", headroom=None, slots=None, rule="search",
@@ -527,37 +523,26 @@ def search(qm, board, objective="latency", headroom=None, slots=None, rule="sear
         raise MapError(f"rule: {rule!r} is not one of {', '.join(RULES)}")
     if slots is not None and slots not in SLOTS:
         raise MapError(f"slots: {slots!r} is not one of {', '.join(map(str, SLOTS))}")
-    best, busy_best, smallest = _search(qm, board, objective, headroom, slots, rule, split,
-                                        min_util)
+    best, smallest = _search(qm, board, objective, headroom, slots, rule, split, min_util)
+    if best is None and min_util:
+        best, smallest = _search(qm, board, objective, headroom, slots, rule, split, 0)
     if best is None:
         short = R.shortfalls(smallest, board, headroom) if smallest else \
             ["no activation word size can run its layers"]
         raise MapError(f"{qm.name} does not fit {board} even with the fewest lanes: "
                        + "; ".join(short))
-    return busy_best or best
+    return best
 
 
 def _search(qm, board, objective, headroom, slots, rule, split, min_util):
-    """:func:`search`'s ``(best point, best point of utilisation >= min_util, the
-    candidate of least logic's resources)``, each ``None`` where there is none."""
+    """:func:`search` at one floor: ``(best point or None, the candidate of least logic's
+    resources or None)``."""
     fam = R.family(board)
     have = R.budget(board, headroom)
     fmax = R.fmax_mhz(board) * 1e6
     work = chunk_work(qm)
     present = [c for c in CHUNKS if work[c]]
-    best, busy_best, smallest = None, None, None
-
-    def better(point, than):
-        return than is None or (point.score(objective), point.usage["logic"]) < \
-            (than.score(objective), than.usage["logic"])
-
-    def take(point):
-        nonlocal best, busy_best
-        if point is not None and better(point, best):
-            best = point
-        if point is not None and point.utilisation >= min_util and better(point, busy_best):
-            busy_best = point
-
+    best, smallest = None, None
     for V in (1, 2, 4, 8, 16):
         probe = {c: max(V, 16) if c in present else 0 for c in CHUNKS}
         try:
@@ -565,21 +550,27 @@ def _search(qm, board, objective, headroom, slots, rule, split, min_util):
         except (ProgramError, ConfigError):
             continue
         for D, T, P in engine_options(V) if rule == "search" else [(1, 1, 1)]:
-            for *points, least in _search_word(qm, fam, objective, have, fmax, work,
-                                               present, with_options(qm, sized, D, T, P),
-                                               prog, slots, rule, split, min_util):
+            for point, least in _search_word(qm, fam, objective, have, fmax, work, present,
+                                             with_options(qm, sized, D, T, P), prog, slots,
+                                             rule, split, min_util):
                 if smallest is None or least["logic"] < smallest["logic"]:
                     smallest = least
-                for point in points:
-                    take(point)
+                if point is not None and (best is None or (
+                        point.score(objective), point.usage["logic"]) <
+                        (best.score(objective), best.usage["logic"])):
+                    best = point
     if R.PARTS[R.part_of(board)]["spram"] and slots in (None, 1):
         # parts with SPRAM (the iCE40UP5K): the small organisation too
         points, least = small_points(qm, board, headroom, rule)
         for point in points:
-            take(point)
+            if point.utilisation < min_util:
+                continue
+            if best is None or (point.score(objective), point.usage["logic"]) < \
+                    (best.score(objective), best.usage["logic"]):
+                best = point
         if least is not None and (smallest is None or least["logic"] < smallest["logic"]):
             smallest = least
-    return best, busy_best, smallest
+    return best, smallest
 
 
 def point_config(qm, p):
