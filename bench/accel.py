@@ -45,7 +45,7 @@ from sw import schedule  # noqa: E402
 from sw.compile import compile_model  # noqa: E402
 from sw.costmodel import program_cycles  # noqa: E402
 from sw.golden import model as golden  # noqa: E402
-from sw.mapper import MapError, default_config, small_config  # noqa: E402
+from sw.mapper import MapError, default_config, small_config, utilisation  # noqa: E402
 
 QMODEL = REPO / "archs/default/qmodel.npz"
 OUT = REPO / "build/bench-accel"
@@ -129,7 +129,7 @@ def report_sim(qm, cfg, board, n_images):
               f"{macs[c] / (lanes * per_image):.1%} |")
     lanes = sum(c.lanes for _, _, c in cfg.chunks)
     work = sum(macs.values())
-    chunk_mean = sum(macs[c] * macs[c] / (cfg.chunk(c).lanes * per_image) for c in macs) / work
+    chunk_mean = utilisation(macs, {c: cfg.chunk(c).lanes for c in macs}, per_image)
     print(f"cycles per image: {per_image:.0f} ({n_images} images in one run of {run_cycles} "
           f"cycles); overall PE utilisation {work / (lanes * per_image):.1%} (all useful "
           f"PE-operations / (all PEs x cycles)); the chunks' utilisation of all cycles "

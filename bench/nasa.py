@@ -104,7 +104,8 @@ def main(argv=None):
             print(f"| {board} @ {R.fmax_mhz(board):g} MHz | {label} | {net} ({acc}) | "
                   f"{d['org']} | " + "/".join(str(d["lanes"][c]) for c in mapper.CHUNKS)
                   + f" | {d['word']} | {d['slots']} | {d['cycles']}"
-                  f"{' (RTL)' if d['measured'] else ''} | {d['util']:.1%} | {d['ips']:.1f} | {d['uj']:.2f} | "
+                  f"{' (RTL)' if d['measured'] else ''} | {d['util']:.1%} | {d['ips']:.1f} | "
+                  f"{d['uj']:.2f} | "
                   f"{u['logic']} | {u['ffs']} | {u['dsp']} | {u['bram']} | {u['spram']} |")
         h, m = rows["hybrid"], rows["mul-only"]
         if h["fits"] and m["fits"]:
