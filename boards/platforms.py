@@ -16,10 +16,10 @@ ULX3S_LEDS = (("led", 0), ("led", 1), ("led", 2), ("led", 3))
 
 @dataclass(frozen=True)
 class Board:
-    """A board: its platform class, bitstream file extension, FPGA family (``ice40``:
-    synthesised with :mod:`hw.synth`'s script: SB_MAC16s, SPRAM for the big
-    memories, their zero inits dropped, the ABC9 name workaround; ``ecp5``: amaranth's
-    ``synth_ecp5``), the board top's default clock (``top_mhz``; ``None``: the board clock), its status LEDs
+    """A board: its platform class, bitstream file extension, FPGA family (``ice40`` or
+    ``ecp5``; both synthesised with :mod:`hw.synth`'s script: the ABC9 name workaround,
+    and on the iCE40 SB_MAC16s and SPRAM for the big memories, their zero inits
+    dropped), the board top's default clock (``top_mhz``; ``None``: the board clock), its status LEDs
     (resource name, number; in :data:`boards.top.LEDS` order) and the name of a platform
     attribute with extra resources to add (``extra_resources``)."""
     name: str
@@ -40,9 +40,7 @@ class Board:
     def overrides(self, *, dsp=True, top="top"):
         """Extra ``platform.build()`` arguments for a design called ``top``; ``dsp``
         off keeps multipliers out of DSP blocks."""
-        if self.family == "ice40":
-            return synth.overrides("ice40", top, dsp=dsp)
-        return {"synth_opts": "" if dsp else "-nodsp"}
+        return synth.overrides(self.family, top, dsp=dsp)
 
 
 BOARDS = {board.name: board for board in [

