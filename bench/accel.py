@@ -49,14 +49,17 @@ from sw.mapper import MapError, default_config, small_config, utilisation  # noq
 
 QMODEL = REPO / "archs/default/qmodel.npz"
 OUT = REPO / "build/bench-accel"
-# board -> (yosys synthesis script, nextpnr tool, nextpnr device options, target MHz);
-# the scripts are hw.synth's (the board flow's): iCE40 drops the zero memory inits for
-# SPRAM, both hide the bracketed names ABC9 trips over.
+# board -> (yosys synthesis script, nextpnr tool, nextpnr device options, target MHz,
+# constraints file: (option, text) or None); the scripts are hw.synth's (the board
+# flow's): iCE40 drops the zero memory inits for SPRAM, both hide the bracketed names ABC9
+# trips over. The ECP5's clock goes on the ULX3S's 25 MHz clock pin (G2, a PCLK input):
+# left to the placer, a pad without a route to the global clock network can fail routing.
 FLOWS = {
     "icebreaker": (synth.script("ice40", "accel"), "nextpnr-ice40",
-                   ["--up5k", "--package", "sg48"], 24.0),
+                   ["--up5k", "--package", "sg48"], 24.0, None),
     "ulx3s-85f": (synth.script("ecp5", "accel"), "nextpnr-ecp5",
-                  ["--85k", "--package", "CABGA381"], 75.0),
+                  ["--85k", "--package", "CABGA381"], 75.0,
+                  ("--lpf", 'LOCATE COMP "clk" SITE "G2";\n')),
 }
 
 
@@ -68,8 +71,12 @@ def tool(name):
 def ooc_build(cfg, board, out, log=print):
     """Synthesise, place and route the accelerator of ``cfg`` for ``board`` out of context;
     returns the :class:`boards.report.Report` (``None`` when synthesis failed)."""
-    synth, pnr, device, mhz = FLOWS[board]
+    synth, pnr, device, mhz, constraints = FLOWS[board]
     out.mkdir(parents=True, exist_ok=True)
+    if constraints:
+        option, text = constraints
+        (out / "accel.pins").write_text(text)
+        device = [*device, option, "accel.pins", f"{option}-allow-unconstrained"]
     (out / "accel.v").write_text(to_verilog(Accelerator(cfg), "accel"))
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     t0 = time.time()
