@@ -35,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from boards.platforms import get_board  # noqa: E402
 from boards.report import parse_nextpnr_log  # noqa: E402
 from hw import synth  # noqa: E402
 from hw.accel import Accelerator  # noqa: E402
@@ -52,14 +53,23 @@ OUT = REPO / "build/bench-accel"
 # board -> (yosys synthesis script, nextpnr tool, nextpnr device options, target MHz,
 # constraints file: (option, text) or None); the scripts are hw.synth's (the board
 # flow's): iCE40 drops the zero memory inits for SPRAM, both hide the bracketed names ABC9
-# trips over. The ECP5's clock goes on the ULX3S's 25 MHz clock pin (G2, a PCLK input):
-# left to the placer, a pad without a route to the global clock network can fail routing.
+# trips over. The ECP5's clock goes on the ULX3S's clock pin (its platform's default
+# clock, a PCLK input): left to the placer, a pad without a route to the global clock
+# network can fail routing.
+
+
+def clock_pin(board):
+    """The package pin of ``board``'s default clock (amaranth-boards' resource)."""
+    platform = get_board(board).platform()
+    return platform.lookup(platform.default_clk).ios[0].names[0]
+
+
 FLOWS = {
     "icebreaker": (synth.script("ice40", "accel"), "nextpnr-ice40",
                    ["--up5k", "--package", "sg48"], 24.0, None),
     "ulx3s-85f": (synth.script("ecp5", "accel"), "nextpnr-ecp5",
                   ["--85k", "--package", "CABGA381"], 75.0,
-                  ("--lpf", 'LOCATE COMP "clk" SITE "G2";\n')),
+                  ("--lpf", f'LOCATE COMP "clk" SITE "{clock_pin("ulx3s-85f")}";\n')),
 }
 
 
