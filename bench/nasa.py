@@ -1,10 +1,10 @@
 """NASA's comparison on our hardware: the hybrid accelerator running the hybrid network vs a
 multiplier-only accelerator running the all-conv network of similar accuracy, at the same
-board budget (issue 5, point 7).
+board budget (issue 5, point 7), within what nextpnr routes (sw.resources.ROUTABLE).
 
 Run: .venv/bin/python bench/nasa.py [--boards icebreaker ulx3s-85f] [--objective latency]
                                     [--hybrid default] [--baseline all-conv] [--measure N]
-                                    [--headroom H] [--min-util 0.7]
+                                    [--headroom H] [--min-util 0.7] [--unroutable]
 
 Per board both designs are sized by the mapper (``sw.mapper.search``: the same budget,
 objective and resource model, and on the iCE40UP5K the same choice of organisation: an
@@ -56,10 +56,12 @@ def measure(net, board, cfg, images):
     return int(found.group(1))
 
 
-def design(net, board, objective, images, headroom=None, min_util=mapper.MIN_UTIL):
+def design(net, board, objective, images, headroom=None, min_util=mapper.MIN_UTIL,
+           routable=True):
     qm = golden.load(REPO / "archs" / net / "qmodel.npz")
     try:
-        p = mapper.search(qm, board, objective, headroom, min_util=min_util)
+        p = mapper.search(qm, board, objective, headroom, min_util=min_util,
+                          routable=routable)
     except mapper.MapError as e:
         return {"net": net, "fits": False, "why": str(e)}
     cfg = mapper.point_config(qm, p)
@@ -83,6 +85,9 @@ def main(argv=None):
                          "mapper's, 0.05 on the iCE40 and 0.1 on the ECP5)")
     ap.add_argument("--min-util", type=float, default=mapper.MIN_UTIL,
                     help="the mapper's utilisation floor for both designs (default 0.7)")
+    ap.add_argument("--unroutable", dest="routable", action="store_false",
+                    help="lift the mapper's limits of what nextpnr routes (sw.resources."
+                         "ROUTABLE) for both designs")
     ap.add_argument("--measure", type=int, default=0, metavar="N",
                     help="measure cycles on the RTL with N test images (Verilator)")
     args = ap.parse_args(argv)
@@ -95,7 +100,7 @@ def main(argv=None):
         rows = {}
         for label, net in (("hybrid", args.hybrid), ("mul-only", args.baseline)):
             d = rows[label] = design(net, board, args.objective, args.measure, args.headroom,
-                                     args.min_util)
+                                     args.min_util, args.routable)
             if not d["fits"]:
                 print(f"| {board} | {label} | {net} | does not fit: {d['why']} |")
                 continue

@@ -3,7 +3,7 @@ cycles, energy and resources.
 
     python -m sw.mapper --qmodel Q --board B --out DIR [--objective latency|energy|edp]
                         [--rule search|proportional] [--slots N] [--headroom H]
-                        [--min-util 0.7] [--no-split]
+                        [--min-util 0.7] [--no-split] [--unroutable]
 
 Design space: lanes per chunk (CLP multipliers, SLP shifters, ALP adders; a chunk the
 network does not use gets 0), the activation word ``word_bytes`` (the lanes a depthwise
@@ -16,7 +16,9 @@ flight, 1 .. 8). Every point is costed exactly:
 - energy per image by ``sw.energy`` (45 nm compute + memory traffic);
 - logic, FFs, DSPs, block RAM and SPRAM by ``sw.resources``, kept within the board's
   budget (data-sheet totals less ``--headroom`` of logic, FFs and block RAM; by default
-  ``sw.resources.HEADROOM``: 5% on the iCE40, 10% on the ECP5).
+  ``sw.resources.HEADROOM``: 5% on the iCE40, 10% on the ECP5), and within what nextpnr
+  routes (``sw.resources.ROUTABLE``: on the ECP5 at most 2 slots and 40% of the logic,
+  since the engines' crossbar to more slots congests; ``--unroutable`` lifts it).
 
 Each slot's activations live either in one memory with two read ports (``chunks``: block
 RAM keeps it twice) or in two single-port memories and a residual memory (``split``,
@@ -338,7 +340,7 @@ ORGANISATIONS = {"chunks": "an engine per chunk (pipelined chunks, dual-read ban
                           "16-bit program words"}
 
 
-def small_points(qm, board, headroom=None, rule="search"):
+def small_points(qm, board, headroom=None, rule="search", routable=True):
     """``(points that fit, the candidate of least logic)`` of the small organisation
     (:func:`small_config`) on ``board``: every lane count per chunk from ``SMALL_WORD`` to
     ``SMALL_MAX_LANES`` (``rule="proportional"``: NASA's ray only), costed exactly as
@@ -355,7 +357,7 @@ def small_points(qm, board, headroom=None, rule="search"):
         return [], None
     prog = compile_model(qm, base)
     res = residual_layers(qm)
-    have = R.budget(board, headroom)
+    have = R.budget(board, headroom, routable)
     fmax = R.fmax_mhz(board) * 1e6
     mine = {c: [L.layer for L in prog.layers if L.chunk == c] for c in present}
 
@@ -416,8 +418,8 @@ def small_points(qm, board, headroom=None, rule="search"):
 def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slots, rule,
                  split, min_util):
     """:func:`search` for one word size and drain width (``sized``): per organisation and
-    slot count, ``(best point or None, the candidate of least logic's resources)``; the
-    best among the points of :func:`utilisation` >= ``min_util``."""
+    slot count of ``slots``, ``(best point or None, the candidate of least logic's
+    resources)``; the best among the points of :func:`utilisation` >= ``min_util``."""
     V = sized.word_bytes
     shared = R.shared_usage(sized, fam)
     tables = {c: chunk_table(qm, prog.layers, c, sized, fam,
@@ -467,8 +469,7 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
     halves = split_memories(qm, sized) if split else None
     if halves is not None:
         orgs.append(("split", halves, split_regions(halves)))
-    for (org, mem, regions), s in itertools.product(
-            orgs, SLOTS if slots is None else (slots,)):
+    for (org, mem, regions), s in itertools.product(orgs, slots):
         if s * mem.slot_words > 1 << 16:           # the host protocol's address space
             continue
         act = R.act_usage(fam, V, mem.act_bytes, s, len(present), regions)
@@ -510,11 +511,12 @@ def _search_word(qm, fam, objective, have, fmax, work, present, sized, prog, slo
 
 
 def search(qm, board, objective="latency", headroom=None, slots=None, rule="search",
-           split=True, min_util=MIN_UTIL):
+           split=True, min_util=MIN_UTIL, routable=True):
     """The best :class:`Point` for ``qm`` on ``board`` under its budget, among those of
     :func:`utilisation` >= ``min_util`` when there are any (else among all). ``split``:
-    also the split activation memories (:func:`split_config`). Raises :class:`MapError`
-    naming what falls short when nothing fits."""
+    also the split activation memories (:func:`split_config`); ``routable``: within the
+    slots and logic nextpnr routes on the board (``sw.resources.ROUTABLE``). Raises
+    :class:`MapError` naming what falls short when nothing fits."""
     if not 0 <= min_util < 1:
         raise MapError(f"min_util: {min_util!r} is not a share in [0, 1)")
     if objective not in OBJECTIVES:
@@ -523,22 +525,29 @@ def search(qm, board, objective="latency", headroom=None, slots=None, rule="sear
         raise MapError(f"rule: {rule!r} is not one of {', '.join(RULES)}")
     if slots is not None and slots not in SLOTS:
         raise MapError(f"slots: {slots!r} is not one of {', '.join(map(str, SLOTS))}")
-    best, smallest = _search(qm, board, objective, headroom, slots, rule, split, min_util)
+    most = R.routable_slots(board) if routable else max(SLOTS)
+    if slots is not None and slots > most:
+        raise MapError(f"slots: {slots} is more than nextpnr routes on {board} ({most}, "
+                       "sw.resources.ROUTABLE); --unroutable maps it anyway")
+    slots = (slots,) if slots is not None else tuple(s for s in SLOTS if s <= most)
+    best, smallest = _search(qm, board, objective, headroom, slots, rule, split, min_util,
+                             routable)
     if best is None and min_util:
-        best, smallest = _search(qm, board, objective, headroom, slots, rule, split, 0)
+        best, smallest = _search(qm, board, objective, headroom, slots, rule, split, 0,
+                                 routable)
     if best is None:
-        short = R.shortfalls(smallest, board, headroom) if smallest else \
+        short = R.shortfalls(smallest, board, headroom, routable) if smallest else \
             ["no activation word size can run its layers"]
         raise MapError(f"{qm.name} does not fit {board} even with the fewest lanes: "
                        + "; ".join(short))
     return best
 
 
-def _search(qm, board, objective, headroom, slots, rule, split, min_util):
-    """:func:`search` at one floor: ``(best point or None, the candidate of least logic's
-    resources or None)``."""
+def _search(qm, board, objective, headroom, slots, rule, split, min_util, routable):
+    """:func:`search` at one floor, over the slot counts ``slots``: ``(best point or None,
+    the candidate of least logic's resources or None)``."""
     fam = R.family(board)
-    have = R.budget(board, headroom)
+    have = R.budget(board, headroom, routable)
     fmax = R.fmax_mhz(board) * 1e6
     work = chunk_work(qm)
     present = [c for c in CHUNKS if work[c]]
@@ -559,9 +568,9 @@ def _search(qm, board, objective, headroom, slots, rule, split, min_util):
                         point.score(objective), point.usage["logic"]) <
                         (best.score(objective), best.usage["logic"])):
                     best = point
-    if R.PARTS[R.part_of(board)]["spram"] and slots in (None, 1):
+    if R.PARTS[R.part_of(board)]["spram"] and 1 in slots:
         # parts with SPRAM (the iCE40UP5K): the small organisation too
-        points, least = small_points(qm, board, headroom, rule)
+        points, least = small_points(qm, board, headroom, rule, routable)
         for point in points:
             if point.utilisation < min_util:
                 continue
@@ -594,10 +603,10 @@ def organisation(cfg):
 
 
 def default_config(qm, board, slots=None, rule="search", objective="latency",
-                   headroom=None, split=True, min_util=MIN_UTIL):
+                   headroom=None, split=True, min_util=MIN_UTIL, routable=True):
     """The accelerator :func:`search` picks for ``qm`` on ``board``."""
     return point_config(qm, search(qm, board, objective, headroom, slots, rule, split,
-                                   min_util))
+                                   min_util, routable))
 
 
 def program_listing(prog, cfg):
@@ -644,7 +653,7 @@ def layer_report(qm, cfg):
     return rows, total
 
 
-def report(qm, cfg, board, objective, headroom=None, min_util=MIN_UTIL):
+def report(qm, cfg, board, objective, headroom=None, min_util=MIN_UTIL, routable=True):
     """Everything ``map_report.json`` holds (the table the CLI prints, in data)."""
     rows, total = layer_report(qm, cfg)
     busy = {c: sum(r["cycles"] + control_cycles(cfg) for r in rows if r["chunk"] == c)
@@ -669,7 +678,7 @@ def report(qm, cfg, board, objective, headroom=None, min_util=MIN_UTIL):
         "images_per_s": fmax * 1e6 / interval,
         "energy_uj": total.total / 1e6,
         "energy_split_uj": {k: v / 1e6 for k, v in vars(total).items()},
-        "resources": usage, "budget": R.budget(board, headroom),
+        "resources": usage, "budget": R.budget(board, headroom, routable),
         "part_totals": R.PARTS[R.part_of(board)], "headroom": R.headroom_of(board, headroom),
     }
 
@@ -755,13 +764,18 @@ def main(argv=None):
     ap.add_argument("--no-split", dest="split", action="store_false",
                     help="only dual-read activation memories (by default split ones, a "
                          "block RAM copy per memory and so more slots, are searched too)")
+    ap.add_argument("--unroutable", dest="routable", action="store_false",
+                    help="lift the limits on slots and logic of what nextpnr routes on the "
+                         "board (sw.resources.ROUTABLE: on the ECP5 2 slots, 40%% of the "
+                         "logic): faster designs that may not route")
     ap.add_argument("--no-plot", action="store_true", help="skip map.png")
     args = ap.parse_args(argv)
     try:
         qm = golden.load(args.qmodel)
         cfg = default_config(qm, args.board, args.slots, args.rule, args.objective,
-                             args.headroom, args.split, args.min_util)
-        rep = report(qm, cfg, args.board, args.objective, args.headroom, args.min_util)
+                             args.headroom, args.split, args.min_util, args.routable)
+        rep = report(qm, cfg, args.board, args.objective, args.headroom, args.min_util,
+                     args.routable)
     except (golden.QModelError, ConfigError, ProgramError, MapError, R.ResourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

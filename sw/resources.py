@@ -52,6 +52,13 @@ UNITS = {"logic": "logic cells", "ffs": "flip-flops", "dsp": "DSPs", "bram": "bl
 #: of its DP16KDs.
 HEADROOM = {"ice40": 0.05, "ecp5": 0.10}
 HEADROOM_RESOURCES = ("logic", "ffs", "bram")
+#: what nextpnr routes, per family: the most image slots and the largest share of the
+#: part's logic a design may take (the mapper's default limits; ``--unroutable`` lifts
+#: them). ECP5 (docs/accelerator.md, "What does not route"): every engine reads and writes
+#: every slot's memories, and that crossbar congests: 4 slots did not route in 30-100
+#: minutes at 37% or 64% of an 85F's logic, while 2 slots at 38% (32/48/72 lanes, 16-byte
+#: words) routed at 62.6 MHz. The iCE40's designs route to their last logic cell.
+ROUTABLE = {"ice40": {"slots": 8, "logic": 1.0}, "ecp5": {"slots": 2, "logic": 0.40}}
 
 #: block geometries (width, depth) a block RAM can take
 BRAM_SHAPES = {"ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
@@ -90,15 +97,29 @@ def headroom_of(board, headroom=None):
     return HEADROOM[family(board)] if headroom is None else headroom
 
 
-def budget(board, headroom=None):
+def budget(board, headroom=None, routable=True):
     """What the mapper may use on ``board``: the part's totals, less ``headroom`` (default:
-    the family's :data:`HEADROOM`) of the logic, flip-flops and block RAM; DSPs and SPRAMs
+    the family's :data:`HEADROOM`) of the logic, flip-flops and block RAM, and when
+    ``routable`` no more logic than the family's :data:`ROUTABLE` share; DSPs and SPRAMs
     are used up to the total."""
     headroom = headroom_of(board, headroom)
     if not 0 <= headroom < 1:
         raise ResourceError(f"headroom: {headroom} is not in [0, 1)")
-    return {r: math.floor(n * (1 - headroom)) if r in HEADROOM_RESOURCES else n
+    have = {r: math.floor(n * (1 - headroom)) if r in HEADROOM_RESOURCES else n
             for r, n in PARTS[part_of(board)].items()}
+    if routable:
+        have["logic"] = min(have["logic"], routable_logic(board))
+    return have
+
+
+def routable_logic(board):
+    """The most logic nextpnr routes on ``board`` (:data:`ROUTABLE`)."""
+    return math.floor(PARTS[part_of(board)]["logic"] * ROUTABLE[family(board)]["logic"])
+
+
+def routable_slots(board):
+    """The most image slots nextpnr routes on ``board`` (:data:`ROUTABLE`)."""
+    return ROUTABLE[family(board)]["slots"]
 
 
 #: what yosys's memory mapping weighs a block RAM's depth slice at, in blocks (each slice
@@ -332,14 +353,20 @@ def estimate(cfg, board, small=True):
     return {r: round(v) for r, v in use.items()}
 
 
-def shortfalls(usage, board, headroom=None):
+def shortfalls(usage, board, headroom=None, routable=True):
     """One line per resource ``usage`` exceeds on ``board``'s budget ([] when it fits)."""
     headroom = headroom_of(board, headroom)
-    have = budget(board, headroom)
+    have = budget(board, headroom, routable)
     total = PARTS[part_of(board)]
-    return [f"{r}: needs {usage[r]} {UNITS[r]}, {board} has {have[r]}"
-            + (f" ({total[r]} less {headroom:.0%} headroom)" if have[r] != total[r] else "")
-            + f": {usage[r] - have[r]} short" for r in RESOURCES if usage.get(r, 0) > have[r]]
+
+    def why(r):
+        if routable and r == "logic" and have[r] == routable_logic(board) < total[r]:
+            return (f" (the {ROUTABLE[family(board)]['logic']:.0%} of {total[r]} nextpnr "
+                    "routes; --unroutable lifts it)")
+        return f" ({total[r]} less {headroom:.0%} headroom)" if have[r] != total[r] else ""
+
+    return [f"{r}: needs {usage[r]} {UNITS[r]}, {board} has {have[r]}{why(r)}"
+            f": {usage[r] - have[r]} short" for r in RESOURCES if usage.get(r, 0) > have[r]]
 
 
 def fmax_mhz(board):

@@ -50,7 +50,7 @@ def test_layer_energy_counts_terms_and_traffic():
 
 def test_budgets_and_shortfalls():
     assert R.budget("icebreaker", 0.0) == R.PARTS["ice40up5k"]
-    b = R.budget("ulx3s-85f", 0.2)
+    b = R.budget("ulx3s-85f", 0.2, routable=False)
     assert b["logic"] == int(83640 * 0.8) and b["bram"] == int(208 * 0.8) and b["dsp"] == 156
     use = {"logic": 6000, "ffs": 100, "dsp": 9, "bram": 3, "spram": 0}
     short = R.shortfalls(use, "icebreaker")      # the family's headroom: 5% on the iCE40
@@ -59,7 +59,13 @@ def test_budgets_and_shortfalls():
     assert R.shortfalls(use, "icebreaker", 0.1)[0] == (
         "logic: needs 6000 logic cells, icebreaker has 4752 (5280 less 10% headroom): "
         "1248 short")
-    assert R.budget("ulx3s-85f")["logic"] == int(83640 * 0.9)
+    # the ECP5's logic: at most the 40% nextpnr routes (sw.resources.ROUTABLE)
+    assert R.budget("ulx3s-85f")["logic"] == int(83640 * 0.4) == R.routable_logic("ulx3s-85f")
+    assert R.budget("ulx3s-85f", routable=False)["logic"] == int(83640 * 0.9)
+    assert R.shortfalls(dict(use, logic=40000, dsp=0), "ulx3s-85f") == [
+        "logic: needs 40000 logic cells, ulx3s-85f has 33456 (the 40% of 83640 nextpnr "
+        "routes; --unroutable lifts it): 6544 short"]
+    assert R.budget("icebreaker", 0.0, routable=False) == R.budget("icebreaker", 0.0)
     assert R.shortfalls(dict(use, logic=10, dsp=8), "icebreaker") == []
     with pytest.raises(R.ResourceError, match="board: 'de0'"):
         R.budget("de0")
