@@ -680,6 +680,8 @@ def report(qm, cfg, board, objective, headroom=None, min_util=MIN_UTIL, routable
         "energy_split_uj": {k: v / 1e6 for k, v in vars(total).items()},
         "resources": usage, "budget": R.budget(board, headroom, routable),
         "part_totals": R.PARTS[R.part_of(board)], "headroom": R.headroom_of(board, headroom),
+        "routable": {"slots": R.routable_slots(board), "logic": R.routable_logic(board)}
+        if routable else None,
     }
 
 
@@ -713,6 +715,10 @@ def print_report(rep, out=None):
     p("resources (predicted)  " + "  ".join(
         f"{r} {rep['resources'][r]}/{rep['budget'][r]}" for r in R.RESOURCES
         if rep["part_totals"][r]))
+    lim = rep.get("routable")
+    if lim and (lim["slots"] < max(SLOTS) or lim["logic"] < rep["part_totals"]["logic"]):
+        p(f"kept to what nextpnr routes on {rep['board']}: at most {lim['slots']} slots and "
+          f"{lim['logic']} logic (sw.resources.ROUTABLE; --unroutable lifts it)")
 
 
 def plot(rep, path):
@@ -735,8 +741,9 @@ def plot(rep, path):
     shares = [rep["resources"][r] / rep["part_totals"][r] for r in res]
     b.bar(res, shares, color=["tab:orange" if rep["resources"][r] > rep["budget"][r]
                                else "tab:gray" for r in res])
-    b.axhline(1 - rep["headroom"], ls="--", color="k", lw=0.8,
-              label="budget (logic, FFs, block RAM)")
+    b.hlines([rep["budget"][r] / rep["part_totals"][r] for r in res],
+             [i - 0.4 for i in range(len(res))], [i + 0.4 for i in range(len(res))],
+             ls="--", color="k", lw=0.8, label="budget")
     b.set_ylabel("share of the part")
     b.set_title(f"resources on {rep['part']}")
     b.legend(fontsize=7)

@@ -162,6 +162,8 @@ def test_cli_map_report_generate_and_errors(qm, qmodel_path, tmp_path, capsys):
     rep = json.loads((tmp_path / "map_report.json").read_text())
     assert len(rep["layers"]) == len(SPECS) and rep["objective"] == "edp"
     assert "PE utilisation by work" in out and rep["min_util"] == mapper.MIN_UTIL
+    assert rep["routable"] == {"slots": 2, "logic": 33456} and rep["accel"]["slots"] <= 2
+    assert "kept to what nextpnr routes on ulx3s-85f: at most 2 slots and 33456 logic" in out
     assert rep["utilisation_by_work"] == pytest.approx(utilisation_of(
         qm, AccelConfig.load(tmp_path / "accel.json"), rep["interval_cycles"]), rel=1e-9)
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
@@ -178,6 +180,15 @@ def test_cli_map_report_generate_and_errors(qm, qmodel_path, tmp_path, capsys):
                         "--no-plot", "--out", str(tmp_path / "dual")]) == 0
     dual = json.loads((tmp_path / "dual" / "map_report.json").read_text())
     assert dual["organisation"] == "chunks" and dual["accel"]["act_split"] == 0
+    # --unroutable: no limit in the report, and --slots past the limit is an error without it
+    assert mapper.main(["--qmodel", str(qmodel_path), "--board", BOARD, "--unroutable",
+                        "--slots", "4", "--no-plot", "--out", str(tmp_path / "u")]) == 0
+    free = json.loads((tmp_path / "u" / "map_report.json").read_text())
+    assert free["routable"] is None and free["accel"]["slots"] == 4
+    assert "kept to what nextpnr routes" not in capsys.readouterr().out
+    assert mapper.main(["--qmodel", str(qmodel_path), "--board", BOARD, "--slots", "4",
+                        "--no-plot", "--out", str(tmp_path / "u4")]) == 2
+    assert "slots: 4 is more than nextpnr routes" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(dict(cfg.to_dict(), word_bytes=3)))
     assert generate.main(["--accel", str(bad), "--out", str(tmp_path)]) == 2
