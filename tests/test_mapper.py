@@ -180,6 +180,7 @@ def test_cli_map_report_generate_and_errors(qm, qmodel_path, tmp_path, capsys):
                         "--no-plot", "--out", str(tmp_path / "dual")]) == 0
     dual = json.loads((tmp_path / "dual" / "map_report.json").read_text())
     assert dual["organisation"] == "chunks" and dual["accel"]["act_split"] == 0
+    capsys.readouterr()
     # --unroutable: no limit in the report, and --slots past the limit is an error without it
     assert mapper.main(["--qmodel", str(qmodel_path), "--board", BOARD, "--unroutable",
                         "--slots", "4", "--no-plot", "--out", str(tmp_path / "u")]) == 0
