@@ -21,6 +21,7 @@ IMAGES  ?= 100
 OBJECTIVE ?= latency
 HEADROOM ?=
 MIN_UTIL ?=
+UNROUTABLE ?=
 DATASET ?=
 BUDGET  ?=
 NAME    ?= searched
@@ -58,9 +59,10 @@ search: $(STAMP) data ## hardware-aware NAS (DATASET= BOARD= BUDGET= NAME= QUICK
 	$(PY) -m sw.search --dataset $(or $(DATASET),fashion-mnist) --board $(BOARD) \
 		$(if $(BUDGET),--budget $(BUDGET)) --name $(NAME) $(if $(QUICK),--quick)
 
-map: $(STAMP) ## size the accelerator for ARCH on BOARD (OBJECTIVE=latency|energy|edp HEADROOM= MIN_UTIL=0.7) -> build/ARCH-BOARD/
+map: $(STAMP) ## size the accelerator for ARCH on BOARD (OBJECTIVE=latency|energy|edp HEADROOM= MIN_UTIL=0.7 UNROUTABLE=1) -> build/ARCH-BOARD/
 	$(PY) -m sw.mapper --qmodel $(QMODEL) --board $(BOARD) --objective $(OBJECTIVE) --out $(OUT) \
-		$(if $(HEADROOM),--headroom $(HEADROOM)) $(if $(MIN_UTIL),--min-util $(MIN_UTIL))
+		$(if $(HEADROOM),--headroom $(HEADROOM)) $(if $(MIN_UTIL),--min-util $(MIN_UTIL)) \
+		$(if $(UNROUTABLE),--unroutable)
 
 rtl: map ## generate the accelerator's Verilog -> build/ARCH-BOARD/accel.v
 	$(PY) -m hw.generate --accel $(OUT)/accel.json --out $(OUT)

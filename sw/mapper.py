@@ -17,13 +17,15 @@ flight, 1 .. 8). Every point is costed exactly:
 - logic, FFs, DSPs, block RAM and SPRAM by ``sw.resources``, kept within the board's
   budget (data-sheet totals less ``--headroom`` of logic, FFs and block RAM; by default
   ``sw.resources.HEADROOM``: 5% on the iCE40, 10% on the ECP5), and within what nextpnr
-  routes (``sw.resources.ROUTABLE``: on the ECP5 at most 2 slots and 40% of the logic,
-  since the engines' crossbar to more slots congests; ``--unroutable`` lifts it).
+  routes (``sw.resources.ROUTABLE``: on the ECP5 at most 2 slots of dual-read memories and
+  40% of the logic, since the engines' crossbar to more slots congests; ``--unroutable``
+  lifts it).
 
 Each slot's activations live either in one memory with two read ports (``chunks``: block
 RAM keeps it twice) or in two single-port memories and a residual memory (``split``,
 :func:`split_config`: one block RAM copy each, so more slots fit); both are searched
-(``--no-split``: the first only).
+(``--no-split``, and by default on the ECP5, where split slots route worse: the first
+only).
 
 On parts with SPRAM (the iCE40UP5K) the small organisation (:func:`small_config`: one
 shared engine, SPRAM activation memories, parameters in the activation memory) is searched
@@ -515,7 +517,7 @@ def search(qm, board, objective="latency", headroom=None, slots=None, rule="sear
     """The best :class:`Point` for ``qm`` on ``board`` under its budget, among those of
     :func:`utilisation` >= ``min_util`` when there are any (else among all). ``split``:
     also the split activation memories (:func:`split_config`); ``routable``: within the
-    slots and logic nextpnr routes on the board (``sw.resources.ROUTABLE``). Raises
+    slots, logic and memories nextpnr routes on the board (``sw.resources.ROUTABLE``). Raises
     :class:`MapError` naming what falls short when nothing fits."""
     if not 0 <= min_util < 1:
         raise MapError(f"min_util: {min_util!r} is not a share in [0, 1)")
@@ -530,6 +532,7 @@ def search(qm, board, objective="latency", headroom=None, slots=None, rule="sear
         raise MapError(f"slots: {slots} is more than nextpnr routes on {board} ({most}, "
                        "sw.resources.ROUTABLE); --unroutable maps it anyway")
     slots = (slots,) if slots is not None else tuple(s for s in SLOTS if s <= most)
+    split = split and (R.routable_split(board) or not routable)
     best, smallest = _search(qm, board, objective, headroom, slots, rule, split, min_util,
                              routable)
     if best is None and min_util:
@@ -680,8 +683,8 @@ def report(qm, cfg, board, objective, headroom=None, min_util=MIN_UTIL, routable
         "energy_split_uj": {k: v / 1e6 for k, v in vars(total).items()},
         "resources": usage, "budget": R.budget(board, headroom, routable),
         "part_totals": R.PARTS[R.part_of(board)], "headroom": R.headroom_of(board, headroom),
-        "routable": {"slots": R.routable_slots(board), "logic": R.routable_logic(board)}
-        if routable else None,
+        "routable": {"slots": R.routable_slots(board), "logic": R.routable_logic(board),
+                     "split": R.routable_split(board)} if routable else None,
     }
 
 
@@ -718,7 +721,8 @@ def print_report(rep, out=None):
     lim = rep.get("routable")
     if lim and (lim["slots"] < max(SLOTS) or lim["logic"] < rep["part_totals"]["logic"]):
         p(f"kept to what nextpnr routes on {rep['board']}: at most {lim['slots']} slots and "
-          f"{lim['logic']} logic (sw.resources.ROUTABLE; --unroutable lifts it)")
+          f"{lim['logic']} logic" + ("" if lim["split"] else ", dual-read memories")
+          + " (sw.resources.ROUTABLE; --unroutable lifts it)")
 
 
 def plot(rep, path):
@@ -772,8 +776,8 @@ def main(argv=None):
                     help="only dual-read activation memories (by default split ones, a "
                          "block RAM copy per memory and so more slots, are searched too)")
     ap.add_argument("--unroutable", dest="routable", action="store_false",
-                    help="lift the limits on slots and logic of what nextpnr routes on the "
-                         "board (sw.resources.ROUTABLE: on the ECP5 2 slots, 40%% of the "
+                    help="lift the limits of what nextpnr routes on the board (sw.resources."
+                         "ROUTABLE: on the ECP5 2 slots of dual-read memories, 40%% of the "
                          "logic): faster designs that may not route")
     ap.add_argument("--no-plot", action="store_true", help="skip map.png")
     args = ap.parse_args(argv)

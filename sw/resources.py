@@ -52,13 +52,17 @@ UNITS = {"logic": "logic cells", "ffs": "flip-flops", "dsp": "DSPs", "bram": "bl
 #: of its DP16KDs.
 HEADROOM = {"ice40": 0.05, "ecp5": 0.10}
 HEADROOM_RESOURCES = ("logic", "ffs", "bram")
-#: what nextpnr routes, per family: the most image slots and the largest share of the
-#: part's logic a design may take (the mapper's default limits; ``--unroutable`` lifts
-#: them). ECP5 (docs/accelerator.md, "What does not route"): every engine reads and writes
-#: every slot's memories, and that crossbar congests: 4 slots did not route in 30-100
-#: minutes at 37% or 64% of an 85F's logic, while 2 slots at 38% (32/48/72 lanes, 16-byte
-#: words) routed at 62.6 MHz. The iCE40's designs route to their last logic cell.
-ROUTABLE = {"ice40": {"slots": 8, "logic": 1.0}, "ecp5": {"slots": 2, "logic": 0.40}}
+#: what nextpnr routes, per family: the most image slots, the largest share of the part's
+#: logic a design may take and whether split activation memories may be used (the
+#: mapper's default limits; ``--unroutable`` lifts them). ECP5 (docs/accelerator.md, "What
+#: does not route"): every engine reads and writes every slot's memories, and that
+#: crossbar congests: 4 slots did not route in 30-100 minutes at 37% or 64% of an 85F's
+#: logic, while 2 dual-read slots at 38% (32/48/72 lanes, 16-byte words) routed at
+#: 62.6 MHz; 2 split slots (a part-select multiplexer and an address multiplexer per
+#: memory) stalled where dual-read ones of the same size went on. The iCE40's designs
+#: route to their last logic cell.
+ROUTABLE = {"ice40": {"slots": 8, "logic": 1.0, "split": True},
+            "ecp5": {"slots": 2, "logic": 0.40, "split": False}}
 
 #: block geometries (width, depth) a block RAM can take
 BRAM_SHAPES = {"ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
@@ -120,6 +124,11 @@ def routable_logic(board):
 def routable_slots(board):
     """The most image slots nextpnr routes on ``board`` (:data:`ROUTABLE`)."""
     return ROUTABLE[family(board)]["slots"]
+
+
+def routable_split(board):
+    """Whether nextpnr routes split activation memories on ``board`` (:data:`ROUTABLE`)."""
+    return ROUTABLE[family(board)]["split"]
 
 
 #: what yosys's memory mapping weighs a block RAM's depth slice at, in blocks (each slice

@@ -162,8 +162,10 @@ def test_cli_map_report_generate_and_errors(qm, qmodel_path, tmp_path, capsys):
     rep = json.loads((tmp_path / "map_report.json").read_text())
     assert len(rep["layers"]) == len(SPECS) and rep["objective"] == "edp"
     assert "PE utilisation by work" in out and rep["min_util"] == mapper.MIN_UTIL
-    assert rep["routable"] == {"slots": 2, "logic": 33456} and rep["accel"]["slots"] <= 2
-    assert "kept to what nextpnr routes on ulx3s-85f: at most 2 slots and 33456 logic" in out
+    assert rep["routable"] == {"slots": 2, "logic": 33456, "split": False}
+    assert rep["accel"]["slots"] <= 2 and rep["organisation"] == "chunks"
+    assert ("kept to what nextpnr routes on ulx3s-85f: at most 2 slots and 33456 logic, "
+            "dual-read memories") in out
     assert rep["utilisation_by_work"] == pytest.approx(utilisation_of(
         qm, AccelConfig.load(tmp_path / "accel.json"), rep["interval_cycles"]), rel=1e-9)
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
@@ -267,18 +269,18 @@ def test_icebreaker_gets_the_small_organisation_within_its_budget(tmp_path, caps
 
 def test_ecp5_default_is_what_nextpnr_routes():
     """No SPRAM on the ECP5: the search is over engines per chunk. By default it keeps to
-    what nextpnr routes (``sw.resources.ROUTABLE``: 2 slots, 40% of the logic), where the
-    default network's ECP5-85F design keeps each slot in two single-port memories and a
-    residual memory (one block-RAM copy per memory) with 18 / 48 / 72 lanes, and reaches
-    no utilisation floor of 70%. Past those limits (``routable=False``) split memories
-    give 4 slots: at the floor 48/64/64 lanes (16-byte words, 4 sums drained per cycle),
-    far faster than the best dual-read design (``--no-split``: 32/128/128 lanes, 2 slots,
-    draining 8, no floor reached); all with input-channel tiles of 4. The point's cycles
-    are the schedule's on the sized config."""
+    what nextpnr routes (``sw.resources.ROUTABLE``: 2 slots of dual-read memories, 40% of
+    the logic), where the default network's ECP5-85F design has 24 / 48 / 48 lanes and
+    reaches no utilisation floor of 70%. Past those limits (``routable=False``) split
+    memories (each slot in two single-port memories and a residual memory, one block-RAM
+    copy per memory) give 4 slots: at the floor 48/64/64 lanes (16-byte words, 4 sums
+    drained per cycle), far faster than the best dual-read design (``--no-split``:
+    32/128/128 lanes, 2 slots, draining 8, no floor reached); all with input-channel tiles
+    of 4. The point's cycles are the schedule's on the sized config."""
     qm = golden.load("archs/default/qmodel.npz")
     p = mapper.search(qm, BOARD)
-    assert p.organisation == "split" and (p.word_bytes, p.slots) == (16, 2)
-    assert p.lanes == {"clp": 18, "slp": 48, "alp": 72} and p.utilisation < mapper.MIN_UTIL
+    assert p.organisation == "chunks" and (p.word_bytes, p.slots) == (16, 2)
+    assert p.lanes == {"clp": 24, "slp": 48, "alp": 48} and p.utilisation < mapper.MIN_UTIL
     assert p.usage["logic"] <= R.routable_logic(BOARD) == int(83640 * 0.4)
     have = R.budget(BOARD)
     assert all(p.usage[r] <= have[r] for r in R.RESOURCES)
@@ -287,7 +289,6 @@ def test_ecp5_default_is_what_nextpnr_routes():
     assert dual.lanes == {"clp": 32, "slp": 128, "alp": 128} and dual.drain == 8
     assert dual.utilisation < mapper.MIN_UTIL
     assert dual.usage["logic"] > R.routable_logic(BOARD)
-    assert mapper.organisation(mapper.point_config(qm, dual)) == "chunks"
     fast = mapper.search(qm, BOARD, routable=False)
     assert fast.organisation == "split" and (fast.word_bytes, fast.slots) == (16, 4)
     assert fast.lanes == {"clp": 48, "slp": 64, "alp": 64}
@@ -295,9 +296,11 @@ def test_ecp5_default_is_what_nextpnr_routes():
     assert all(q.cin_tile == 4 for q in (p, fast, dual))
     assert (fast.pixels, dual.pixels) == (16, 16)
     assert fast.cycles < 0.9 * dual.cycles < 0.9 * p.cycles
-    cfg = mapper.point_config(qm, p)
-    assert cfg.act_split == 2 and not cfg.shared_engine and cfg.slots == p.slots
+    cfg = mapper.point_config(qm, fast)
+    assert cfg.act_split == 2 and not cfg.shared_engine and cfg.slots == fast.slots
     assert mapper.organisation(cfg) == "split"
+    cfg = mapper.point_config(qm, p)
+    assert mapper.organisation(cfg) == "chunks" and cfg.slots == 2
     prog = compile_model(qm, cfg)
     assert p.cycles == round(schedule.interval(prog, cfg))
     assert p.pixels == 1 and not prog.input_spread      # no pixel blocks: no spread stem

@@ -148,8 +148,9 @@ def test_layers_and_lanes_match_the_compiler_and_mapper():
     untiled = [replace(L.layer, tile=1, pixels=1,
                        **(dict(mode="broadcast", spread=False) if L.layer.spread else {}))
                for L in prog.layers]
-    # (the compiler picks input-channel tiles and pixel blocks, and spreads the stem)
-    assert prog.layers[0].layer.spread and mine[0].reads_input
+    # (the compiler picks input-channel tiles and pixel blocks, and spreads the stem where
+    # the accelerator has pixel blocks)
+    assert prog.layers[0].layer.spread == prog.input_spread and mine[0].reads_input
     assert untiled == [L.layer for L in mine]
     assert [L.chunk for L in prog.layers] == [L.chunk for L in mine]
     # the cost of a network on a given accelerator is the cost model's, drain included
