@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw.config import AccelConfig
-from sw import schedule
+from sw import resources, schedule
 from sw.compile import compile_model
 from sw.costmodel import program_cycles
 from sw.golden import model as golden
@@ -196,6 +196,10 @@ def _build_top(cfg, qm, accel, qmodel, board, out, mhz, baud, fallback_from, log
         f"({platform.device}) at {clk_mhz:.3f} MHz "
         f"({'PLL ' + str(top.pll.dividers) if top.pll else 'board clock'}), UART {baud} baud "
         f"(divisor {top.divisor}) in {out}")
+    past = resources.past_routable(cfg, board.name)
+    if past:
+        log(f"warning: this accelerator is past what nextpnr routes on {board.name} "
+            f"({'; '.join(past)}; sw.resources.ROUTABLE): routing may not finish")
 
     def figures(report):
         fmax = min((c.fmax_mhz for c in report.clocks), default=None)

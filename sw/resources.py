@@ -131,6 +131,20 @@ def routable_split(board):
     return ROUTABLE[family(board)]["split"]
 
 
+def past_routable(cfg, board):
+    """What of the accelerator ``cfg`` is past :data:`ROUTABLE` on ``board``: one phrase
+    each, [] when nothing is."""
+    out = []
+    if cfg.slots > routable_slots(board):
+        out.append(f"{cfg.slots} slots (at most {routable_slots(board)})")
+    if cfg.act_split and not routable_split(board):
+        out.append("split activation memories")
+    logic = estimate(cfg, board)["logic"]
+    if logic > routable_logic(board):
+        out.append(f"{logic} logic predicted (at most {routable_logic(board)})")
+    return out
+
+
 #: what yosys's memory mapping weighs a block RAM's depth slice at, in blocks (each slice
 #: past the first adds a level of read multiplexer): from the shapes it picked on the
 #: calibration and check builds (ECP5 32 x 8240: 18 blocks of 1024 x 18 over 17 of

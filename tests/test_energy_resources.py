@@ -103,6 +103,21 @@ def test_estimate_is_linear_in_lanes():
         assert c["dsp"] - a["dsp"] == pytest.approx(8 * pe["mul"]["dsp"], abs=1)
 
 
+def test_past_routable_names_each_limit():
+    def cfg(slots, split, lanes):
+        return AccelConfig(word_bytes=16, act_bytes=8192, slots=slots, act_split=split,
+                           p_words=256, prog_words=16, clp=ChunkConfig(lanes, 8, 20, 256),
+                           slp=ChunkConfig(lanes, 3, 18, 256), alp=ChunkConfig(0))
+    assert R.past_routable(cfg(2, 0, 16), "ulx3s-85f") == []
+    assert not any("slots" in x or "split" in x
+                   for x in R.past_routable(cfg(4, 2, 16), "icebreaker"))     # no limit there
+    past = R.past_routable(cfg(4, 2, 16), "ulx3s-85f")
+    assert past == ["4 slots (at most 2)", "split activation memories"]
+    logic = R.estimate(cfg(2, 0, 256), "ulx3s-85f")["logic"]
+    assert R.past_routable(cfg(2, 0, 256), "ulx3s-85f") == [
+        f"{logic} logic predicted (at most 33456)"]
+
+
 def test_broken_cost_file_is_one_line(tmp_path, monkeypatch):
     bad = tmp_path / "costs.json"
     bad.write_text("{not json")
