@@ -527,12 +527,13 @@ def search(qm, board, objective="latency", headroom=None, slots=None, rule="sear
         raise MapError(f"rule: {rule!r} is not one of {', '.join(RULES)}")
     if slots is not None and slots not in SLOTS:
         raise MapError(f"slots: {slots!r} is not one of {', '.join(map(str, SLOTS))}")
-    most = R.routable_slots(board) if routable else max(SLOTS)
+    lim = R.routable_limits(board) if routable else {"slots": max(SLOTS), "split": True}
+    most = lim["slots"]
     if slots is not None and slots > most:
         raise MapError(f"slots: {slots} is more than nextpnr routes on {board} ({most}, "
                        "sw.resources.ROUTABLE); --unroutable maps it anyway")
     slots = (slots,) if slots is not None else tuple(s for s in SLOTS if s <= most)
-    split = split and (R.routable_split(board) or not routable)
+    split = split and lim["split"]
     best, smallest = _search(qm, board, objective, headroom, slots, rule, split, min_util,
                              routable)
     if best is None and min_util:
@@ -683,8 +684,7 @@ def report(qm, cfg, board, objective, headroom=None, min_util=MIN_UTIL, routable
         "energy_split_uj": {k: v / 1e6 for k, v in vars(total).items()},
         "resources": usage, "budget": R.budget(board, headroom, routable),
         "part_totals": R.PARTS[R.part_of(board)], "headroom": R.headroom_of(board, headroom),
-        "routable": {"slots": R.routable_slots(board), "logic": R.routable_logic(board),
-                     "split": R.routable_split(board)} if routable else None,
+        "routable": R.routable_limits(board) if routable else None,
     }
 
 

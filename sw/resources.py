@@ -112,36 +112,28 @@ def budget(board, headroom=None, routable=True):
     have = {r: math.floor(n * (1 - headroom)) if r in HEADROOM_RESOURCES else n
             for r, n in PARTS[part_of(board)].items()}
     if routable:
-        have["logic"] = min(have["logic"], routable_logic(board))
+        have["logic"] = min(have["logic"], routable_limits(board)["logic"])
     return have
 
 
-def routable_logic(board):
-    """The most logic nextpnr routes on ``board`` (:data:`ROUTABLE`)."""
-    return math.floor(PARTS[part_of(board)]["logic"] * ROUTABLE[family(board)]["logic"])
-
-
-def routable_slots(board):
-    """The most image slots nextpnr routes on ``board`` (:data:`ROUTABLE`)."""
-    return ROUTABLE[family(board)]["slots"]
-
-
-def routable_split(board):
-    """Whether nextpnr routes split activation memories on ``board`` (:data:`ROUTABLE`)."""
-    return ROUTABLE[family(board)]["split"]
+def routable_limits(board):
+    """What nextpnr routes on ``board`` (:data:`ROUTABLE`): ``{"slots": most image slots,
+    "logic": most logic cells / LUTs, "split": whether split activation memories}``."""
+    lim = ROUTABLE[family(board)]
+    return dict(lim, logic=math.floor(PARTS[part_of(board)]["logic"] * lim["logic"]))
 
 
 def past_routable(cfg, board):
     """What of the accelerator ``cfg`` is past :data:`ROUTABLE` on ``board``: one phrase
     each, [] when nothing is."""
-    out = []
-    if cfg.slots > routable_slots(board):
-        out.append(f"{cfg.slots} slots (at most {routable_slots(board)})")
-    if cfg.act_split and not routable_split(board):
+    lim, out = routable_limits(board), []
+    if cfg.slots > lim["slots"]:
+        out.append(f"{cfg.slots} slots (at most {lim['slots']})")
+    if cfg.act_split and not lim["split"]:
         out.append("split activation memories")
     logic = estimate(cfg, board)["logic"]
-    if logic > routable_logic(board):
-        out.append(f"{logic} logic predicted (at most {routable_logic(board)})")
+    if logic > lim["logic"]:
+        out.append(f"{logic} logic predicted (at most {lim['logic']})")
     return out
 
 
@@ -383,7 +375,7 @@ def shortfalls(usage, board, headroom=None, routable=True):
     total = PARTS[part_of(board)]
 
     def why(r):
-        if routable and r == "logic" and have[r] == routable_logic(board) < total[r]:
+        if routable and r == "logic" and have[r] == routable_limits(board)["logic"] < total[r]:
             return (f" (the {ROUTABLE[family(board)]['logic']:.0%} of {total[r]} nextpnr "
                     "routes; --unroutable lifts it)")
         return f" ({total[r]} less {headroom:.0%} headroom)" if have[r] != total[r] else ""

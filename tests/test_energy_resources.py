@@ -60,7 +60,7 @@ def test_budgets_and_shortfalls():
         "logic: needs 6000 logic cells, icebreaker has 4752 (5280 less 10% headroom): "
         "1248 short")
     # the ECP5's logic: at most the 40% nextpnr routes (sw.resources.ROUTABLE)
-    assert R.budget("ulx3s-85f")["logic"] == int(83640 * 0.4) == R.routable_logic("ulx3s-85f")
+    assert R.budget("ulx3s-85f")["logic"] == int(83640 * 0.4) == R.routable_limits("ulx3s-85f")["logic"]
     assert R.budget("ulx3s-85f", routable=False)["logic"] == int(83640 * 0.9)
     assert R.shortfalls(dict(use, logic=40000, dsp=0), "ulx3s-85f") == [
         "logic: needs 40000 logic cells, ulx3s-85f has 33456 (the 40% of 83640 nextpnr "

@@ -281,14 +281,14 @@ def test_ecp5_default_is_what_nextpnr_routes():
     p = mapper.search(qm, BOARD)
     assert p.organisation == "chunks" and (p.word_bytes, p.slots) == (16, 2)
     assert p.lanes == {"clp": 24, "slp": 48, "alp": 48} and p.utilisation < mapper.MIN_UTIL
-    assert p.usage["logic"] <= R.routable_logic(BOARD) == int(83640 * 0.4)
+    assert p.usage["logic"] <= R.routable_limits(BOARD)["logic"] == int(83640 * 0.4)
     have = R.budget(BOARD)
     assert all(p.usage[r] <= have[r] for r in R.RESOURCES)
     dual = mapper.search(qm, BOARD, split=False, min_util=0, routable=False)
     assert dual.organisation == "chunks" and (dual.word_bytes, dual.slots) == (16, 2)
     assert dual.lanes == {"clp": 32, "slp": 128, "alp": 128} and dual.drain == 8
     assert dual.utilisation < mapper.MIN_UTIL
-    assert dual.usage["logic"] > R.routable_logic(BOARD)
+    assert dual.usage["logic"] > R.routable_limits(BOARD)["logic"]
     fast = mapper.search(qm, BOARD, routable=False)
     assert fast.organisation == "split" and (fast.word_bytes, fast.slots) == (16, 4)
     assert fast.lanes == {"clp": 48, "slp": 64, "alp": 64}
